@@ -1,0 +1,1 @@
+"""Evaluation suite: segmentation and agreement metrics (built under its own issue; empty for now)."""

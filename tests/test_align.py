@@ -1,0 +1,167 @@
+"""The RLKD reward rule, checked against hand-computed values (DESIGN.md section 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from gsrm.align import combine, coverage, matched_prefix, score_structures, step_rewards
+from gsrm.judges import Judge, LexicalJudge
+from gsrm.structure import Kind, Step, Structure, Verdict
+
+T, F = True, False
+
+STEP_CASES = [
+    # (id, meta, subproblem, answer, expected r_i) -- why each case exists:
+    # everything matches: every step earns 1
+    ("all-match", [T, T, T], [T, T, T], [T, T, T], [1.0, 1.0, 1.0]),
+    # a sub-problem mismatch halves that step only
+    ("sub-miss", [T, T], [T, F], [T, T], [1.0, 0.5]),
+    # an answer mismatch halves that step only
+    ("ans-miss", [T, T], [T, T], [F, T], [0.5, 1.0]),
+    # both mismatch: 1 * 0.5 * 0.5
+    ("both-miss", [T], [F], [F], [0.25]),
+    # gating: the first meta miss zeroes that step and every later one, even if later metas match
+    ("gate", [T, F, T, T], [T, T, T, T], [T, T, T, T], [1.0, 0.0, 0.0, 0.0]),
+    # gate at step 0: nothing counts; sub/answer verdicts are not needed at all
+    ("gate-first", [F, T], [], [], [0.0, 0.0]),
+    # only the matched prefix needs sub/answer verdicts (extra entries ignored)
+    ("prefix-only", [T, F], [F, T], [T, F], [0.5, 0.0]),
+    # no comparable steps
+    ("empty", [], [], [], []),
+]
+
+
+@pytest.mark.parametrize("case", STEP_CASES, ids=[c[0] for c in STEP_CASES])
+def test_step_rewards(case: tuple) -> None:
+    _, meta, sub, ans, expected = case
+    assert step_rewards(meta, sub, ans) == expected
+
+
+def test_step_rewards_requires_prefix_verdicts() -> None:
+    # two matched steps but only one sub-problem verdict: a caller bug, not a silent 0
+    with pytest.raises(ValueError, match="matched steps"):
+        step_rewards([T, T], [T], [T, T])
+
+
+@pytest.mark.parametrize(
+    "meta, expected",
+    [([], 0), ([T, T, F, T], 2), ([F], 0), ([T, T, T], 3)],
+)
+def test_matched_prefix(meta: list[bool], expected: int) -> None:
+    assert matched_prefix(meta) == expected
+
+
+COMBINE_CASES = [
+    # (id, rewards, n_teacher, n_student, mode, use_coverage, (reward, normalized, coverage))
+    # paper: unnormalised sum
+    ("paper", [1.0, 0.5, 0.25], 4, 3, "paper", False, (1.75, 0.4375, 0.75)),
+    # normalized: sum / n_teacher
+    ("normalized", [1.0, 0.5, 0.25], 4, 3, "normalized", False, (0.4375, 0.4375, 0.75)),
+    # coverage is added to the paper reward (the authors' commented-out line)
+    ("paper+cov", [1.0, 1.0], 4, 2, "paper", True, (2.5, 0.5, 0.5)),
+    # coverage averaged with normalized so it stays in [0, 1]
+    ("norm+cov", [1.0, 1.0], 4, 2, "normalized", True, (0.5, 0.5, 0.5)),
+    # a longer student: coverage capped at 1
+    ("cov-cap", [1.0, 1.0], 2, 5, "paper", True, (3.0, 1.0, 1.0)),
+    # empty student: a scored 0, even with coverage on
+    ("empty-student", [], 3, 0, "paper", True, (0.0, 0.0, 0.0)),
+    # empty teacher: a scored 0
+    ("empty-teacher", [], 0, 3, "normalized", False, (0.0, 0.0, 0.0)),
+]
+
+
+@pytest.mark.parametrize("case", COMBINE_CASES, ids=[c[0] for c in COMBINE_CASES])
+def test_combine(case: tuple) -> None:
+    _, rewards, nt, ns, mode, cov, expected = case
+    assert combine(rewards, nt, ns, mode, cov) == pytest.approx(expected)
+
+
+def test_combine_rejects_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="unknown score mode"):
+        combine([1.0], 1, 1, "bogus")  # type: ignore[arg-type]
+
+
+def test_coverage_values() -> None:
+    assert coverage(4, 2) == 0.5 and coverage(2, 4) == 1.0 and coverage(0, 3) == 0.0
+
+
+class ScriptedJudge(Judge):
+    """Answers from a table keyed by (kind, teacher text, student text); records every call."""
+
+    name = "scripted"
+
+    def __init__(self, table: dict[tuple[str, str, str], bool]) -> None:
+        self.table = table
+        self.calls: list[tuple[str, int]] = []
+
+    def judge_many(self, pairs: Sequence[tuple[str, str]], kind: Kind) -> list[Verdict]:
+        self.calls.append((kind, len(pairs)))
+        return [Verdict(match=self.table[(kind, a, b)], score=1.0) for a, b in pairs]
+
+    def _text_verdicts(self, pairs, kind):  # pragma: no cover - judge_many is overridden
+        raise AssertionError
+
+
+def _s(*triples: tuple[str, str, str]) -> Structure:
+    return Structure(steps=[Step(meta=m, subproblem=q, answer=a) for m, q, a in triples])
+
+
+def test_score_structures_hand_computed() -> None:
+    # teacher 4 steps, student 3: compare 3 positions; meta matches at 0,1, misses at 2.
+    teacher = _s(("m1", "q1", "a1"), ("m2", "q2", "a2"), ("m3", "q3", "a3"), ("m4", "q4", "a4"))
+    student = _s(("M1", "Q1", "A1"), ("M2", "Q2", "A2"), ("M3", "Q3", "A3"))
+    table = {
+        ("meta", "m1", "M1"): T, ("meta", "m2", "M2"): T, ("meta", "m3", "M3"): F,
+        ("subproblem", "q1", "Q1"): T, ("subproblem", "q2", "Q2"): F,
+        ("answer", "a1", "A1"): F, ("answer", "a2", "A2"): F,
+    }
+    judge = ScriptedJudge(table)
+    (res,) = score_structures([(teacher, student)], judge, mode="paper")
+    # step 1: 1 * 0.5 (answer) = 0.5; step 2: 1 * 0.5 * 0.5 = 0.25; step 3: gated 0
+    assert res.step_rewards == [0.5, 0.25, 0.0]
+    assert res.reward == pytest.approx(0.75)
+    assert res.normalized_reward == pytest.approx(0.75 / 4)
+    assert res.coverage == pytest.approx(0.75)
+    # sub-problem and answer were judged only for the matched prefix (2 steps), in one batch each
+    assert judge.calls == [("meta", 3), ("subproblem", 2), ("answer", 2)]
+    assert res.verdicts[2].subproblem is None and res.verdicts[2].meta is not None
+
+
+def test_score_structures_batches_across_items_and_empty_is_scored_zero() -> None:
+    t = _s(("m1", "q1", "a1"))
+    empty = Structure()
+    table = {("meta", "m1", "m1"): T, ("subproblem", "q1", "q1"): T, ("answer", "a1", "a1"): T}
+    judge = ScriptedJudge(table)
+    r_same, r_empty, r_empty_t = score_structures([(t, t), (t, empty), (empty, t)], judge)
+    assert (r_same.reward, r_empty.reward, r_empty_t.reward) == (1.0, 0.0, 0.0)
+    assert r_empty.step_rewards == [] and r_empty.coverage == 0.0
+    assert judge.calls == [("meta", 1), ("subproblem", 1), ("answer", 1)]
+
+
+def test_missing_part_is_a_mismatch_not_sent_to_judge() -> None:
+    # the student's step has no answer: x0.5 without asking the judge about an empty string
+    t = _s(("m1", "q1", "a1"))
+    s = _s(("m1", "q1", ""))
+    judge = ScriptedJudge({("meta", "m1", "m1"): T, ("subproblem", "q1", "q1"): T})
+    (res,) = score_structures([(t, s)], judge)
+    assert res.step_rewards == [0.5]
+    assert ("answer", 1) not in judge.calls
+
+
+def test_judge_failure_propagates() -> None:
+    class Broken(LexicalJudge):
+        def scores(self, pairs, kind):
+            raise RuntimeError("endpoint down")
+
+    t = _s(("find eggs", "how many eggs", "nine"))
+    with pytest.raises(RuntimeError, match="endpoint down"):
+        score_structures([(t, t)], Broken())
+
+
+def test_self_score_is_maximal_with_real_lexical_judge() -> None:
+    t = _s(("First count all eggs.", "How many eggs in total?", "72"),
+           ("Then remove the broken ones.", "How many eggs are left?", "60"))
+    (res,) = score_structures([(t, t)], LexicalJudge(), mode="normalized")
+    assert res.reward == 1.0 and res.step_rewards == [1.0, 1.0]

@@ -1,0 +1,124 @@
+"""Backends: registry, truncation flags, the openai backend over real HTTP, the real default model."""
+
+from __future__ import annotations
+
+import pytest
+
+from gsrm.backends import (
+    BACKENDS,
+    Backend,
+    BackendError,
+    Generation,
+    OpenAIBackend,
+    get_backend,
+    split_sentences,
+)
+from gsrm.parse import parse_structure
+from gsrm.prompts import build_messages
+from tests.openai_stub import chat_response, openai_stub
+
+
+def test_registry() -> None:
+    assert {"transformers", "openai", "vllm", "sentences"} <= set(BACKENDS)
+    with pytest.raises(ValueError, match="unknown backend"):
+        get_backend("nope")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # sentence ends followed by a capital
+        ("First add. Then multiply.", ["First add.", "Then multiply."]),
+        # decimals do not split
+        ("It costs 2.5 dollars. So 5 total.", ["It costs 2.5 dollars.", "So 5 total."]),
+        # line breaks always split
+        ("a\nb", ["a", "b"]),
+    ],
+)
+def test_split_sentences(text: str, expected: list[str]) -> None:
+    assert split_sentences(text) == expected
+
+
+def test_sentence_backend_output_parses() -> None:
+    (g,) = get_backend("sentences").decompose_many([("p", "First 2+3 = 5. Then 5*2 = 10.")])
+    s = parse_structure(g.text)
+    assert [st.answer for st in s.steps] == ["5", "10"]
+
+
+class EchoBackend(Backend):
+    """Counts tokens as words so truncation can be checked exactly."""
+
+    name = "echo"
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        return " ".join(text.split()[:max_tokens])
+
+    def generate(self, conversations, max_new_tokens=None):
+        return [Generation(text=c[-1]["content"]) for c in conversations]
+
+
+def test_input_truncation_is_flagged() -> None:
+    prompt_only = sum(len(m["content"].split()) + 8 for m in build_messages("p", "", 0))
+    b = EchoBackend(max_input_tokens=prompt_only + 30, shots=0)
+    short, long_ = b.decompose_many([("p", "one two three"), ("p", "word " * 500)])
+    assert not short.input_truncated and short.text.endswith("one two three")
+    assert long_.input_truncated and long_.text.count("word") < 500
+
+
+def test_truncation_impossible_raises() -> None:
+    with pytest.raises(BackendError, match="max_input_tokens"):
+        EchoBackend(max_input_tokens=5, shots=0).decompose_many([("p", "x y z")])
+
+
+def test_openai_backend_over_http() -> None:
+    text = "[Meta-reasoning 1]: a\n[Sub-problem 1]: b\n[Answer 1]: c\nSo the final answer is: c"
+
+    def reply(body):
+        finish = "length" if "LONG" in body["messages"][-1]["content"] else "stop"
+        return 200, chat_response(text, finish_reason=finish, prompt_tokens=40, completion_tokens=20)
+
+    with openai_stub(reply) as (url, seen):
+        b = OpenAIBackend(base_url=url, model="gsrm", shots=0, max_new_tokens=77)
+        g1, g2 = b.decompose_many([("p", "short"), ("p", "LONG trace")])
+    assert g1.text == text and (g1.prompt_tokens, g1.completion_tokens) == (40, 20)
+    assert not g1.hit_max_new_tokens and g2.hit_max_new_tokens
+    body = next(s for s in seen if "short" in s["messages"][-1]["content"])
+    assert body["messages"] == build_messages("p", "short", 0)
+    assert body["temperature"] == 0.0 and body["max_tokens"] == 77 and body["model"] == "gsrm"
+
+
+def test_openai_backend_failure_raises() -> None:
+    with openai_stub(lambda body: (503, {"error": {"message": "overloaded"}})) as (url, _):
+        b = OpenAIBackend(base_url=url, max_retries=0, shots=0)
+        with pytest.raises(BackendError, match="failed"):
+            b.decompose_many([("p", "r")])
+
+
+def test_vllm_backend_is_import_guarded() -> None:
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vllm is installed; the guard is not exercised")
+    except ImportError:
+        pass
+    with pytest.raises(BackendError, match=r"gsrm\[vllm\]"):
+        get_backend("vllm").count_tokens("x")
+
+
+@pytest.mark.slow
+def test_transformers_default_model_batched_generation() -> None:
+    b = get_backend("transformers", max_new_tokens=24, batch_size=2)
+    items = [("What is 2+3?", "First add 2 and 3 to get 5. So the answer is 5."),
+             ("What is 4*6?", "Multiply 4 by 6, which gives 24.")]
+    batched = b.decompose_many(items)
+    for g in batched:
+        assert g.prompt_tokens > 0 and 0 < g.completion_tokens <= 24
+        assert g.hit_max_new_tokens == (g.completion_tokens == 24)
+    # batching with left padding gives the same greedy text as one at a time
+    single = [get_backend("transformers", max_new_tokens=24, batch_size=1).decompose_many([it])[0]
+              for it in items]
+    assert [g.text for g in batched] == [g.text for g in single]
