@@ -49,6 +49,7 @@ class Generation(BaseModel):
     completion_tokens: int = 0
     input_truncated: bool = False
     hit_max_new_tokens: bool = False
+    stopped_in_loop: bool = False
 
 
 class Backend(ABC):
@@ -167,6 +168,85 @@ class SentenceBackend(Backend):
 
 
 # --------------------------------------------------------------------------- transformers
+def repeating_period(ids: Sequence[int], min_period: int = 4, max_period: int = 64,
+                     repeats: int = 3) -> int | None:
+    """The period p if the last ``repeats * p`` tokens are one p-token block repeated, else None.
+
+    Small models decoding greedily fall into loops ("step 2 ... step 3 ... " with the same
+    text); stopping there saves the rest of ``max_new_tokens`` and is reported, not hidden.
+
+    >>> repeating_period([9, 1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4])
+    4
+    >>> repeating_period([1, 2, 3, 4, 5, 6, 7, 8]) is None
+    True
+    """
+    n = len(ids)
+    for p in range(min_period, max_period + 1):
+        if repeats * p > n:
+            break
+        tail = ids[n - repeats * p :]
+        block = tail[-p:]
+        if all(tail[k * p : (k + 1) * p] == block for k in range(repeats - 1)):
+            return p
+    return None
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def repeating_lines(text: str, max_period: int = 3, repeats: int = 3, min_chars: int = 60) -> bool:
+    r"""True if the last complete lines are a block of 1-3 lines repeated ``repeats`` times.
+
+    Digits are masked first, because a looping decomposition usually keeps counting
+    ("[Meta-reasoning 7]: same text", "[Meta-reasoning 8]: same text", ...), which defeats an
+    exact token-period test. A well-formed decomposition never repeats a whole
+    meta/sub-problem/answer block word for word three times.
+
+    >>> repeating_lines("".join(f"[Meta-reasoning {i}]: The farmer makes $25 in all.\n"
+    ...                         for i in (2, 3, 4)))
+    True
+    >>> repeating_lines("[Answer 1]: 5\n[Answer 2]: 6\n[Answer 3]: 7\n")
+    False
+    """
+    lines = [_DIGITS.sub("#", ln.strip()) for ln in text.split("\n")[:-1]]
+    lines = [ln for ln in lines if ln]
+    for p in range(1, max_period + 1):
+        if repeats * p > len(lines):
+            break
+        tail = lines[len(lines) - repeats * p :]
+        block = tail[-p:]
+        if sum(len(x) for x in block) * repeats < min_chars:
+            continue
+        if all(tail[k * p : (k + 1) * p] == block for k in range(repeats - 1)):
+            return True
+    return False
+
+
+def is_looping(ids: Sequence[int], decode: Callable[[Sequence[int]], str]) -> bool:
+    """A generation tail is stuck: a repeating token block or repeating (digit-masked) lines."""
+    return repeating_period(ids) is not None or repeating_lines(decode(ids))
+
+
+def _loop_stopper(prompt_len: int, decode: Callable[[Sequence[int]], str], min_new: int = 48,
+                  every: int = 4) -> Any:
+    """A transformers StoppingCriteria that ends rows stuck in a loop (checked every few steps)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class LoopStop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            n_new = input_ids.shape[1] - prompt_len
+            if n_new < min_new or n_new % every:
+                return done
+            tail = input_ids[:, -min(n_new, 256) :].tolist()
+            for row, ids in enumerate(tail):
+                done[row] = is_looping(ids, decode)
+            return done
+
+    return LoopStop()
+
+
 class TransformersBackend(Backend):
     """A local HF causal LM (default: the embedded SmolLM2-135M-Instruct), batched greedy decoding.
 
@@ -174,6 +254,8 @@ class TransformersBackend(Backend):
     cache, see ``gsrm.weights``); ``adapter`` a peft LoRA folder merged at load time.
     ``prompt_lookup`` > 0 enables prompt-lookup (n-gram copy) speculation, which gives the
     same greedy output; transformers runs it one sequence at a time, so it pays at batch 1.
+    ``stop_loops`` ends a sequence once it is stuck in a loop (see ``is_looping``); the result
+    says so (``stopped_in_loop``), and so do the structure's warnings.
     """
 
     name = "transformers"
@@ -187,9 +269,11 @@ class TransformersBackend(Backend):
         batch_size: int = 8,
         prompt_lookup: int = 0,
         threads: int | None = None,
+        stop_loops: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.stop_loops = stop_loops
         self.model_path = model
         self.adapter = adapter
         self.device = device
@@ -286,6 +370,12 @@ class TransformersBackend(Backend):
             )
             if self.prompt_lookup:
                 kwargs["prompt_lookup_num_tokens"] = self.prompt_lookup
+            if self.stop_loops:
+                from transformers import StoppingCriteriaList
+
+                kwargs["stopping_criteria"] = StoppingCriteriaList(
+                    [_loop_stopper(width, self._tok.decode)]
+                )
             try:
                 with torch.inference_mode():
                     out = self._model.generate(
@@ -303,12 +393,14 @@ class TransformersBackend(Backend):
                         n = j
                         break
                 stopped = n < len(new)
+                looped = self.stop_loops and n < limit and is_looping(new[:n][-256:], self._tok.decode)
                 text = self._tok.decode(new[:n], skip_special_tokens=True)
                 results[i] = Generation(
                     text=text,
                     prompt_tokens=len(prompts[i]),
                     completion_tokens=n,
                     hit_max_new_tokens=(not stopped) and n >= limit,
+                    stopped_in_loop=looped,
                 )
         return [results[i] for i in range(len(prompts))]
 

@@ -144,11 +144,14 @@ class GSRM:
                         completion_tokens=gen.completion_tokens,
                         input_truncated=gen.input_truncated,
                         hit_max_new_tokens=gen.hit_max_new_tokens,
+                        stopped_in_loop=gen.stopped_in_loop,
                     )
                     if gen.input_truncated:
                         struct.warnings.append("input reasoning was truncated to max_input_tokens")
                     if gen.hit_max_new_tokens:
                         struct.warnings.append("generation stopped at max_new_tokens")
+                    if gen.stopped_in_loop:
+                        struct.warnings.append("generation stopped in a repeating loop")
                     results[key] = struct
                     self._cache[key] = struct
                     self.stats["decompositions"] += 1

@@ -48,6 +48,7 @@ class GenerationInfo(BaseModel):
     completion_tokens: int = 0
     input_truncated: bool = Field(False, description="the trace was cut to fit max_input_tokens")
     hit_max_new_tokens: bool = Field(False, description="generation stopped at max_new_tokens")
+    stopped_in_loop: bool = Field(False, description="generation stopped in a repeating loop")
     cached: bool = False
 
 

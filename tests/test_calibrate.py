@@ -1,0 +1,271 @@
+"""Threshold calibration: parsing, brief answers, pair construction and threshold choice.
+
+Why: the thresholds chosen here decide every judge verdict of the reward, so the pieces that
+turn GSM8K socratic solutions into labelled pairs and pick the threshold must be exactly
+right; a pair built from the wrong step or an off-by-one in the sweep would shift them
+silently. The pure parts are checked on hand-made inputs with hand-computed answers; one
+test runs the real script on 50 calibration items when ../shared/data is present.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gsrm.calibrate import (
+    CALIBRATION_ITEMS,
+    SocraticItem,
+    SocraticStep,
+    brief_answer,
+    build_pairs,
+    choose_threshold,
+    floor2,
+    load_items,
+    main,
+    parse_socratic,
+    roc_auc,
+    strip_calculator,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SOCRATIC = DATA / "gsm8k" / "test_socratic.jsonl"
+
+
+# --------------------------------------------------------------------------- parsing
+@pytest.mark.parametrize(
+    "answer, steps, final",
+    [
+        # the first GSM8K socratic item: calculator notes go, "**" splits question/sentence
+        (
+            (
+                "How many eggs does Janet sell? ** Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck "
+                "eggs a day.\nHow much does Janet make at the farmers' market? ** She makes "
+                "9 * 2 = $<<9*2=18>>18 every day at the farmer’s market.\n#### 18"
+            ),
+            [
+                ("How many eggs does Janet sell?", "Janet sells 16 - 3 - 4 = 9 duck eggs a day."),
+                (
+                    "How much does Janet make at the farmers' market?",
+                    "She makes 9 * 2 = $18 every day at the farmer’s market.",
+                ),
+            ],
+            "18",
+        ),
+        # only the first "**" splits; a line without one is skipped, not guessed at
+        ("Q? ** a ** b\nno marker here\n#### 7", [("Q?", "a ** b")], "7"),
+        # an empty side would be a wrong label: dropped; no "####" line -> final is None
+        ("** lonely sentence\nQ? **   \n", [], None),
+        # blank lines and surrounding spaces are ignored
+        (
+            "\n  What is x?  **  x is 2+2=<<2+2=4>>4  \n\n#### 4\n",
+            [("What is x?", "x is 2+2=4")],
+            "4",
+        ),
+    ],
+)
+def test_parse_socratic(answer, steps, final):
+    item = parse_socratic(answer)
+    assert [(s.question, s.text) for s in item.steps] == steps
+    assert item.final == final
+
+
+def test_strip_calculator_collapses_spaces():
+    # removing "<<...>>" must not leave double spaces that would change token counts
+    assert strip_calculator("a  <<1+1=2>> 2\tb") == "a 2 b"
+
+
+# --------------------------------------------------------------------------- brief answers
+@pytest.mark.parametrize(
+    "text, brief",
+    [
+        # the example from the protocol: a chained subtraction
+        ("Janet sells 16 - 3 - 4 = 9 duck eggs a day.", "Janet sells 9 duck eggs a day."),
+        # currency on the result is kept
+        ("She makes 9 * 2 = $18 every day.", "She makes $18 every day."),
+        # no spaces around the operators and "="
+        ("It takes 2/2=1 bolt of white fiber", "It takes 1 bolt of white fiber"),
+        # thousands separators and a "$" glued to the result
+        ("The cost came out to 80,000+50,000=$130,000", "The cost came out to $130,000"),
+        # unit words inside the expression
+        ("Together they wash 8 oranges + 4 oranges =12 oranges", "Together they wash 12 oranges"),
+        # a unit glued with "/" and a decimal divisor
+        ("So: 8 pounds / 0.5 pounds/week = 16 weeks", "So: 16 weeks"),
+        # "x" as the multiplication sign, "$" operands
+        ("The two adults pay $14 x 2 = $28 for the park.", "The two adults pay $28 for the park."),
+        # a leading-dot decimal and an en dash as minus
+        ("He swam 20*.6=12 miles, then $400 – $50 = $350.", "He swam 12 miles, then $350."),
+        # parentheses and a signed first operand
+        ("So (3+4)*2 = 14 and -30/3 = -10 degrees", "So 14 and -10 degrees"),
+        # "because" clause: the expression goes, the sentence's own numbers stay
+        ("Kelly runs 200 yards because 100 x 2 = 200", "Kelly runs 200 yards because 200"),
+        # algebra with letters is not arithmetic: unchanged
+        ("We get 50=2*x.", "We get 50=2*x."),
+        # no expression at all: unchanged
+        ("Mark's initial weight was 100 pounds.", "Mark's initial weight was 100 pounds."),
+    ],
+)
+def test_brief_answer(text, brief):
+    assert brief_answer(text) == brief
+
+
+def test_brief_answer_does_not_touch_words_glued_to_numbers():
+    # "B2 + 3 = 5": the operand starts inside a word, so it is not an expression start
+    assert brief_answer("Room B2 + 3 = 5") == "Room B2 + 3 = 5"
+
+
+# --------------------------------------------------------------------------- pairs
+Q1, T1 = "How many eggs does Janet sell?", "Janet sells 16 - 3 - 4 = 9 duck eggs a day."
+Q2, T2 = "How much does she make?", "She makes 9 * 2 = $18 every day."
+Q3, T3 = "How many crayons?", "She has 3 boxes of 64 crayons so she has 3*64 = 192 crayons"
+B1, B3 = "Janet sells 9 duck eggs a day.", "She has 3 boxes of 64 crayons so she has 192 crayons"
+
+TWO = SocraticItem(steps=(SocraticStep(Q1, T1), SocraticStep(Q2, T2)))
+ONE = SocraticItem(steps=(SocraticStep(Q3, T3),))
+MIXED = SocraticItem(steps=(SocraticStep(Q1, T1), SocraticStep(Q3, T3)))
+REPEAT = SocraticItem(steps=(SocraticStep(Q1, T1), SocraticStep(Q1, T1), SocraticStep(Q2, T2)))
+
+
+@pytest.mark.parametrize(
+    "items, kind, positives, negatives",
+    [
+        # same step -> positive; the other step's sentence for the same question -> negative
+        ([TWO], "subproblem", [(Q1, T1), (Q2, T2)], [(Q1, T2), (Q2, T1)]),
+        # meta uses the same human pairs (a socratic question is what the step is about)
+        ([TWO], "meta", [(Q1, T1), (Q2, T2)], [(Q1, T2), (Q2, T1)]),
+        # a one-step problem has no negative from the same problem: skipped entirely
+        ([ONE], "subproblem", [], []),
+        ([ONE, TWO], "subproblem", [(Q1, T1), (Q2, T2)], [(Q1, T2), (Q2, T1)]),
+        # a repeated step is not a different step: no negatives between the copies
+        (
+            [REPEAT],
+            "subproblem",
+            [(Q1, T1), (Q1, T1), (Q2, T2)],
+            [(Q1, T2), (Q1, T2), (Q2, T1), (Q2, T1)],
+        ),
+        # answers: (T1, B1) both parse as 9 and (T3, B1) as 192 vs 9 -> decided numerically by
+        # judge_many, so left out; B3 keeps two numbers (64, 192), so pairs with it stay
+        ([MIXED], "answer", [(T3, B3)], [(T1, B3)]),
+        # all of TWO's answer pairs are number-vs-number: nothing for the text threshold
+        ([TWO], "answer", [], []),
+    ],
+)
+def test_build_pairs(items, kind, positives, negatives):
+    assert build_pairs(items, kind) == (positives, negatives)
+
+
+def test_build_pairs_drops_identity_positive():
+    # a sentence without arithmetic is its own brief; scoring (x, x) says nothing
+    plain = "He has 2 cats and 3 dogs."
+    item = SocraticItem(steps=(SocraticStep("Pets?", plain), SocraticStep(Q3, T3)))
+    pos, neg = build_pairs([item], "answer")
+    assert pos == [(T3, B3)]
+    assert neg == [(plain, B3), (T3, plain)]
+
+
+def test_build_pairs_rejects_unknown_kind():
+    with pytest.raises(ValueError):
+        build_pairs([TWO], "final")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- thresholds
+@pytest.mark.parametrize(
+    "pos, neg, threshold, bal_acc",
+    [
+        # sweep by hand: 0.9 -> (1/3+1)/2=.667, 0.7 -> (2/3+1)/2=.833, 0.65 -> .667,
+        # 0.6 -> (1+2/3)/2=.833 (ties with 0.7; the lower threshold wins), 0.2 -> .667
+        ([0.9, 0.7, 0.6], [0.65, 0.2, 0.1], 0.6, 5 / 6),
+        # perfectly separated: the lowest positive is the lowest threshold with accuracy 1
+        ([0.9, 0.8], [0.3, 0.2], 0.8, 1.0),
+        # a score shared by both classes counts as "yes" for both (score >= threshold):
+        # 0.8 -> (1/3+1)/2=.667, 0.5 -> (1+1/2)/2=.75, 0.1 -> .5
+        ([0.5, 0.5, 0.8], [0.5, 0.1], 0.5, 0.75),
+        # class sizes do not matter to balanced accuracy: 1 positive vs 4 negatives
+        ([0.4], [0.5, 0.3, 0.2, 0.1], 0.4, (1 + 3 / 4) / 2),
+        # negatives above positives: the best is "everything yes" at the minimum (J = 0)
+        ([0.1, 0.2], [0.8, 0.9], 0.1, 0.5),
+    ],
+)
+def test_choose_threshold(pos, neg, threshold, bal_acc):
+    c = choose_threshold(pos, neg)
+    assert c.threshold == threshold
+    assert c.balanced_accuracy == pytest.approx(bal_acc)
+    assert (c.tpr + c.tnr) / 2 == pytest.approx(bal_acc)
+
+
+def test_choose_threshold_needs_both_classes():
+    with pytest.raises(ValueError):
+        choose_threshold([0.5], [])
+
+
+@pytest.mark.parametrize(
+    "pos, neg, auc",
+    [
+        ([0.9, 0.5], [0.5, 0.1], 0.875),  # 3 wins + 1 tie (0.5) of 4 pairs
+        ([0.9, 0.8], [0.2, 0.1], 1.0),  # separated
+        ([0.1], [0.9], 0.0),  # reversed
+        ([0.5, 0.5], [0.5], 0.5),  # all tied: chance
+    ],
+)
+def test_roc_auc(pos, neg, auc):
+    assert roc_auc(pos, neg) == pytest.approx(auc)
+
+
+@pytest.mark.parametrize(
+    "x, expected",
+    [
+        (0.266667, 0.26),  # rounding down keeps every score at the raw threshold a match
+        (0.7, 0.7),  # 0.7 * 100 = 69.99999...: must not become 0.69
+        (0.861887, 0.86),
+        (-0.123, -0.13),  # cosine can be negative; still rounded down
+    ],
+)
+def test_floor2(x, expected):
+    assert floor2(x) == expected
+
+
+# --------------------------------------------------------------------------- I/O
+def _socratic_line(i: int) -> str:
+    return json.dumps({"question": f"q{i}", "answer": f"Q{i}? ** s{i} is 1+1=<<1+1=2>>2\n#### 2"})
+
+
+def test_load_items_never_reads_held_out(tmp_path):
+    # items >= 1000 are the eval split: even a huge --limit stops at 1000
+    path = tmp_path / "test_socratic.jsonl"
+    path.write_text("\n".join(_socratic_line(i) for i in range(1005)) + "\n", encoding="utf-8")
+    items = load_items(path, limit=10**6)
+    assert len(items) == CALIBRATION_ITEMS
+    assert items[-1].steps[0].question == "Q999?"
+    assert len(load_items(path, limit=3)) == 3
+
+
+def test_main_missing_data_exits_2(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "nope"), "--judges", "lexical"]) == 2
+    err = capsys.readouterr().err
+    assert "test_socratic.jsonl" in err and "--data" in err
+
+
+def test_main_rejects_non_threshold_judge(capsys):
+    # the llm judge says yes/no itself; it has no threshold to calibrate
+    assert main(["--judges", "llm"]) == 2
+    assert "llm" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not SOCRATIC.is_file(), reason=f"GSM8K socratic data not found at {SOCRATIC}")
+def test_main_on_real_data(capsys):
+    rc = main(["--data", str(DATA), "--limit", "50", "--judges", "lexical"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["items"] == 50
+    assert report["split"] == "test_socratic[0:50]"
+    kinds = report["judges"]["lexical"]
+    assert set(kinds) == {"meta", "subproblem", "answer"}
+    for kind, r in kinds.items():
+        assert r["n_pos"] > 0 and r["n_neg"] > 0, kind
+        assert 0.0 <= r["threshold"] <= 1.0, kind  # token F1 lives in [0, 1]
+        assert r["threshold"] == floor2(r["threshold_raw"]), kind
+        assert 0.5 <= r["balanced_accuracy"] <= 1.0, kind
+        assert r["auc"] > 0.5, kind  # same-step pairs overlap more than cross-step ones
+    # meta and subproblem are built from the same human pairs
+    assert kinds["meta"]["n_pos"] == kinds["subproblem"]["n_pos"]
