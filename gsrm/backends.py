@@ -25,6 +25,7 @@ import json
 import re
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -194,16 +195,16 @@ def repeating_period(ids: Sequence[int], min_period: int = 4, max_period: int = 
 _DIGITS = re.compile(r"\d+")
 
 
-def repeating_lines(text: str, max_period: int = 3, repeats: int = 3, min_chars: int = 60) -> bool:
+def repeating_lines(text: str, max_period: int = 3, repeats: int = 4, min_chars: int = 60) -> bool:
     r"""True if the last complete lines are a block of 1-3 lines repeated ``repeats`` times.
 
     Digits are masked first, because a looping decomposition usually keeps counting
     ("[Meta-reasoning 7]: same text", "[Meta-reasoning 8]: same text", ...), which defeats an
-    exact token-period test. A well-formed decomposition never repeats a whole
-    meta/sub-problem/answer block word for word three times.
+    exact token-period test. Four repeats, not three, because an honest decomposition can
+    repeat a block three times with only its numbers changed ("day 1", "day 2", "day 3").
 
     >>> repeating_lines("".join(f"[Meta-reasoning {i}]: The farmer makes $25 in all.\n"
-    ...                         for i in (2, 3, 4)))
+    ...                         for i in (2, 3, 4, 5)))
     True
     >>> repeating_lines("[Answer 1]: 5\n[Answer 2]: 6\n[Answer 3]: 7\n")
     False
@@ -253,7 +254,10 @@ class TransformersBackend(Backend):
     ``model`` is a local folder or hub id (None: the embedded default, converted once to the
     cache, see ``gsrm.weights``); ``adapter`` a peft LoRA folder merged at load time.
     ``prompt_lookup`` > 0 enables prompt-lookup (n-gram copy) speculation, which gives the
-    same greedy output; transformers runs it one sequence at a time, so it pays at batch 1.
+    same greedy output; transformers runs it one sequence at a time (``benchmarks/decode.py``
+    measures whether it pays). ``prefix_cache`` reuses the shared system/few-shot prefix's
+    key/value cache across calls (see ``generate``); it is not combined with prompt lookup,
+    because in transformers 5.23 lookup on a pre-filled cache did not reproduce plain greedy.
     ``stop_loops`` ends a sequence once it is stuck in a loop (see ``is_looping``); the result
     says so (``stopped_in_loop``), and so do the structure's warnings.
     """
@@ -270,10 +274,15 @@ class TransformersBackend(Backend):
         prompt_lookup: int = 0,
         threads: int | None = None,
         stop_loops: bool = True,
+        prefix_cache: bool = True,
+        min_prefix_tokens: int = 64,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.stop_loops = stop_loops
+        self.prefix_cache = prefix_cache
+        self.min_prefix_tokens = min_prefix_tokens
+        self._kv_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self.model_path = model
         self.adapter = adapter
         self.device = device
@@ -343,31 +352,90 @@ class TransformersBackend(Backend):
             ids = ids["input_ids"]
         return list(ids)
 
+    def _prefix_ids(self, conversation: list[Message], prompt: list[int]) -> tuple[int, ...]:
+        """Tokens of everything before the last turn (system + few-shots), if a true prefix."""
+        if len(conversation) < 2:
+            return ()
+        ids = self._tok.apply_chat_template(conversation[:-1], tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        ids = list(ids)
+        if len(ids) < self.min_prefix_tokens or len(ids) >= len(prompt) or prompt[: len(ids)] != ids:
+            return ()
+        return tuple(ids)
+
+    def _prefix_kv(self, prefix: tuple[int, ...]) -> Any:
+        """The model's key/value cache for a shared prompt prefix, computed once (LRU of 4)."""
+        import torch
+
+        hit = self._kv_cache.get(prefix)
+        if hit is not None:
+            self._kv_cache.move_to_end(prefix)
+            return hit
+        from transformers import DynamicCache
+
+        with torch.inference_mode():
+            out = self._model(
+                input_ids=torch.tensor([list(prefix)], device=self.device),
+                past_key_values=DynamicCache(),
+                use_cache=True,
+            )
+        self._kv_cache[prefix] = out.past_key_values
+        while len(self._kv_cache) > 4:
+            self._kv_cache.popitem(last=False)
+        return out.past_key_values
+
     def generate(
         self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None
     ) -> list[Generation]:
+        """Batched greedy generation.
+
+        Why the prefix cache: every decomposition prompt starts with the same system prompt and
+        few-shot examples (~800 of ~1300 tokens with the default shots), and processing the
+        prompt is compute-bound on a CPU. That shared prefix is run through the model once and
+        its key/value cache copied into every batch; each row is laid out as
+        ``prefix + padding + own tokens`` with the padding masked, so positions and outputs are
+        those of the unpadded prompt. Rows are grouped by prefix and sorted by length.
+        """
+        import copy
+
         import torch
 
         self.load()
         limit = max_new_tokens or self.max_new_tokens
         prompts = [self._prompt_ids(c) for c in conversations]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        use_prefix = self.prefix_cache and not self.prompt_lookup
+        prefixes = [self._prefix_ids(c, p) if use_prefix else () for c, p in zip(conversations, prompts)]
+        order = sorted(range(len(prompts)), key=lambda i: (prefixes[i], len(prompts[i])))
         results: dict[int, Generation] = {}
         bs = 1 if self.prompt_lookup else max(1, self.batch_size)
         eos = self._model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos])
         eos_ids.add(self._tok.eos_token_id)
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            batch = [prompts[i] for i in idx]
-            width = max(len(p) for p in batch)
-            pad = self._tok.pad_token_id
-            input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch])
-            attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+        pad = self._tok.pad_token_id
+        batches: list[list[int]] = []
+        for i in order:
+            if batches and len(batches[-1]) < bs and prefixes[batches[-1][0]] == prefixes[i]:
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        for idx in batches:
+            prefix = prefixes[idx[0]]
+            plen = len(prefix)
+            tails = [prompts[i][plen:] for i in idx]
+            tw = max(len(t) for t in tails)
+            width = plen + tw
+            input_ids = torch.tensor([list(prefix) + [pad] * (tw - len(t)) + t for t in tails])
+            attn = torch.tensor([[1] * plen + [0] * (tw - len(t)) + [1] * len(t) for t in tails])
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=limit, do_sample=False, pad_token_id=pad, temperature=None,
                 top_p=None, top_k=None,
             )
+            if plen:
+                kv = copy.deepcopy(self._prefix_kv(prefix))
+                if len(idx) > 1:
+                    kv.batch_repeat_interleave(len(idx))
+                kwargs["past_key_values"] = kv
             if self.prompt_lookup:
                 kwargs["prompt_lookup_num_tokens"] = self.prompt_lookup
             if self.stop_loops:

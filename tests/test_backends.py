@@ -118,7 +118,30 @@ def test_transformers_default_model_batched_generation() -> None:
     for g in batched:
         assert g.prompt_tokens > 0 and 0 < g.completion_tokens <= 24
         assert g.hit_max_new_tokens == (g.completion_tokens == 24)
-    # batching with left padding gives the same greedy text as one at a time
+    # batching (prefix + padding + own tokens) gives the same greedy text as one at a time,
+    # and the shared-prefix key/value cache gives the same text as a full prompt pass
     single = [get_backend("transformers", max_new_tokens=24, batch_size=1).decompose_many([it])[0]
               for it in items]
     assert [g.text for g in batched] == [g.text for g in single]
+    plain = get_backend("transformers", max_new_tokens=24, batch_size=2, prefix_cache=False)
+    assert [g.text for g in plain.decompose_many(items)] == [g.text for g in batched]
+
+
+def test_loop_detection() -> None:
+    from gsrm.backends import is_looping, repeating_lines, repeating_period
+
+    # a counting loop defeats an exact token period but not the digit-masked line test
+    loop = "".join(f"[Meta-reasoning {i}]: The farmer makes $25, so 60 eggs.\n" for i in range(2, 6))
+    assert repeating_lines(loop)
+    # an honest block repeated three times with only its numbers changed is not a loop
+    days = "".join(f"[Meta-reasoning {i}]: Repeat for the next day.\n[Sub-problem {i}]: How many "
+                   f"eggs on day {i}?\n[Answer {i}]: {3 * i}\n" for i in range(1, 4))
+    assert not repeating_lines(days)
+    # ... but a fourth identical block is
+    assert repeating_lines(days + "[Meta-reasoning 4]: Repeat for the next day.\n[Sub-problem 4]: "
+                           "How many eggs on day 4?\n[Answer 4]: 12\n")
+    # distinct steps are never a loop
+    assert not repeating_lines("[Meta-reasoning 1]: count eggs\n[Sub-problem 1]: how many?\n"
+                               "[Answer 1]: 72\n[Meta-reasoning 2]: remove broken ones\n")
+    assert repeating_period([5, 6, 7, 8] * 3) == 4 and repeating_period(list(range(20))) is None
+    assert is_looping([1, 2, 3, 4] * 3, lambda ids: "")
