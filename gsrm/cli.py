@@ -50,6 +50,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prompt-lookup", type=int, default=0,
                    help="prompt-lookup speculation n-gram size (transformers; 0 = off)")
     g.add_argument("--device", default="cpu", help="torch device (transformers)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (transformers; default: torch's choice). On a CPU "
+                        "shared with other busy processes, 1 avoids thread oversubscription")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     g.add_argument("--out", default=None, help="write the JSON here (atomically) instead of stdout")
 
@@ -71,7 +74,8 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["shots"] = shots
     if args.backend == "transformers":
         kw.update(model=args.model, adapter=args.adapter, device=args.device, dtype=args.dtype,
-                  batch_size=args.batch_size, prompt_lookup=args.prompt_lookup)
+                  batch_size=args.batch_size, prompt_lookup=args.prompt_lookup,
+                  threads=args.threads)
     elif args.backend == "vllm":
         kw.update(model=args.model, adapter=args.adapter)
     elif args.backend == "openai":
