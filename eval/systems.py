@@ -1,0 +1,293 @@
+"""The systems under evaluation: decomposers by name, rule-based baselines next to the GSRM.
+
+Why baselines are backends: a baseline that renders its steps in the GSRM's tag format goes
+through exactly the same path as the model — ``gsrm.model.GSRM`` (content-hash cache key),
+``gsrm.parse.parse_structure``, the projection and the metrics — so the table compares
+decomposers and nothing else. Each baseline is a ``gsrm.backends.Backend`` whose
+``decompose_many`` emits canonical ``[Meta-reasoning i]``/``[Sub-problem i]``/``[Answer i]``
+text.
+
+Registry (``SYSTEMS``):
+
+- ``newline``: one step per non-blank line;
+- ``paragraph``: one step per blank-line-separated paragraph;
+- ``sentences``: one step per sentence (``gsrm``'s own model-free backend);
+- ``cue-sentences``: sentences, grouped into steps by discourse cues ("First", "Next",
+  "Wait", "Alternatively", "So", ...): a sentence opening with a cue starts a new step; a
+  sentence opening with a *planning* cue is meta-reasoning, every other sentence solving;
+- ``smollm2-fewshot``: the GSRM with the embedded SmolLM2-135M-Instruct base model and the
+  default few-shot prompt (``gsrm.prompts.DEFAULT_SHOTS``);
+- ``gsrm-ft``: the same model with a fine-tuned LoRA adapter (``--adapter DIR`` or
+  ``$GSRM_ADAPTER``), prompted with no shots; unavailable (skipped with a note) without one.
+
+Example::
+
+    >>> from gsrm.model import GSRM
+    >>> g = GSRM(backend=build_backend("cue-sentences"))
+    >>> s = g.decompose("p", "First, find the eggs: 16 - 7 = 9. Next, the money. It is 9 * 2 = 18.")
+    >>> [(st.meta, st.answer) for st in s.steps]
+    [('First, find the eggs: 16 - 7 = 9.', '9'), ('Next, the money.', '18')]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from gsrm.backends import Backend, BackendError, DecomposeItem, Generation, split_sentences
+from gsrm.judges import answer_number
+from gsrm.prompts import Message, render_structure
+from gsrm.structure import Step, Structure
+
+SystemKind = Literal["rule", "lm"]
+
+
+class SystemUnavailable(RuntimeError):
+    """A system cannot run here (no adapter, no model weights); the run skips it with this note."""
+
+
+class SystemOptions(BaseModel):
+    """Options for the model-backed systems (ignored by the rule-based baselines)."""
+
+    model: str | None = Field(None, description="HF model folder or hub id; default: embedded")
+    adapter: str | None = Field(None, description="LoRA adapter folder for gsrm-ft")
+    batch_size: int = Field(8, description="generation batch size")
+    prompt_lookup: int = Field(0, description="prompt-lookup speculation n-gram size (0: off)")
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_input_tokens: int = Field(6144, description="prompt limit; longer traces are cut")
+    threads: int | None = Field(None, description="torch threads (default: torch's choice)")
+
+
+# --------------------------------------------------------------------------- rule baselines
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _answer_of(text: str) -> str:
+    num = answer_number(text)
+    return f"{num:g}" if num is not None else text
+
+
+def render_steps(steps: Sequence[Step]) -> Generation:
+    """Canonical tag text for rule-made steps (parts flattened to one line each)."""
+    clean = [Step(meta=_one_line(s.meta), subproblem=_one_line(s.subproblem),
+                  answer=_one_line(s.answer)) for s in steps]
+    text = render_structure(Structure(steps=clean))
+    return Generation(text=text, completion_tokens=3 * len(clean))
+
+
+class RuleBackend(Backend):
+    """A model-free decomposer: subclasses split a trace into steps with ``steps``."""
+
+    name = "rule"
+
+    @property
+    def model_id(self) -> str:
+        return "rule-based"
+
+    def generate(self, conversations: Sequence[list[Message]],
+                 max_new_tokens: int | None = None) -> list[Generation]:
+        raise BackendError(f"the {self.name!r} baseline only decomposes; it has no chat model")
+
+    def steps(self, reasoning: str) -> list[Step]:  # pragma: no cover - abstract in spirit
+        raise NotImplementedError
+
+    def decompose_many(self, items: Sequence[DecomposeItem]) -> list[Generation]:
+        return [render_steps(self.steps(reasoning)) for _, reasoning in items]
+
+
+def _chunk_steps(chunks: Sequence[str]) -> list[Step]:
+    return [Step(meta=c, subproblem=c, answer=_answer_of(c)) for c in chunks]
+
+
+class NewlineBackend(RuleBackend):
+    """One step per non-blank line: right by construction when the trace keeps its line breaks."""
+
+    name = "newline"
+
+    def steps(self, reasoning: str) -> list[Step]:
+        return _chunk_steps([ln.strip() for ln in reasoning.split("\n") if ln.strip()])
+
+
+_PARAGRAPH = re.compile(r"\n[ \t]*\n")
+
+
+class ParagraphBackend(RuleBackend):
+    """One step per paragraph (blank-line separated)."""
+
+    name = "paragraph"
+
+    def steps(self, reasoning: str) -> list[Step]:
+        return _chunk_steps([p.strip() for p in _PARAGRAPH.split(reasoning) if p.strip()])
+
+
+#: cues that open a planning / checking / choosing sentence: a new step, role meta
+META_CUES: tuple[str, ...] = (
+    "first", "firstly", "to begin", "to start", "let's", "let us", "let me", "we need",
+    "i need", "we want", "we should", "we must", "we have to", "i will", "i'll", "next",
+    "now", "wait", "alternatively", "hmm", "actually", "but", "however", "hold on", "instead",
+    "check", "to check", "to verify", "verify", "recall", "note that", "notice", "the question",
+    "our goal", "the goal", "to find", "to solve", "in order to", "step",
+)
+#: cues that open a new step whose sentence is solving (a result or conclusion)
+SOLVE_CUES: tuple[str, ...] = (
+    "so", "thus", "therefore", "hence", "then", "finally", "lastly", "second", "secondly",
+    "third", "thirdly", "after that", "in total", "that means", "this means", "similarly",
+    "also", "overall",
+)
+
+
+def _cue_pattern(cues: Sequence[str]) -> re.Pattern[str]:
+    alts = "|".join(re.escape(c) for c in sorted(cues, key=len, reverse=True))
+    # after optional markup/quotes; the cue must end at a word boundary ("So," "Next:" "Now")
+    return re.compile(rf"^[\s\"'*_#>(-]*(?:{alts})(?![\w'])", re.IGNORECASE)
+
+
+_META_RE = _cue_pattern(META_CUES)
+_SOLVE_RE = _cue_pattern(SOLVE_CUES)
+PLANNING_PLACEHOLDER = "(planning step)"
+
+
+def cue_role(sentence: str) -> str | None:
+    """``meta`` / ``solve`` if the sentence opens with a cue, else None (continues a step).
+
+    >>> cue_role("Wait, that is wrong."), cue_role("So x = 2."), cue_role("Solve for x.")
+    ('meta', 'solve', None)
+    """
+    if _META_RE.match(sentence):
+        return "meta"
+    if _SOLVE_RE.match(sentence):
+        return "solve"
+    return None
+
+
+class CueSentenceBackend(RuleBackend):
+    """Sentences grouped by discourse cues; planning-cue sentences form the meta-reasoning.
+
+    A step's meta is its planning sentences (or its first sentence when it has none), its
+    sub-problem the solving sentences (``(planning step)`` when it has none, so the projection
+    can tell the two apart), its answer the last sentence's number (or that sentence).
+    """
+
+    name = "cue-sentences"
+
+    def steps(self, reasoning: str) -> list[Step]:
+        groups: list[list[tuple[str, str]]] = []
+        for sent in split_sentences(reasoning):
+            role = cue_role(sent)
+            if not groups or role is not None:
+                groups.append([])
+            groups[-1].append((sent, "meta" if role == "meta" else "solve"))
+        steps: list[Step] = []
+        for group in groups:
+            meta = " ".join(s for s, r in group if r == "meta")
+            solve = " ".join(s for s, r in group if r == "solve")
+            steps.append(Step(meta=meta or group[0][0], subproblem=solve or PLANNING_PLACEHOLDER,
+                              answer=_answer_of(group[-1][0])))
+        return steps
+
+
+# --------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class SystemSpec:
+    """A registered system: how to build its backend, and what kind it is."""
+
+    name: str
+    kind: SystemKind
+    description: str
+    build: Callable[[SystemOptions], Backend]
+
+
+def _rule(cls: type[Backend]) -> Callable[[SystemOptions], Backend]:
+    return lambda opts: cls()
+
+
+def _sentences(opts: SystemOptions) -> Backend:
+    from gsrm.backends import SentenceBackend
+
+    return SentenceBackend()
+
+
+def _check_default_weights(opts: SystemOptions) -> None:
+    if opts.model is not None:
+        return
+    from gsrm.weights import DEFAULT_MODEL_NAME, WeightsNotFoundError, cache_dir, gguf_path
+
+    if (cache_dir() / "models" / DEFAULT_MODEL_NAME / "model.safetensors").exists():
+        return
+    try:
+        gguf_path()
+    except WeightsNotFoundError as exc:
+        raise SystemUnavailable(str(exc)) from None
+
+
+def _transformers(opts: SystemOptions, adapter: str | None = None, shots: int | None = None
+                  ) -> Backend:
+    from gsrm.backends import TransformersBackend
+
+    kw: dict[str, object] = {
+        "model": opts.model, "adapter": adapter, "device": opts.device, "dtype": opts.dtype,
+        "batch_size": opts.batch_size, "prompt_lookup": opts.prompt_lookup,
+        "threads": opts.threads, "max_input_tokens": opts.max_input_tokens,
+    }
+    if shots is not None:
+        kw["shots"] = shots
+    return TransformersBackend(**kw)  # type: ignore[arg-type]
+
+
+def _smollm2_fewshot(opts: SystemOptions) -> Backend:
+    _check_default_weights(opts)
+    return _transformers(opts)
+
+
+def find_adapter(opts: SystemOptions) -> Path:
+    """The LoRA adapter folder for ``gsrm-ft``: ``opts.adapter`` or ``$GSRM_ADAPTER``."""
+    given = opts.adapter or os.environ.get("GSRM_ADAPTER")
+    if not given:
+        raise SystemUnavailable("no fine-tuned adapter given (--adapter DIR or $GSRM_ADAPTER)")
+    path = Path(given).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise SystemUnavailable(f"no LoRA adapter at {path} (adapter_config.json missing)")
+    return path
+
+
+def _gsrm_ft(opts: SystemOptions) -> Backend:
+    adapter = find_adapter(opts)
+    _check_default_weights(opts)
+    return _transformers(opts, adapter=str(adapter), shots=0)
+
+
+SYSTEMS: dict[str, SystemSpec] = {
+    s.name: s
+    for s in (
+        SystemSpec("newline", "rule", "one step per line", _rule(NewlineBackend)),
+        SystemSpec("paragraph", "rule", "one step per paragraph", _rule(ParagraphBackend)),
+        SystemSpec("sentences", "rule", "one step per sentence", _sentences),
+        SystemSpec("cue-sentences", "rule", "sentences grouped by discourse cues",
+                   _rule(CueSentenceBackend)),
+        SystemSpec("smollm2-fewshot", "lm", "SmolLM2-135M-Instruct, few-shot prompt",
+                   _smollm2_fewshot),
+        SystemSpec("gsrm-ft", "lm", "SmolLM2-135M-Instruct + fine-tuned LoRA adapter", _gsrm_ft),
+    )
+}
+RULE_SYSTEMS: tuple[str, ...] = tuple(n for n, s in SYSTEMS.items() if s.kind == "rule")
+
+
+def get_system(name: str) -> SystemSpec:
+    """A system by registry name."""
+    try:
+        return SYSTEMS[name]
+    except KeyError:
+        raise ValueError(f"unknown system {name!r}; choose one of {sorted(SYSTEMS)}") from None
+
+
+def build_backend(name: str, opts: SystemOptions | None = None) -> Backend:
+    """Build a system's backend; raises ``SystemUnavailable`` with a note when it cannot run."""
+    return get_system(name).build(opts or SystemOptions())
