@@ -314,7 +314,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
                 out["b"] = []
                 for c in args.concurrency:
-                    n = max(args.b_min_requests, c * args.b_rounds if c > 1 else args.b_min_requests)
+                    n = max(args.b_min_requests, min(c * args.b_rounds, args.b_max_requests)
+                            if c > 1 else args.b_min_requests)
                     out["b"].append(await drive(client, url, b_body, c, n, args.b_seconds, 1))
                 r = await client.get(url + "/metrics")
                 out["b_teacher_cache_hits"] = _metric(r.text, "gsrm_decomposition_cache_hits_total")
@@ -431,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-pairs", type=int, default=512)
     p.add_argument("--b-min-requests", type=int, default=3, help="(b) requests at concurrency 1")
     p.add_argument("--b-rounds", type=int, default=2, help="(b) requests = concurrency x rounds")
+    p.add_argument("--b-max-requests", type=int, default=32, help="(b) requests per level, at most")
     p.add_argument("--b-seconds", type=float, default=240.0, help="(b) seconds per level, at most")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--gen-batch-size", type=int, default=32)
