@@ -19,8 +19,11 @@ overhead: ``POST /v1/rewards`` with a batch of 32 pairs against ``GSRM.score_man
 soak (``--soak SECONDS``): scenario (a) at concurrency 8 for that long; the server's RSS at
     start and end (and samples in between).
 
-The server is started as a subprocess on 127.0.0.1 (a free port) unless ``--url`` is given
-(then nothing is started and RSS is not measured). Everything is bounded in count and time.
+Two servers are started in turn as subprocesses on 127.0.0.1 (free ports): A (judge-only work:
+(a), overhead, soak; ``--threads-a`` torch threads, default 1, since this load generator shares
+the small CPU) and B (generation: (b); ``--threads-b``, default torch's one per core, since the
+load generator is then idle). With ``--url`` nothing is started, both phases use that server and
+RSS is not measured. Everything is bounded in count and time.
 Missed targets are reported with their measured values and ``targets_met`` booleans.
 
 Example::
@@ -123,7 +126,7 @@ def rss_mb(pid: int | None) -> float | None:
 
 
 class ServerProcess:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, threads: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the server writes it
@@ -133,8 +136,8 @@ class ServerProcess:
                "--max-new-tokens", str(args.max_new_tokens), "--gen-batch-size",
                str(args.gen_batch_size), "--batch-window-ms", str(args.batch_window_ms),
                "--max-batch", str(args.max_batch), "--log-level", "warning"]
-        if args.server_threads:
-            cmd += ["--threads", str(args.server_threads)]
+        if threads:
+            cmd += ["--threads", str(threads)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
@@ -251,51 +254,63 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     raw_texts = [_load("student_aligned.json")["reasoning"],
                  _load("student_misaligned.json")["reasoning"]]
 
-    server = None if args.url else ServerProcess(args)
-    url = args.url or server.url  # type: ignore[union-attr]
-    pid = server.pid if server else None
-    out: dict[str, Any] = {"url": url if args.url else "127.0.0.1 (started by load.py)",
-                           "cpu_count": os.cpu_count(),
-                           "server_threads": None if args.url else (args.server_threads or
-                                                                    "torch default")}
+    out: dict[str, Any] = {"url": args.url or "127.0.0.1 (started by load.py)",
+                           "cpu_count": os.cpu_count()}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    try:
-        async with httpx.AsyncClient(timeout=args.request_timeout, limits=limits) as client:
-            out["server_ready_s"] = round(await wait_ready(client, url, 600, server), 1)
-            out["rss_mb_ready"] = rss_mb(pid)
 
-            def a_body(_: int) -> bytes:
-                return rewards_body([{"problem": problem, "teacher": t_steps,
-                                      "student": pool_student(rng, students)}])
+    def a_body(_: int) -> bytes:
+        return rewards_body([{"problem": problem, "teacher": t_steps,
+                              "student": pool_student(rng, students)}])
 
-            # warm-up: embed the whole wording pool once (steady state of an RL run)
-            warm = [{"problem": problem, "teacher": t_steps, "student": pool_student(rng, students)}
-                    for _ in range(args.warmup_pairs)]
-            for k in range(0, len(warm), 64):
-                r = await client.post(url + "/v1/rewards", content=rewards_body(warm[k:k + 64]),
-                                      headers={"content-type": "application/json"})
-                r.raise_for_status()
-            out["a_inputs"] = {"wording_pool_sentences": pool_size(students),
-                               "warmup_pairs": args.warmup_pairs, "pairs_per_request": 1,
-                               "teacher_steps": len(t_steps), "judge": "embedding"}
+    # ------------------------------------------------------------------ server A: judge only
+    if not (args.skip_a and args.soak <= 0):
+        server = None if args.url else ServerProcess(args, args.threads_a)
+        url = args.url or server.url  # type: ignore[union-attr]
+        pid = server.pid if server else None
+        out["server_a"] = {"torch_threads": _threads(args, args.threads_a)}
+        try:
+            async with httpx.AsyncClient(timeout=args.request_timeout, limits=limits) as client:
+                out["server_a"]["ready_s"] = round(await wait_ready(client, url, 600, server), 1)
+                out["server_a"]["rss_mb_ready"] = rss_mb(pid)
+                # warm-up: embed the whole wording pool once (steady state of an RL run)
+                warm = [{"problem": problem, "teacher": t_steps,
+                         "student": pool_student(rng, students)} for _ in range(args.warmup_pairs)]
+                for k in range(0, len(warm), 64):
+                    r = await client.post(url + "/v1/rewards",
+                                          content=rewards_body(warm[k:k + 64]),
+                                          headers={"content-type": "application/json"})
+                    r.raise_for_status()
+                out["a_inputs"] = {"wording_pool_sentences": pool_size(students),
+                                   "warmup_pairs": args.warmup_pairs, "pairs_per_request": 1,
+                                   "teacher_steps": len(t_steps), "judge": "embedding"}
+                if not args.skip_a:
+                    out["a"] = [await drive(client, url, a_body, c, args.a_requests,
+                                            args.a_seconds, 1) for c in args.concurrency]
 
-            # ---------------------------------------------------------------- (a)
-            if not args.skip_a:
-                out["a"] = [await drive(client, url, a_body, c, args.a_requests, args.a_seconds, 1)
-                            for c in args.concurrency]
+                    def novel_body(_: int) -> bytes:
+                        return rewards_body([{"problem": problem, "teacher": t_steps,
+                                              "student": novel_student(rng, students)}])
 
-                def novel_body(_: int) -> bytes:
-                    return rewards_body([{"problem": problem, "teacher": t_steps,
-                                          "student": novel_student(rng, students)}])
+                    out["a_novel"] = await drive(client, url, novel_body, max(args.concurrency),
+                                                 args.a_requests, args.novel_seconds, 1)
+                    out["overhead"] = await overhead(client, url, args, rng, problem, t_steps,
+                                                     students)
+                if args.soak > 0:
+                    out["soak"] = await soak(client, url, a_body, args.soak, pid)
+                out["server_a"]["rss_mb_end"] = rss_mb(pid)
+        finally:
+            if server is not None:
+                server.stop()
 
-                out["a_novel"] = await drive(client, url, novel_body, max(args.concurrency),
-                                             args.a_requests, args.novel_seconds, 1)
-
-            # ---------------------------------------------------------------- overhead
-            out["overhead"] = await overhead(client, url, args, rng, problem, t_steps, students)
-
-            # ---------------------------------------------------------------- (b)
-            if not args.skip_b:
+    # ------------------------------------------------------------------ server B: generation
+    if not args.skip_b:
+        server = None if args.url else ServerProcess(args, args.threads_b)
+        url = args.url or server.url  # type: ignore[union-attr]
+        out["server_b"] = {"torch_threads": _threads(args, args.threads_b)}
+        try:
+            async with httpx.AsyncClient(timeout=args.request_timeout, limits=limits) as client:
+                out["server_b"]["ready_s"] = round(await wait_ready(client, url, 600, server), 1)
+                # the teacher is decomposed once here; every later pair reuses it (cache)
                 t0 = time.perf_counter()
                 r = await client.post(url + "/v1/rewards", content=rewards_body(
                     [{"problem": problem, "teacher": raw_teacher, "student": raw_texts[0]}]),
@@ -317,18 +332,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     n = max(args.b_min_requests, min(c * args.b_rounds, args.b_max_requests)
                             if c > 1 else args.b_min_requests)
                     out["b"].append(await drive(client, url, b_body, c, n, args.b_seconds, 1))
-                r = await client.get(url + "/metrics")
-                out["b_teacher_cache_hits"] = _metric(r.text, "gsrm_decomposition_cache_hits_total")
-
-            # ---------------------------------------------------------------- soak
-            if args.soak > 0:
-                out["soak"] = await soak(client, url, a_body, args.soak, pid)
-            out["rss_mb_end"] = rss_mb(pid)
-    finally:
-        if server is not None:
-            server.stop()
+                m = (await client.get(url + "/metrics")).text
+                out["b_inputs"]["teacher_cache_hits"] = _metric(
+                    m, "gsrm_decomposition_cache_hits_total")
+                out["b_inputs"]["decompositions"] = _metric(m, "gsrm_decompositions_total")
+        finally:
+            if server is not None:
+                server.stop()
     out["targets_met"] = targets(out)
     return out
+
+
+def _threads(args: argparse.Namespace, n: int) -> Any:
+    if args.url:
+        return None
+    return n or "torch default"
 
 
 def _metric(text: str, name: str) -> float | None:
@@ -345,10 +363,10 @@ async def overhead(client: Any, url: str, args: argparse.Namespace, rng: random.
     from gsrm.model import GSRM
     from gsrm.structure import Step
 
-    if args.server_threads and not args.url:  # same torch threads as the server's worker
+    if args.threads_a and not args.url:  # same torch threads as the server's worker
         import torch
 
-        torch.set_num_threads(args.server_threads)
+        torch.set_num_threads(args.threads_a)
     gsrm = GSRM.from_names(backend="transformers", judge="embedding",
                            backend_kwargs={"max_new_tokens": args.max_new_tokens})
     # same warm state as the server: the wording pool embedded once
@@ -414,7 +432,7 @@ def targets(out: dict[str, Any]) -> dict[str, Any]:
     if ov:
         t["overhead_within_10pct_pool"] = ov["overhead_pct"] <= 10
         t["overhead_within_10pct_novel"] = out["overhead"]["novel"]["overhead_pct"] <= 10
-    s = out.get("soak")
+    s = out.get("soak")  # RSS of server A over the soak
     if s and s.get("rss_growth_pct") is not None:
         t["soak_rss_flat_within_10pct"] = s["rss_growth_pct"] <= 10
         t["soak_zero_errors"] = s["errors"] == 0
@@ -438,9 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gen-batch-size", type=int, default=32)
     p.add_argument("--batch-window-ms", type=float, default=5.0)
     p.add_argument("--max-batch", type=int, default=64)
-    p.add_argument("--server-threads", type=int, default=1, help="the server's torch threads "
-                   "(0: torch's default, one per core); 1 avoids oversubscribing a small shared "
-                   "CPU, where the load generator runs too")
+    p.add_argument("--threads-a", type=int, default=1, help="torch threads of the judge-only "
+                   "server (a, overhead, soak); 1 avoids oversubscribing a small CPU that also "
+                   "runs this load generator (0: torch's default, one per core)")
+    p.add_argument("--threads-b", type=int, default=0, help="torch threads of the generation "
+                   "server (b), where the load generator is idle (0: torch's default)")
     p.add_argument("--overhead-repeats", type=int, default=7)
     p.add_argument("--request-timeout", type=float, default=900.0)
     p.add_argument("--soak", type=float, default=0.0, help="soak seconds (0: off)")
