@@ -199,6 +199,7 @@ def aggregate(results: Sequence[ItemResult]) -> dict[str, Any]:
         "steps_ref": mean(r.n_ref_steps for r in results),
         "steps_hyp": mean(r.n_hyp_steps for r in results),
         "step_count_mae": mean(abs(r.n_hyp_steps - r.n_ref_steps) for r in results),
+        "step_count_exact": mean(float(r.n_hyp_steps == r.n_ref_steps) for r in results),
     }
     ref_roles = [x for r in results if r.ref_roles for x in r.ref_roles]
     if ref_roles:

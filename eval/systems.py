@@ -17,8 +17,8 @@ Registry (``SYSTEMS``):
   sentence opening with a *planning* cue is meta-reasoning, every other sentence solving;
 - ``smollm2-fewshot``: the GSRM with the embedded SmolLM2-135M-Instruct base model and the
   default few-shot prompt (``gsrm.prompts.DEFAULT_SHOTS``);
-- ``gsrm-ft``: the same model with a fine-tuned LoRA adapter (``--adapter DIR`` or
-  ``$GSRM_ADAPTER``), prompted with no shots; unavailable (skipped with a note) without one.
+- ``gsrm-ft``: the same model with a fine-tuned LoRA adapter (``--adapter DIR``,
+  ``$GSRM_ADAPTER``, else the shipped ``gsrm/adapters/cpu-small``), prompted with no shots; unavailable (skipped with a note) without one.
 
 Example::
 
@@ -233,7 +233,8 @@ def _transformers(opts: SystemOptions, adapter: str | None = None, shots: int | 
     from gsrm.backends import TransformersBackend
 
     kw: dict[str, object] = {
-        "model": opts.model, "adapter": adapter, "device": opts.device, "dtype": opts.dtype,
+        "model": opts.model, "adapter": adapter or "none", "device": opts.device,
+        "dtype": opts.dtype,
         "batch_size": opts.batch_size, "prompt_lookup": opts.prompt_lookup,
         "threads": opts.threads, "max_input_tokens": opts.max_input_tokens,
     }
@@ -248,10 +249,14 @@ def _smollm2_fewshot(opts: SystemOptions) -> Backend:
 
 
 def find_adapter(opts: SystemOptions) -> Path:
-    """The LoRA adapter folder for ``gsrm-ft``: ``opts.adapter`` or ``$GSRM_ADAPTER``."""
-    given = opts.adapter or os.environ.get("GSRM_ADAPTER")
+    """The adapter for ``gsrm-ft``: ``opts.adapter``, ``$GSRM_ADAPTER``, else the shipped one."""
+    from gsrm.weights import default_adapter_dir
+
+    shipped = default_adapter_dir()
+    given = opts.adapter or os.environ.get("GSRM_ADAPTER") or (str(shipped) if shipped else None)
     if not given:
-        raise SystemUnavailable("no fine-tuned adapter given (--adapter DIR or $GSRM_ADAPTER)")
+        raise SystemUnavailable("no fine-tuned adapter given (--adapter DIR or $GSRM_ADAPTER) "
+                                "and none shipped in gsrm/adapters/")
     path = Path(given).expanduser()
     if not (path / "adapter_config.json").is_file():
         raise SystemUnavailable(f"no LoRA adapter at {path} (adapter_config.json missing)")

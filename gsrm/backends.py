@@ -62,10 +62,12 @@ class Backend(ABC):
         self,
         max_new_tokens: int = 1024,
         max_input_tokens: int = 6144,
-        shots: Sequence[str] | int = DEFAULT_SHOTS,
+        shots: Sequence[str] | int | None = None,
     ) -> None:
         self.max_new_tokens = max_new_tokens
         self.max_input_tokens = max_input_tokens
+        if shots is None:  # a fine-tuned adapter is prompted with none (TransformersBackend)
+            shots = DEFAULT_SHOTS
         self.shots = shots if isinstance(shots, int) else tuple(shots)
 
     @property
@@ -252,7 +254,11 @@ class TransformersBackend(Backend):
     """A local HF causal LM (default: the embedded SmolLM2-135M-Instruct), batched greedy decoding.
 
     ``model`` is a local folder or hub id (None: the embedded default, converted once to the
-    cache, see ``gsrm.weights``); ``adapter`` a peft LoRA folder merged at load time.
+    cache, see ``gsrm.weights``); ``adapter`` a peft LoRA folder merged at load time, where
+    ``"auto"`` (the default) means the fine-tuned ``cpu-small`` adapter shipped in the package
+    when the base model is the embedded one (``gsrm.weights.resolve_adapter``). ``shots``
+    left unset means none with an adapter (it was trained zero-shot) and ``DEFAULT_SHOTS``
+    without.
     ``prompt_lookup`` > 0 enables prompt-lookup (n-gram copy) speculation, which gives the
     same greedy output; transformers runs it one sequence at a time (``benchmarks/decode.py``
     measures whether it pays). ``prefix_cache`` reuses the shared system/few-shot prefix's
@@ -267,7 +273,7 @@ class TransformersBackend(Backend):
     def __init__(
         self,
         model: str | None = None,
-        adapter: str | None = None,
+        adapter: str | None = "auto",
         device: str = "cpu",
         dtype: str = "float32",
         batch_size: int = 8,
@@ -278,13 +284,18 @@ class TransformersBackend(Backend):
         min_prefix_tokens: int = 64,
         **kwargs: Any,
     ) -> None:
+        from gsrm.weights import resolve_adapter
+
+        resolved = resolve_adapter(adapter, model)
+        if kwargs.get("shots") is None:
+            kwargs["shots"] = () if resolved else DEFAULT_SHOTS
         super().__init__(**kwargs)
         self.stop_loops = stop_loops
         self.prefix_cache = prefix_cache
         self.min_prefix_tokens = min_prefix_tokens
         self._kv_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self.model_path = model
-        self.adapter = adapter
+        self.adapter = resolved
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
@@ -552,11 +563,16 @@ class VLLMBackend(Backend):
 
     name = "vllm"
 
-    def __init__(self, model: str | None = None, adapter: str | None = None,
+    def __init__(self, model: str | None = None, adapter: str | None = "auto",
                  gpu_memory_utilization: float = 0.85, **kwargs: Any) -> None:
+        from gsrm.weights import resolve_adapter
+
+        resolved = resolve_adapter(adapter, model)
+        if kwargs.get("shots") is None:
+            kwargs["shots"] = () if resolved else DEFAULT_SHOTS
         super().__init__(**kwargs)
         self.model_path = model
-        self.adapter = adapter
+        self.adapter = resolved
         self.gpu_memory_utilization = gpu_memory_utilization
         self._llm: Any = None
         self._tok: Any = None

@@ -36,7 +36,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=None,
                    help="HF model folder or hub id (transformers/vllm), or the served model name "
                         "(openai); default: the embedded SmolLM2-135M-Instruct")
-    g.add_argument("--adapter", default=None, help="peft LoRA adapter folder to apply")
+    g.add_argument("--adapter", default="auto",
+                   help="peft LoRA adapter folder, a shipped adapter name (cpu-small), or "
+                        "'none' for the plain base model; default 'auto': the shipped "
+                        "fine-tuned adapter on the embedded base model")
     g.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (openai backend)")
     g.add_argument("--api-key", default=None, help="API key for --base-url (default: EMPTY)")
     g.add_argument("--max-new-tokens", type=int, default=1024,
@@ -45,7 +48,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="prompt limit; longer reasoning is cut at the end and flagged")
     g.add_argument("--shots", default=None,
                    help="few-shot domains, comma-separated (math,code,science,puzzle), or a "
-                        "count; default: math,puzzle")
+                        "count; default: none with an adapter, else math,puzzle")
     g.add_argument("--batch-size", type=int, default=8, help="generation batch (transformers)")
     g.add_argument("--prompt-lookup", type=int, default=0,
                    help="prompt-lookup speculation n-gram size (transformers; 0 = off)")

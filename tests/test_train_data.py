@@ -1,0 +1,202 @@
+"""training.data / training.sft / gsrm-train: SFT example building, splits, encoding, CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from gsrm.io import InputError
+from gsrm.parse import parse_structure
+from training import cli
+from training.data import (
+    LAYOUT_WEIGHTS,
+    SFTExample,
+    assign_split,
+    build,
+    derive_meta,
+    derive_subproblem,
+    load_examples,
+    render_trace,
+    weak_step,
+    write_dataset,
+)
+from training.sft import PRESETS, select
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.parametrize(("step", "expected"), [
+    # unit words after the result become the "how many" question
+    ("Janet sells 16 - 3 - 4 = 9 duck eggs a day.", "How many duck eggs a day?"),
+    # a dollar result asks for money, keeping the words after it
+    ("She makes 9 * 2 = $18 every day.", "How much money, in dollars, every day?"),
+    # a bare result: the question is the expression itself
+    ("So the total is 2+1=3", "What is 2+1?"),
+    # no '=' at all: the step's first sentence is what it establishes
+    ("He buys twice as many. That is a lot.", "What follows from: He buys twice as many?"),
+    # "and ..." after the number is a clause, not a unit: fall back to the expression
+    ("He pays 3*4=12 and leaves.", "What is 3*4?"),
+])
+def test_derive_subproblem(step: str, expected: str) -> None:
+    assert derive_subproblem(step) == expected
+
+
+@pytest.mark.parametrize(("i", "n", "start"), [
+    (0, 3, "First, work out how many"),  # the first step starts from the givens
+    (1, 3, "Next, with that known"),  # a middle step builds on earlier ones
+    (2, 3, "Finally, use the previous"),  # the last step combines the results
+    (0, 1, "First, work out"),  # a one-step solution is "first", not "finally"
+])
+def test_derive_meta_position(i: int, n: int, start: str) -> None:
+    meta = derive_meta(i, n, "How many eggs are left?")
+    assert meta.startswith(start)
+    assert "how many eggs are left" in meta  # names the sub-problem it is devoted to
+
+
+def test_weak_step_first_and_last_sentence() -> None:
+    sub, ans = weak_step("We square both sides. That gives 9 = 3*3 = 9x.")
+    assert sub == "We square both sides."
+    assert "That gives" in ans
+
+
+def test_render_trace_layouts_cover_all_and_keep_text() -> None:
+    steps = ["The first step is 1.", "The second step is 2.", "So the third is 3."]
+    seen = set()
+    for seed in range(200):
+        text, layout = render_trace(steps, random.Random(seed))
+        seen.add(layout)
+        for s in steps:  # every step's words survive (connectives may lower-case "The")
+            assert s[1:] in text
+        if layout in ("space", "connective"):
+            assert "\n" not in text  # no line break gives a boundary away
+    assert seen == set(LAYOUT_WEIGHTS)
+
+
+def test_assign_split_is_stable_and_by_problem() -> None:
+    problems = [f"problem number {i}" for i in range(2000)]
+    splits = [assign_split(p) for p in problems]
+    assert splits == [assign_split(p) for p in problems]
+    assert assign_split("Problem  NUMBER 7") == assign_split("problem number 7")  # normalised
+    frac = splits.count("train") / len(splits)
+    assert 0.85 < frac < 0.95
+
+
+def _socratic_root(tmp_path: Path, n: int = 1003) -> Path:
+    root = tmp_path / "data"
+    (root / "gsm8k").mkdir(parents=True)
+    line = {"question": "Tom has 2 apples and buys 3 more. How many apples now?",
+            "answer": "How many apples did he buy? ** He buys 3 apples.\n"
+                      "How many apples now? ** He has 2+3=<<2+3=5>>5 apples now.\n#### 5"}
+    rows = [dict(line, question=f"{line['question']} (v{i})") for i in range(n)]
+    (root / "gsm8k" / "test_socratic.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_build_socratic_targets_parse_and_fixed_split(tmp_path: Path) -> None:
+    root = _socratic_root(tmp_path)
+    examples, report = build(root, ["gsm8k-socratic"], seed=0)
+    assert len(examples) == 1003 and not report.problems
+    # items with index >= 1000 are the shared evaluation split, always test
+    assert all(e.split == "test" for e in examples if int(e.id.rsplit("-", 1)[1]) >= 1000)
+    ex = examples[0]
+    s = parse_structure(ex.target)
+    assert [st.subproblem for st in s.steps] == ["How many apples did he buy?",
+                                                 "How many apples now?"]
+    assert s.steps[1].answer == "He has 5 apples now."  # arithmetic removed, result kept
+    assert s.final_answer == "5"
+    assert "<<" not in ex.reasoning  # calculator notes removed
+    assert not any(w for w in s.warnings if "missing" in w)
+
+
+def test_build_reports_bad_lines_with_line_numbers(tmp_path: Path) -> None:
+    root = _socratic_root(tmp_path, n=2)
+    path = root / "gsm8k" / "test_socratic.jsonl"
+    path.write_text(path.read_text() + "{not json\n" + json.dumps({"question": "q"}) + "\n")
+    examples, report = build(root, ["gsm8k-socratic"], seed=0)
+    assert len(examples) == 2
+    assert any(":3:" in p and "not JSON" in p for p in report.problems)
+    assert any(":4:" in p and "'answer'" in p for p in report.problems)
+
+
+def test_unknown_source_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="unknown source"):
+        build(tmp_path, ["nope"])
+    with pytest.raises(InputError, match="not found"):
+        build(tmp_path, ["gsm8k-socratic"])
+
+
+def test_write_and_load_roundtrip_and_bad_line(tmp_path: Path) -> None:
+    examples, report = build(_socratic_root(tmp_path, n=40), ["gsm8k-socratic"], seed=0)
+    manifest = write_dataset(examples, tmp_path / "out", report, {"seed": 0})
+    total = sum(f["examples"] for f in manifest["files"].values())
+    assert total == 40
+    back = load_examples(tmp_path / "out" / "train.jsonl")
+    assert back == [e for e in examples if e.split == "train"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(back[0].model_dump_json() + "\n" + '{"id": "x"}\n')
+    with pytest.raises(InputError, match=r"bad\.jsonl:2"):
+        load_examples(bad)
+
+
+def test_select_is_deterministic_and_honours_mix() -> None:
+    rows = [SFTExample(id=f"{s}-{i}", source=s, split="train", problem="p", reasoning="r",
+                       target="t", n_steps=1) for s in ("a", "b") for i in range(10)]
+    got = select(rows, {"a": None, "b": 3}, seed=1)
+    assert got == select(rows, {"a": None, "b": 3}, seed=1)
+    assert sum(e.source == "a" for e in got) == 10 and sum(e.source == "b" for e in got) == 3
+    assert PRESETS["cpu-small"].max_minutes is not None  # the CPU preset has a time budget
+
+
+def test_cli_build_data_and_bad_sft_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _socratic_root(tmp_path, n=30)
+    out = tmp_path / "sft"
+    assert cli.main(["build-data", "--data", str(root), "--out", str(out),
+                     "--sources", "gsm8k-socratic"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]
+    (out / "train.jsonl").write_text("oops\n")
+    assert cli.main(["sft", "--data-dir", str(out), "--out", str(tmp_path / "run")]) == 2
+    assert "train.jsonl:1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (DATA / "gsm8k" / "train.jsonl").exists(), reason=f"no data at {DATA}")
+def test_real_gsm8k_sources_build_clean() -> None:
+    examples, report = build(DATA, ["gsm8k-socratic", "gsm8k-train"], seed=0)
+    assert not report.problems
+    held = [e for e in examples if e.source == "gsm8k-socratic"
+            and int(e.id.rsplit("-", 1)[1]) >= 1000]
+    assert len(held) == 319 and all(e.split == "test" for e in held)
+    for e in examples[:300]:
+        s = parse_structure(e.target)
+        assert s.steps and all(st.is_complete for st in s.steps), e.id
+
+
+@pytest.mark.slow
+def test_encode_masks_prompt_and_tiny_sft_run(tmp_path: Path) -> None:
+    """The real path: the embedded model, two LoRA steps, an adapter that loads for decoding."""
+    from transformers import AutoTokenizer
+
+    from gsrm.backends import TransformersBackend
+    from gsrm.weights import default_model_dir
+    from training.sft import IGNORE, encode
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir())
+    examples, report = build(_socratic_root(tmp_path, n=24), ["gsm8k-socratic"], seed=0)
+    enc = encode(tok, examples[0], 2048)
+    assert enc is not None
+    target = [i for i, lab in zip(enc["input_ids"], enc["labels"]) if lab != IGNORE]
+    assert tok.decode(target).startswith("[Meta-reasoning 1]")
+    assert enc["labels"][0] == IGNORE
+    data = tmp_path / "sft"
+    write_dataset(examples, data, report, {})
+    run = tmp_path / "run"
+    assert cli.main(["sft", "--data-dir", str(data), "--out", str(run), "--max-steps", "2",
+                     "--max-steps-examples", "8", "--threads", "2"]) == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["steps"] == 2 and info["train_tokens"] > 0
+    assert (run / "adapter" / "adapter_model.safetensors").exists()
+    backend = TransformersBackend(adapter=str(run / "adapter"), shots=0, max_new_tokens=8)
+    assert backend.generate([[{"role": "user", "content": "hi"}]], 8)[0].text is not None

@@ -1,0 +1,122 @@
+"""``gsrm-train``: build SFT data, label traces with a teacher LLM, LoRA-fine-tune the GSRM.
+
+Reproducing the shipped ``cpu-small`` adapter (see ``gsrm/adapters/cpu-small/MODEL_CARD.md``)::
+
+    gsrm-train build-data --data ../shared/data --out runs/sft-data
+    gsrm-train sft --data-dir runs/sft-data --out runs/cpu-small --preset cpu-small --seed 0
+
+On several GPUs: ``accelerate launch -m training.cli sft --preset paper ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.data import SOURCES
+    from training.sft import PRESETS
+
+    p = argparse.ArgumentParser(prog="gsrm-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    b = sub.add_parser("build-data", help="write train/validation/test JSONL + manifest")
+    b.add_argument("--data", type=Path, default=Path("../shared/data"),
+                   help="folder with gsm8k/, prmbench/, prm800k_phase1/, bigbench_mistake/")
+    b.add_argument("--out", type=Path, required=True, help="output folder")
+    b.add_argument("--sources", default=",".join(SOURCES),
+                   help=f"comma-separated, from {sorted(SOURCES)}")
+    b.add_argument("--labels", type=Path, default=None,
+                   help="validated teacher-LLM labels from `gsrm-train label` to add")
+    b.add_argument("--seed", type=int, default=0, help="layout seed")
+
+    s = sub.add_parser("sft", help="LoRA SFT with transformers Trainer + peft")
+    s.add_argument("--data-dir", type=Path, required=True, help="output of build-data")
+    s.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, adapter)")
+    s.add_argument("--preset", choices=sorted(PRESETS), default="cpu-small")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    s.add_argument("--base-model", default=None, help="override the preset's base model")
+    s.add_argument("--max-minutes", type=float, default=None, help="wall-time budget")
+    s.add_argument("--max-steps-examples", type=int, default=None,
+                   help="cap the number of training examples (smoke runs)")
+    s.add_argument("--max-steps", type=int, default=None, help="stop after N optimiser steps")
+    s.add_argument("--max-length", type=int, default=None, help="drop longer examples")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+    lab = sub.add_parser("label", help="label traces with a teacher LLM (OpenAI-compatible)")
+    from training import label
+
+    label.add_arguments(lab)
+    return p
+
+
+def _build_data(args: argparse.Namespace) -> int:
+    from training.data import build, write_dataset
+
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    examples, report = build(args.data, sources, seed=args.seed, labels=args.labels)
+    manifest = write_dataset(examples, args.out, report, {
+        "data_root": str(args.data), "sources": sources, "seed": args.seed,
+        "labels": str(args.labels) if args.labels else None})
+    print(json.dumps({"out": str(args.out), "counts": manifest["counts"],
+                      "skipped": manifest["skipped"]}))
+    for line in report.problems[:20]:
+        print(f"skipped: {line}", file=sys.stderr)
+    return 0
+
+
+def _sft(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from training.sft import PRESETS, train
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    overrides: dict[str, object] = {}
+    if args.base_model:
+        overrides["base_model"] = args.base_model
+    if args.max_minutes is not None:
+        overrides["max_minutes"] = args.max_minutes
+    if args.max_steps:
+        overrides["max_steps"] = args.max_steps
+    if args.max_length:
+        overrides["max_length"] = args.max_length
+    if args.max_steps_examples:
+        mix = {k: (args.max_steps_examples if v is None else min(v, args.max_steps_examples))
+               for k, v in PRESETS[args.preset].mix.items()}
+        overrides["mix"] = mix
+    _ = dataclasses  # overrides are applied with dataclasses.replace inside train()
+    info = train(args.data_dir, args.out, args.preset, seed=args.seed, resume=args.resume,
+                 overrides=overrides, command="gsrm-train " + " ".join(sys.argv[1:]))
+    print(json.dumps({k: v for k, v in dataclasses.asdict(info).items() if k != "log"}))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``gsrm-train``; bad input exits 2 with the file and line."""
+    from gsrm.io import InputError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "build-data":
+            return _build_data(args)
+        if args.cmd == "sft":
+            return _sft(args)
+        from training import label
+
+        return label.run(args)
+    except (InputError, KeyError, ValueError) as exc:
+        print(f"gsrm-train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

