@@ -168,6 +168,10 @@ class ScoreData(BaseModel):
     index: int
     object: Literal["score"] = "score"
     score: float
+    truncated: bool = Field(False, description="the server cut this pair's input "
+                            "(options.truncate or --truncate); see warnings (gsrm extension)")
+    warnings: list[str] = Field(default_factory=list, description="truncation and "
+                                "decomposition warnings, by side (gsrm extension)")
 
 
 class ScoreResponse(BaseModel):

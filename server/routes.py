@@ -48,7 +48,7 @@ _ERROR_DOCS = {
     413: "body, items, reasoning or steps over the server's limits",
     422: "the body does not match the schema",
     500: "the backend or judge failed: no reward was computed",
-    503: "queue full, loading failed or shutting down; retry after Retry-After seconds",
+    503: "queue full or shutting down; retry after Retry-After seconds",
     504: "the request exceeded request_timeout_s",
 }
 
@@ -239,7 +239,8 @@ async def _score(body: ScoreRequest, request: Request) -> JSONResponse:
     return JSONResponse({
         "id": _id("score"), "object": "list", "created": int(time.time()),
         "model": svc.settings.served_model_name,
-        "data": [{"index": i, "object": "score", "score": o.reward} for i, o in enumerate(outs)],
+        "data": [{"index": i, "object": "score", "score": o.reward, "truncated": o.truncated,
+                  "warnings": o.warnings} for i, o in enumerate(outs)],
         "usage": {k: u[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
     })
 

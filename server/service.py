@@ -71,14 +71,14 @@ def gsrm_from_settings(settings: Settings) -> GSRM:
     # the CLI's own defaults for every model flag, then ours on top: the server and `gsrm`
     # build backends the same way, whatever flags the CLI grows
     ns = build_parser().parse_args(["decompose"])
-    for key, value in dict(
-        backend=settings.backend, model=settings.model, adapter=settings.adapter,
-        base_url=settings.backend_url, api_key=settings.backend_api_key,
-        max_new_tokens=settings.max_new_tokens, max_input_tokens=settings.max_input_tokens,
-        shots=settings.shots, batch_size=settings.gen_batch_size,
-        prompt_lookup=settings.prompt_lookup, device=settings.device, dtype=settings.dtype,
-        threads=settings.threads,
-    ).items():
+    for key, value in {
+        "backend": settings.backend, "model": settings.model, "adapter": settings.adapter,
+        "base_url": settings.backend_url, "api_key": settings.backend_api_key,
+        "max_new_tokens": settings.max_new_tokens,
+        "max_input_tokens": settings.max_input_tokens, "shots": settings.shots,
+        "batch_size": settings.gen_batch_size, "prompt_lookup": settings.prompt_lookup,
+        "device": settings.device, "dtype": settings.dtype, "threads": settings.threads,
+    }.items():
         setattr(ns, key, value)
     bkw = backend_kwargs(ns)
     jkw: dict[str, Any] = {}
@@ -291,8 +291,11 @@ class RewardService:
                    notes: list[str]) -> list[Step]:
         s = self.settings
         for i, st in enumerate(steps):
-            for part in (st.meta, st.subproblem, st.answer):
-                _check_text(part, f"{where}[{i}]")
+            # hot path (every step of every request): ASCII needs no check, and the error
+            # location is only formatted when a part does need one
+            if not (st.meta.isascii() and st.subproblem.isascii() and st.answer.isascii()):
+                for part in (st.meta, st.subproblem, st.answer):
+                    _check_text(part, f"{where}[{i}]")
         if len(steps) > s.max_steps:
             if not truncate:
                 raise PayloadTooLarge(f"{where} has {len(steps)} steps; the limit is "

@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="HF model folder or hub id (transformers, "
                                  "vllm) or served model name (openai); default: the embedded "
                                  "SmolLM2-135M-Instruct")
-    adapter: str | None = Field(None, description="peft LoRA adapter folder merged at load")
+    adapter: str | None = Field("auto", description="peft LoRA adapter folder merged at load, "
+                                "a shipped adapter name, or 'none'; 'auto': the shipped "
+                                "fine-tuned adapter on the embedded base model")
     backend_url: str | None = Field(None, description="OpenAI-compatible /v1 URL for the "
                                        "openai backend")
     backend_api_key: str | None = Field(None, description="API key for --backend-url")
@@ -82,7 +84,8 @@ class Settings(BaseSettings):
     max_input_tokens: int = Field(6144, gt=0, description="prompt limit; longer reasoning is "
                                   "cut at the end by the backend and flagged")
     shots: str | None = Field(None, description="few-shot domains, comma-separated "
-                                 "(math,code,science,puzzle), or a count; default: math,puzzle")
+                                 "(math,code,science,puzzle), or a count; default: none with an "
+                                 "adapter, else math,puzzle")
     gen_batch_size: int = Field(8, gt=0, description="sequences per generate() call inside the "
                                 "transformers backend")
     prompt_lookup: int = Field(0, ge=0, description="prompt-lookup speculation n-gram size "

@@ -145,3 +145,34 @@ def test_loop_detection() -> None:
                                "[Answer 1]: 72\n[Meta-reasoning 2]: remove broken ones\n")
     assert repeating_period([5, 6, 7, 8] * 3) == 4 and repeating_period(list(range(20))) is None
     assert is_looping([1, 2, 3, 4] * 3, lambda ids: "")
+
+
+@pytest.mark.parametrize(("adapter", "model", "expect_shipped"), [
+    ("auto", None, True),  # the embedded base model gets the shipped fine-tuned adapter
+    ("auto", "Qwen/Qwen2.5-7B-Instruct", False),  # another base model: it was not trained for it
+    ("none", None, False),  # explicitly the plain base model (the few-shot baseline)
+    (None, None, False),  # None means no adapter, as before
+])
+def test_adapter_resolution_and_shots(adapter: str | None, model: str | None,
+                                      expect_shipped: bool) -> None:
+    from gsrm.backends import TransformersBackend
+    from gsrm.prompts import DEFAULT_SHOTS
+    from gsrm.weights import default_adapter_dir
+
+    shipped = default_adapter_dir()
+    b = TransformersBackend(model=model, adapter=adapter)
+    if expect_shipped and shipped is not None:
+        assert b.adapter == str(shipped)
+        assert b.shots == 0 or b.shots == ()  # the adapter was trained zero-shot
+    elif not expect_shipped:
+        assert b.adapter is None
+        assert b.shots == DEFAULT_SHOTS
+    # an explicit shots value always wins
+    assert TransformersBackend(model=model, adapter=adapter, shots=("math",)).shots == ("math",)
+
+
+def test_explicit_adapter_path_is_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from gsrm.backends import TransformersBackend
+
+    b = TransformersBackend(adapter=str(tmp_path))
+    assert b.adapter == str(tmp_path) and b.shots == ()

@@ -529,6 +529,19 @@ def test_truncation_only_when_asked_and_flagged(small: Live) -> None:
     assert ok["truncated"] is False
 
 
+def test_score_shape_flags_truncation_too(small: Live) -> None:
+    long_text = "Add 2 and 3 = 5. " * 20  # 340 characters, over max_reasoning_chars=200
+    assert small.post("/score", {"text_1": "a = 1.", "text_2": long_text}).status_code == 413
+    r = small.post("/score", {"text_1": "a = 1.", "text_2": [long_text, "a = 1."],
+                              "options": {"truncate": True}})
+    assert r.status_code == 200, r.text
+    ScoreResponse.model_validate(r.json())
+    d = r.json()["data"]
+    assert [x["truncated"] for x in d] == [True, False]
+    assert d[0]["warnings"][0] == "text_2[0]: cut from 340 to 200 characters by the server"
+    assert d[0]["score"] == expected("", "a = 1.", long_text[:200]).reward
+
+
 def test_server_wide_truncate_default_applies_to_openrlhf() -> None:
     with live_server(**{**LIMITS, "truncate": True}) as s:
         r = s.post("/get_reward", {"query": ["x" * 500], "labels": ["A = 1."]})
@@ -733,18 +746,52 @@ def test_health_reports_a_failed_load() -> None:
     assert body["error"] == "BackendError: weights are corrupt"
 
 
+class BrokenWeightsBackend(SentenceBackend):
+    """Like the transformers backend with missing weights: every use tries to load, and fails."""
+
+    def load(self) -> None:
+        raise BackendError("weights are corrupt")
+
+    def decompose_many(self, items: Any) -> list[Generation]:
+        self.load()
+        return super().decompose_many(items)
+
+
+def test_after_a_failed_load_requests_are_errors_never_rewards() -> None:
+    with live_server(fast_gsrm(BrokenWeightsBackend())) as s:
+        wait_until(lambda: s.get("/health").json()["status"] == "failed")
+        r = s.post("/v1/rewards", {"items": [_raw(0)]})  # needs the backend
+        assert r.status_code == 500 and error_of(r)["type"] == "backend_error"
+        r = s.post("/get_reward", {"query": ["2 + 2 = 4."], "labels": [RAW_TEACHER]})
+        assert r.status_code == 500 and "rewards" not in r.json()
+        # pre-structured steps need only the judge, which did load: they are still scored
+        steps = TEACHER["steps"]
+        ok = s.post("/v1/rewards", {"items": [{"teacher": steps, "student": steps}]})
+        assert ok.status_code == 200
+        assert ok.json()["data"][0]["reward"] == expected("", steps, steps).reward
+
+
 def test_graceful_shutdown_lets_in_flight_requests_finish() -> None:
     backend = GatedBackend()
-    with ThreadPoolExecutor(1) as pool:
-        with live_server(fast_gsrm(backend)) as s:
+    with ThreadPoolExecutor(2) as pool:
+        with live_server(fast_gsrm(backend), batch_window_ms=0) as s:
             wait_ready(s)
             backend.gate.clear()
-            pending = pool.submit(s.post, "/v1/rewards", {"items": [_raw(0)]})
+            running = pool.submit(s.post, "/v1/rewards", {"items": [_raw(0)]})
             assert backend.entered.wait(10)
+            # a second request waits in the queue behind the running one
+            queued = pool.submit(s.post, "/v1/rewards", {"items": [_raw(1)]})
+            wait_until(lambda: s.get("/health").json()["queue_depth"] == 1)
             s.server.should_exit = True  # like SIGTERM: stop accepting, drain in-flight
             threading.Timer(0.3, backend.gate.set).start()
-        r = pending.result()
-    assert r.status_code == 200 and r.json()["data"][0]["index"] == 0
+        # both finished with their rewards: the running one and the queued one
+        for i, fut in enumerate((running, queued)):
+            r = fut.result()
+            assert r.status_code == 200, r.text
+            assert r.json()["data"][0]["student_steps"] >= 1, i
+    # after the drain the listener is gone: new connections are refused, not half-served
+    with pytest.raises(httpx.TransportError):
+        s.get("/health")
 
 
 # --------------------------------------------------------------------------- settings / CLI
@@ -838,7 +885,10 @@ def test_help_lists_every_flag() -> None:
     out = subprocess.run([sys.executable, "-m", "server.app", "--help"], capture_output=True,
                          text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.startswith("usage: gsrm-serve")
-    assert all("--" + n.replace("_", "-") in out for n in Settings.model_fields)
+    flat = " ".join(out.split())  # argparse wraps help lines
+    for n in Settings.model_fields:
+        assert "--" + n.replace("_", "-") in out, n
+        assert "env GSRM_" + n.upper() in flat, n
 
 
 @pytest.mark.parametrize("module", ["server.settings", "server.errors", "server.protocol",

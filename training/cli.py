@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-length", type=int, default=None, help="drop longer examples")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
+    e = sub.add_parser("export", help="copy a run's adapter into the package (gsrm/adapters/NAME)")
+    e.add_argument("--run", type=Path, required=True, help="run folder of `gsrm-train sft`")
+    e.add_argument("--data-dir", type=Path, default=None, help="its data folder (manifest)")
+    e.add_argument("--name", default="cpu-small", help="adapter name under gsrm/adapters/")
+
     lab = sub.add_parser("label", help="label traces with a teacher LLM (OpenAI-compatible)")
     from training import label
 
@@ -100,6 +105,38 @@ def _sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from gsrm.io import InputError
+    from gsrm.weights import adapters_dir
+
+    src = args.run / "adapter"
+    files = ["adapter_config.json", "adapter_model.safetensors"]
+    for f in files:
+        if not (src / f).is_file():
+            raise InputError(src / f, None, "not found (did `gsrm-train sft` finish?)")
+    dest = adapters_dir() / args.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))
+    for f in files:
+        shutil.copy2(src / f, tmp / f)
+    for extra in (args.run / "run.json",
+                  args.data_dir / "manifest.json" if args.data_dir else None):
+        if extra is not None and extra.is_file():
+            shutil.copy2(extra, tmp / (extra.name if extra.name == "run.json"
+                                       else "data_manifest.json"))
+    card = dest / "MODEL_CARD.md"
+    if card.is_file():  # the card is written by hand from the printed figures; keep it
+        shutil.copy2(card, tmp / card.name)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    print(json.dumps({"exported": str(dest), "files": sorted(p.name for p in dest.iterdir())}))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gsrm-train``; bad input exits 2 with the file and line."""
     from gsrm.io import InputError
@@ -110,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _build_data(args)
         if args.cmd == "sft":
             return _sft(args)
+        if args.cmd == "export":
+            return _export(args)
         from training import label
 
         return label.run(args)

@@ -61,9 +61,11 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "cpu-small": Preset(
-        base_model=None, learning_rate=3e-4, batch_size=4, grad_accum=2, max_length=768,
-        max_minutes=52.0,
-        mix={"gsm8k-socratic": None, "gsm8k-train": 500, "prm800k": 120, "prmbench": 120},
+        # measured here: ~47 s per step of 8 examples (~85 training tokens/s, bf16 autocast),
+        # so ~500 examples fit the hour; the time budget is a safety net, not the plan
+        base_model=None, learning_rate=3e-4, batch_size=8, grad_accum=1, max_length=768,
+        max_minutes=55.0, eval_steps=30, save_steps=10, eval_examples=24,
+        mix={"gsm8k-socratic": 300, "gsm8k-train": 120, "prm800k": 40, "prmbench": 40},
     ),
     "paper": Preset(
         base_model="Qwen/Qwen2.5-7B-Instruct", lora_r=64, lora_alpha=128, learning_rate=5e-5,
@@ -273,6 +275,7 @@ def train(
         dataloader_num_workers=0,
         remove_unused_columns=False,
         gradient_checkpointing=False,
+        train_sampling_strategy="group_by_length",  # batches of similar length: less padding
     )
     trainer = Trainer(model=model, args=args, train_dataset=_Dataset(train_enc),
                       eval_dataset=_Dataset(val_enc) if val_enc else None,
