@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompt_lookup_num_tokens values to try at batch 1 (none: skip)",
     )
     p.add_argument("--model", default=None, help="model folder/hub id (default: embedded SmolLM2)")
-    p.add_argument("--adapter", default=None, help="peft LoRA folder merged at load")
+    p.add_argument("--adapter", default=None, help="peft LoRA folder, or cpu-small for the shipped fine-tuned adapter (default: none, the few-shot base model)")
     p.add_argument("--dtype", default="float32", help="torch dtype name (default: %(default)s)")
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"

@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DATA = "../shared/data/gsm8k/train.jsonl"
+INIT_MARKER = "rlkd_init.json"
+"""Written next to an ``--mode rlkd`` adapter: the SFT student it was trained on top of."""
 
 SYSTEM_PROMPT = ("You are a careful math solver. Think step by step inside <think> </think>, "
                  "then write only the final answer after </think>.")
@@ -243,6 +245,12 @@ def load_student(path: str, bf16: bool = False) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = torch.bfloat16 if bf16 else torch.float32
+    marker = Path(path) / INIT_MARKER
+    if marker.exists():  # an RLKD adapter trained on top of a merged SFT student
+        from peft import PeftModel
+
+        model, tokenizer = load_student(json.loads(marker.read_text())["init"], bf16)
+        return PeftModel.from_pretrained(model, path).merge_and_unload(), tokenizer
     adapter_cfg = Path(path) / "adapter_config.json"
     if adapter_cfg.exists():
         from peft import PeftModel
@@ -358,6 +366,10 @@ def run_grpo(args: argparse.Namespace) -> int:
     final = Path(args.output_dir) / "final"
     trainer.save_model(str(final))
     tokenizer.save_pretrained(str(final))
+    if args.mode == "rlkd" and args.init:
+        # the LoRA was trained on top of the merged SFT student: record that, so that
+        # load_student merges the SFT adapter first (peft's config names only the base)
+        (final / INIT_MARKER).write_text(json.dumps({"init": str(Path(args.init).resolve())}))
     print(json.dumps({"output_dir": str(final), "steps": trainer.state.global_step,
                       "rewards": names, "weights": list(config.reward_weights)}))
     return 0

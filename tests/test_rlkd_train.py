@@ -195,3 +195,10 @@ def test_grpo_resume_and_rlkd_from_an_adapter(data: Path, tmp_path: Path,
                  str(tmp_path / "rlkd"), "--rewards", "gsrm,format", *local]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 1 and summary["weights"] == [15.0, 10.0]
+    # the RLKD adapter records the SFT student it sits on, and loads with it merged first
+    from rl_client.train import INIT_MARKER, load_student
+
+    marker = tmp_path / "rlkd" / "final" / INIT_MARKER
+    assert json.loads(marker.read_text())["init"] == str((out / "final").resolve())
+    model, _ = load_student(str(tmp_path / "rlkd" / "final"))
+    assert not hasattr(model, "peft_config")  # both adapters merged into plain weights

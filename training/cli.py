@@ -105,6 +105,17 @@ def _sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_weights(src: Path, dest: Path) -> None:
+    """Store LoRA weights as float16: half the size of the package, same outputs in practice
+    (they are cast back to the model's dtype at load)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v.to(torch.float16) if v.is_floating_point() else v
+               for k, v in load_file(str(src)).items()}
+    save_file(tensors, str(dest), metadata={"format": "pt"})
+
+
 def _export(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
@@ -120,8 +131,11 @@ def _export(args: argparse.Namespace) -> int:
     dest = adapters_dir() / args.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))
-    for f in files:
-        shutil.copy2(src / f, tmp / f)
+    shutil.copy2(src / "adapter_config.json", tmp / "adapter_config.json")
+    _export_weights(src / "adapter_model.safetensors", tmp / "adapter_model.safetensors")
+    cfg = json.loads((tmp / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"  # not a local path
+    (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     for extra in (args.run / "run.json",
                   args.data_dir / "manifest.json" if args.data_dir else None):
         if extra is not None and extra.is_file():
@@ -130,6 +144,9 @@ def _export(args: argparse.Namespace) -> int:
     card = dest / "MODEL_CARD.md"
     if card.is_file():  # the card is written by hand from the printed figures; keep it
         shutil.copy2(card, tmp / card.name)
+    for p in tmp.iterdir():
+        p.chmod(0o644)
+    tmp.chmod(0o755)
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)

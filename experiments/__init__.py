@@ -1,0 +1,1 @@
+"""Experiments that exercise the whole pipeline (not part of the installed distribution)."""
