@@ -214,6 +214,7 @@ def test_model_failure_is_an_error_not_a_number(fake_lm, data_root, tmp_path, ca
 
 def test_unavailable_system_and_missing_data_are_skipped_with_notes(tmp_path, monkeypatch):
     monkeypatch.delenv("GSRM_ADAPTER", raising=False)
+    monkeypatch.setattr("gsrm.weights.default_adapter_dir", lambda: None)  # an install without one
     rc = run_cli(tmp_path / "out", tmp_path / "nothing-here", "--tasks",
                  "gsm8k-socratic,annotated-jsonl", "--systems", "gsrm-ft,newline",
                  "--judges", "lexical")

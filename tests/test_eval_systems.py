@@ -102,11 +102,23 @@ def test_registry():
 
 def test_gsrm_ft_needs_an_adapter(tmp_path, monkeypatch):
     monkeypatch.delenv("GSRM_ADAPTER", raising=False)
+    monkeypatch.setattr("gsrm.weights.default_adapter_dir", lambda: None)  # an install without one
     with pytest.raises(SystemUnavailable, match="no fine-tuned adapter"):
         build_backend("gsrm-ft", SystemOptions())
     # a folder without adapter_config.json is not an adapter
     with pytest.raises(SystemUnavailable, match="adapter_config.json"):
         build_backend("gsrm-ft", SystemOptions(adapter=str(tmp_path)))
+
+
+def test_gsrm_ft_defaults_to_the_shipped_adapter(monkeypatch):
+    from gsrm.weights import default_adapter_dir
+
+    monkeypatch.delenv("GSRM_ADAPTER", raising=False)
+    shipped = default_adapter_dir()
+    if shipped is None:
+        pytest.skip("this install ships no adapter")
+    backend = build_backend("gsrm-ft", SystemOptions(model="some/dir"))
+    assert backend.adapter == str(shipped) and backend.shots == 0  # type: ignore[attr-defined]
 
 
 def test_gsrm_ft_with_adapter_is_prompted_without_shots(tmp_path):
