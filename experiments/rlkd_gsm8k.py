@@ -58,6 +58,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gsrm.io import write_text_atomic
+
 ARMS: tuple[str, ...] = ("base", "sft", "grpo_acc", "rlkd")
 ARM_LABELS: dict[str, str] = {
     "base": "base student",
@@ -414,21 +416,8 @@ def format_table(results: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- files
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename (no half-written results)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -783,7 +772,7 @@ class Experiment:
         res = {"task": task.name, "arm": arm, "label": ARM_LABELS[arm], "train": train,
                "eval": summary, "eval_wall_s": round(time.monotonic() - t1, 1),
                "wall_s": round(time.monotonic() - t0, 1), "fingerprint": fp}
-        atomic_write_text(self.out / task.name / f"{arm}.completions.jsonl",
+        write_text_atomic(self.out / task.name / f"{arm}.completions.jsonl",
                           "".join(json.dumps(r) + "\n" for r in records))
         atomic_write_json(path, res)
         acc = summary["accuracy"]
@@ -914,7 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["table"] = table
     results["wall_s"] = round(time.monotonic() - t0, 1)
     atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "results.md", f"{gate['note']}\n\n{table}\n")
+    write_text_atomic(out / "results.md", f"{gate['note']}\n\n{table}\n")
     print(table)
     print(f"\n{gate['note']}; results in {out / 'results.json'} "
           f"({results['wall_s']} s this run)")
