@@ -118,7 +118,7 @@ def test_build_reports_bad_lines_with_line_numbers(tmp_path: Path) -> None:
     path.write_text(path.read_text() + "{not json\n" + json.dumps({"question": "q"}) + "\n")
     examples, report = build(root, ["gsm8k-socratic"], seed=0)
     assert len(examples) == 2
-    assert any(":3:" in p and "not JSON" in p for p in report.problems)
+    assert any(":3:" in p and "invalid JSON" in p for p in report.problems)
     assert any(":4:" in p and "'answer'" in p for p in report.problems)
 
 

@@ -51,16 +51,19 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
-from gsrm.calibrate import brief_answer, parse_socratic, strip_calculator
+from eval.tasks.base import read_jsonl, validate_row
+from eval.tasks.sanity import solution_lines
+from gsrm.calibrate import brief_answer, parse_socratic
 from gsrm.io import InputError, write_text_atomic
 from gsrm.prompts import render_structure
 from gsrm.structure import Step, Structure
 
 Split = Literal["train", "validation", "test"]
+M = TypeVar("M", bound=BaseModel)
 Layout = Literal["space", "connective", "paragraph", "newline"]
 
 LAYOUT_WEIGHTS: dict[str, float] = {"space": 0.5, "connective": 0.2, "paragraph": 0.15,
@@ -256,43 +259,45 @@ def assign_split(problem: str, val_frac: float = 0.05, test_frac: float = 0.05) 
 
 
 # --------------------------------------------------------------------------- readers
-def _jsonl(path: Path, report: BuildReport) -> Iterator[tuple[int, dict[str, Any]]]:
+Text = Annotated[str, StringConstraints(pattern=r"\S")]  # some non-space text, kept as is
+
+
+class _QA(BaseModel):
+    question: Text
+    answer: Text
+
+
+class _PRMBenchTrainRow(BaseModel):
+    original_question: Text
+    original_process: list[str] | str  # the train files hold the list as its Python repr
+
+
+class _LabelRow(BaseModel):
+    id: str | int | None = None
+    problem: Text
+    reasoning: Text
+    structure: Structure
+
+
+def _rows(path: Path, model: type[M], report: BuildReport) -> Iterator[tuple[int, M]]:
+    """Valid rows of a JSONL file (the evaluation suite's reader and row check); bad lines
+    go to ``report.problems`` with the file and line, a missing file raises."""
     if not path.is_file():
         raise InputError(path, None, "data file not found")
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                report.problems.append(f"{path}:{n}: not JSON ({exc.msg}); skipped")
-                continue
-            if not isinstance(obj, dict):
-                report.problems.append(f"{path}:{n}: not a JSON object; skipped")
-                continue
-            yield n, obj
-
-
-def _need_str(obj: dict[str, Any], key: str, where: str, report: BuildReport) -> str | None:
-    val = obj.get(key)
-    if not isinstance(val, str) or not val.strip():
-        report.problems.append(f"{where}: field '{key}' missing or not text; skipped")
-        return None
-    return val
+    for n, obj in read_jsonl(path, report.problems):
+        row = validate_row(model, obj, f"{path}:{n}", report.problems)
+        if row is not None:
+            yield n, row
 
 
 def read_gsm8k_socratic(root: Path, report: BuildReport) -> Iterator[Labeled]:
     """Socratic test items; index >= 1000 is the shared evaluation split (forced test)."""
     path = root / "gsm8k" / "test_socratic.jsonl"
-    for n, obj in _jsonl(path, report):
-        where = f"{path}:{n}"
-        q, a = _need_str(obj, "question", where, report), _need_str(obj, "answer", where, report)
-        if q is None or a is None:
-            continue
-        parsed = parse_socratic(a)
+    for n, row in _rows(path, _QA, report):
+        q = row.question
+        parsed = parse_socratic(row.answer)
         if not parsed.steps:
-            report.problems.append(f"{where}: no 'question ** step' lines; skipped")
+            report.problems.append(f"{path}:{n}: no 'question ** step' lines; skipped")
             continue
         texts = [s.text for s in parsed.steps]
         steps = label_steps(texts, [s.question for s in parsed.steps],
@@ -301,28 +306,14 @@ def read_gsm8k_socratic(root: Path, report: BuildReport) -> Iterator[Labeled]:
                       parsed.final, "test" if n - 1 >= 1000 else None)
 
 
-def _gsm8k_lines(answer: str) -> tuple[list[str], str | None]:
-    lines, final = [], None
-    for line in answer.splitlines():
-        line = line.strip()
-        if line.startswith("####"):
-            final = line[4:].strip()
-        elif line:
-            lines.append(strip_calculator(line))
-    return [x for x in lines if x], final
-
-
 def read_gsm8k_train(root: Path, report: BuildReport) -> Iterator[Labeled]:
     """GSM8K train solutions with derived sub-problems (see :func:`derive_subproblem`)."""
     path = root / "gsm8k" / "train.jsonl"
-    for n, obj in _jsonl(path, report):
-        where = f"{path}:{n}"
-        q, a = _need_str(obj, "question", where, report), _need_str(obj, "answer", where, report)
-        if q is None or a is None:
-            continue
-        texts, final = _gsm8k_lines(a)
+    for n, row in _rows(path, _QA, report):
+        q = row.question
+        texts, final = solution_lines(row.answer), parse_socratic(row.answer).final
         if not texts:
-            report.problems.append(f"{where}: no solution lines; skipped")
+            report.problems.append(f"{path}:{n}: no solution lines; skipped")
             continue
         steps = label_steps(texts, [derive_subproblem(t) for t in texts],
                             [brief_answer(t) for t in texts])
@@ -370,9 +361,8 @@ def read_prmbench(root: Path, report: BuildReport) -> Iterator[Labeled]:
     seen: set[str] = set()
     folder = root / "prmbench"
     for f in sorted(folder.glob("prm800k_train_*.jsonl")):
-        for n, obj in _jsonl(f, report):
-            q = _need_str(obj, "original_question", f"{f}:{n}", report)
-            proc = obj.get("original_process")
+        for n, row in _rows(f, _PRMBenchTrainRow, report):
+            q, proc = row.original_question, row.original_process
             if isinstance(proc, str):
                 try:
                     import ast
@@ -380,7 +370,7 @@ def read_prmbench(root: Path, report: BuildReport) -> Iterator[Labeled]:
                     proc = ast.literal_eval(proc)
                 except (ValueError, SyntaxError):
                     proc = None
-            if q is None or not isinstance(proc, list) or not all(isinstance(s, str) for s in proc):
+            if not isinstance(proc, list) or not all(isinstance(s, str) for s in proc):
                 report.problems.append(f"{f}:{n}: original_process is not a list of text; skipped")
                 continue
             if q in seen:
@@ -419,18 +409,12 @@ def read_bbm(root: Path, report: BuildReport) -> Iterator[Labeled]:
 
 def read_labels(path: Path, report: BuildReport) -> Iterator[Labeled]:
     """Validated teacher-LLM labels from ``gsrm-train label`` (``structure`` per line)."""
-    for n, obj in _jsonl(path, report):
-        where = f"{path}:{n}"
-        try:
-            s = Structure.model_validate(obj.get("structure"))
-        except Exception as exc:  # noqa: BLE001 - pydantic's message names the field
-            report.problems.append(f"{where}: structure: {exc}; skipped")
+    for n, row in _rows(path, _LabelRow, report):
+        s = row.structure
+        if not s.steps:
             continue
-        p, r = _need_str(obj, "problem", where, report), _need_str(obj, "reasoning", where, report)
-        if p is None or r is None or not s.steps:
-            continue
-        yield Labeled(str(obj.get("id", f"label-{n}")), "labels", p, tuple(s.steps), (r,),
-                      s.final_answer)
+        yield Labeled(str(row.id if row.id is not None else f"label-{n}"), "labels", row.problem,
+                      tuple(s.steps), (row.reasoning,), s.final_answer)
 
 
 Reader = Callable[[Path, BuildReport], Iterator[Labeled]]
