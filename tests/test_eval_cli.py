@@ -20,6 +20,7 @@ from eval import systems as systems_mod
 from eval.cli import main
 from eval.report import compare_reports, format_diffs, load_report
 from eval.systems import SystemSpec
+from eval.tasks.gsm8k import GSM8KSocratic
 from gsrm.backends import Backend, BackendError, Generation, SentenceBackend
 
 DATA = Path(os.environ.get("GSRM_DATA") or
@@ -193,8 +194,8 @@ def test_second_run_reuses_decompositions(fake_lm, data_root, tmp_path):
     a = load_report(tmp_path / "a" / "metrics.json")
     b = load_report(tmp_path / "b" / "metrics.json")
     assert compare_reports(a, b) == []
-    # the task budget went into the backend identity: gsm8k and sanity used 320 tokens
-    assert a.tasks["gsm8k-socratic"].max_new_tokens == 320
+    # the task budget went into the backend identity (gsm8k-socratic's own budget)
+    assert a.tasks["gsm8k-socratic"].max_new_tokens == GSM8KSocratic.max_new_tokens == 448
 
 
 def test_model_failure_is_an_error_not_a_number(fake_lm, data_root, tmp_path, capsys):

@@ -61,13 +61,15 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "cpu-small": Preset(
-        # sized for the hour on a 2-core CPU (the shipped run: 52 steps of 8 in 30.5 min,
-        # see gsrm/adapters/cpu-small/MODEL_CARD.md); the time budget is a safety net
+        # sized for the hour on a 2-core CPU at ~170 training tokens/s (~530 tokens per
+        # GSM8K example): every socratic training item (the only human sub-problems) plus a
+        # few derived-label and PRM800K rows; the time budget is a safety net, see
+        # gsrm/adapters/cpu-small/MODEL_CARD.md for the shipped run.
         # batch 4 x accumulation 2: a batch of 8 long rows peaked above 20 GB RSS with bf16
         # autocast on CPU and was OOM-killed once (resumed from its checkpoint)
         base_model=None, learning_rate=3e-4, batch_size=4, grad_accum=2, max_length=768,
-        max_minutes=55.0, eval_steps=30, save_steps=10, eval_examples=24,
-        mix={"gsm8k-socratic": 300, "gsm8k-train": 120, "prm800k": 40, "prmbench": 40},
+        max_minutes=55.0, eval_steps=40, save_steps=10, eval_examples=24,
+        mix={"gsm8k-socratic": None, "gsm8k-train": 60, "prm800k": 30, "prmbench": 30},
     ),
     "paper": Preset(
         base_model="Qwen/Qwen2.5-7B-Instruct", lora_r=64, lora_alpha=128, learning_rate=5e-5,
