@@ -225,6 +225,46 @@ def repeating_lines(text: str, max_period: int = 3, repeats: int = 4, min_chars:
     return False
 
 
+_STEP_LINE = re.compile(r"^\[(Meta-reasoning|Sub-problem|Answer) (\d+)\]:[ \t]*(.*)$", re.MULTILINE)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def repeated_step_start(text: str) -> int | None:
+    r"""Where the first step that repeats an earlier step starts (a character offset), or None.
+
+    A step repeats when its sub-problem *and* answer equal those of an earlier step (case and
+    spacing ignored, numbers not masked): an identical step adds nothing, and a small model
+    that has covered the trace tends to go on writing copies of its steps until the token
+    budget cuts one in half. Only complete steps count (the answer line ended by a newline).
+
+    >>> t = ("[Meta-reasoning 1]: a\n[Sub-problem 1]: How many?\n[Answer 1]: 5 laps.\n"
+    ...      "[Meta-reasoning 2]: b\n[Sub-problem 2]: How many?\n[Answer 2]: 5  Laps.\n[Meta")
+    >>> repeated_step_start(t) == t.index("[Meta-reasoning 2]")
+    True
+    >>> repeated_step_start(t.replace("5  Laps", "7 laps")) is None
+    True
+    """
+    starts: dict[int, int] = {}
+    subs: dict[int, str] = {}
+    seen: set[tuple[str, str]] = set()
+    for m in _STEP_LINE.finditer(text):
+        kind, num, body = m.group(1), int(m.group(2)), m.group(3)
+        starts.setdefault(num, m.start())
+        if kind == "Sub-problem":
+            subs[num] = _norm(body)
+        elif kind == "Answer" and m.end() < len(text):  # a complete answer line
+            key = (subs.get(num, ""), _norm(body))
+            if not key[0] or not key[1]:
+                continue
+            if key in seen:
+                return starts[num]
+            seen.add(key)
+    return None
+
+
 def is_looping(ids: Sequence[int], decode: Callable[[Sequence[int]], str]) -> bool:
     """A generation tail is stuck: a repeating token block or repeating (digit-masked) lines."""
     return repeating_period(ids) is not None or repeating_lines(decode(ids))
@@ -242,9 +282,9 @@ def _loop_stopper(prompt_len: int, decode: Callable[[Sequence[int]], str], min_n
             n_new = input_ids.shape[1] - prompt_len
             if n_new < min_new or n_new % every:
                 return done
-            tail = input_ids[:, -min(n_new, 256) :].tolist()
-            for row, ids in enumerate(tail):
-                done[row] = is_looping(ids, decode)
+            for row, ids in enumerate(input_ids[:, prompt_len:].tolist()):
+                done[row] = (is_looping(ids[-256:], decode)
+                             or repeated_step_start(decode(ids)) is not None)
             return done
 
     return LoopStop()
@@ -264,8 +304,10 @@ class TransformersBackend(Backend):
     measures whether it pays). ``prefix_cache`` reuses the shared system/few-shot prefix's
     key/value cache across calls (see ``generate``); it is not combined with prompt lookup,
     because in transformers 5.23 lookup on a pre-filled cache did not reproduce plain greedy.
-    ``stop_loops`` ends a sequence once it is stuck in a loop (see ``is_looping``); the result
-    says so (``stopped_in_loop``), and so do the structure's warnings.
+    ``stop_loops`` ends a sequence once it is stuck in a loop (see ``is_looping``) or has
+    written a step identical to an earlier one (``repeated_step_start``; the repeated step and
+    what follows are dropped); the result says so (``stopped_in_loop``), and so do the
+    structure's warnings.
     """
 
     name = "transformers"
@@ -312,6 +354,7 @@ class TransformersBackend(Backend):
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
+        ident["stop_loops"] = "lines+repeated-steps" if self.stop_loops else False
         if self.adapter:
             st = Path(self.adapter) / "adapter_model.safetensors"
             ident["adapter_mtime"] = st.stat().st_mtime if st.exists() else None
@@ -474,6 +517,9 @@ class TransformersBackend(Backend):
                 stopped = n < len(new)
                 looped = self.stop_loops and n < limit and is_looping(new[:n][-256:], self._tok.decode)
                 text = self._tok.decode(new[:n], skip_special_tokens=True)
+                cut = repeated_step_start(text) if self.stop_loops else None
+                if cut is not None:  # drop the repeated step and what follows; flagged
+                    text, looped = text[:cut].rstrip(), True
                 results[i] = Generation(
                     text=text,
                     prompt_tokens=len(prompts[i]),

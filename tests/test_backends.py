@@ -176,3 +176,29 @@ def test_explicit_adapter_path_is_kept(tmp_path) -> None:  # type: ignore[no-unt
 
     b = TransformersBackend(adapter=str(tmp_path))
     assert b.adapter == str(tmp_path) and b.shots == ()
+
+
+def _steps(*pairs: tuple[str, str], tail: str = "") -> str:
+    return "".join(f"[Meta-reasoning {i}]: m{i}\n[Sub-problem {i}]: {s}\n[Answer {i}]: {a}\n"
+                   for i, (s, a) in enumerate(pairs, 1)) + tail
+
+
+@pytest.mark.parametrize("text, repeated_step", [
+    (_steps(("How many laps?", "14 laps."), ("How many laps?", "14  Laps.")), 2),   # spacing/case
+    (_steps(("A?", "1"), ("B?", "2"), ("A?", "1"), ("C?", "3")), 3),                # not adjacent
+    (_steps(("How many laps?", "14 laps."), ("How many laps?", "7 laps.")), None),  # answer differs
+    (_steps(("Day 1 cost?", "$5"), ("Day 2 cost?", "$5")), None),                   # numbers count
+    (_steps(("A?", "1"), ("A?", "")), None),                                        # empty answer
+    (_steps(("A?", "1")) + "[Meta-reasoning 2]: m\n[Sub-problem 2]: A?\n[Answer 2]: 1", None),
+    ("no tags at all", None),
+])
+def test_repeated_step_start(text: str, repeated_step: int | None) -> None:
+    """A complete step identical to an earlier one marks a loop; the cut is at its first line."""
+    from gsrm.backends import repeated_step_start
+
+    cut = repeated_step_start(text)
+    if repeated_step is None:
+        assert cut is None
+    else:
+        assert cut == text.index(f"[Meta-reasoning {repeated_step}]")
+        assert len(parse_structure(text[:cut]).steps) == repeated_step - 1
