@@ -58,14 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None, help="HF model folder or hub id (default: embedded)")
     g.add_argument("--adapter", default=None,
                    help="LoRA adapter folder for gsrm-ft (default: $GSRM_ADAPTER)")
-    g.add_argument("--batch-size", type=int, default=8, help="generation batch size")
+    g.add_argument("--batch-size", type=int, default=32,
+                   help="rows decoded together (continuous batching; default: %(default)s)")
     g.add_argument("--prompt-lookup", type=int, default=0,
                    help="prompt-lookup speculation n-gram size (0 = off; runs at batch 1)")
     g.add_argument("--max-new-tokens", type=int, default=None,
                    help="override every task's generation budget")
     g.add_argument("--max-input-tokens", type=int, default=6144, help="prompt limit")
     g.add_argument("--threads", type=int, default=None, help="torch threads")
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="auto: bfloat16 where the CPU/GPU runs it natively, else float32")
     r.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -76,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list tasks, systems, judges and metrics")
     return p
+
+
+def _dtype(name: str) -> str:
+    """Resolve ``auto`` here, so metrics.json records the dtype that actually ran."""
+    from gsrm.backends import resolve_dtype
+
+    try:
+        return resolve_dtype(name)
+    except ImportError:  # no torch: only the rule baselines can run anyway
+        return "float32" if name == "auto" else name
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -91,7 +103,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         judge_model=args.judge_model, max_new_tokens=args.max_new_tokens,
         system_options=SystemOptions(
             model=args.model, adapter=args.adapter, batch_size=args.batch_size,
-            prompt_lookup=args.prompt_lookup, dtype=args.dtype,
+            prompt_lookup=args.prompt_lookup, dtype=_dtype(args.dtype),
             max_input_tokens=args.max_input_tokens, threads=args.threads),
     )
     validate(cfg)

@@ -57,10 +57,10 @@ class SystemOptions(BaseModel):
 
     model: str | None = Field(None, description="HF model folder or hub id; default: embedded")
     adapter: str | None = Field(None, description="LoRA adapter folder for gsrm-ft")
-    batch_size: int = Field(8, description="generation batch size")
+    batch_size: int = Field(32, description="rows decoded together (continuous batching)")
     prompt_lookup: int = Field(0, description="prompt-lookup speculation n-gram size (0: off)")
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = Field("auto", description="torch dtype; auto: bfloat16 where native")
     max_input_tokens: int = Field(6144, description="prompt limit; longer traces are cut")
     threads: int | None = Field(None, description="torch threads (default: torch's choice)")
 
