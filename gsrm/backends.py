@@ -239,6 +239,10 @@ def repeated_step_start(text: str) -> int | None:
     spacing ignored, numbers not masked): an identical step adds nothing, and a small model
     that has covered the trace tends to go on writing copies of its steps until the token
     budget cuts one in half. Only complete steps count (the answer line ended by a newline).
+    A step also repeats when its sub-problem is asked for the third time (a complete
+    sub-problem line): once the trace is covered, the model keeps re-asking one question with
+    new, invented answers. Twice is allowed, since a clumsy but honest decomposition can word
+    two different questions alike ("How many are male?" for two different groups).
 
     >>> t = ("[Meta-reasoning 1]: a\n[Sub-problem 1]: How many?\n[Answer 1]: 5 laps.\n"
     ...      "[Meta-reasoning 2]: b\n[Sub-problem 2]: How many?\n[Answer 2]: 5  Laps.\n[Meta")
@@ -249,13 +253,19 @@ def repeated_step_start(text: str) -> int | None:
     """
     starts: dict[int, int] = {}
     subs: dict[int, str] = {}
+    asked: dict[str, int] = {}
     seen: set[tuple[str, str]] = set()
     for m in _STEP_LINE.finditer(text):
         kind, num, body = m.group(1), int(m.group(2)), m.group(3)
         starts.setdefault(num, m.start())
+        complete = m.end() < len(text)  # the line is ended by a newline
         if kind == "Sub-problem":
             subs[num] = _norm(body)
-        elif kind == "Answer" and m.end() < len(text):  # a complete answer line
+            if complete and subs[num]:
+                asked[subs[num]] = asked.get(subs[num], 0) + 1
+                if asked[subs[num]] >= 3:
+                    return starts[num]
+        elif kind == "Answer" and complete:
             key = (subs.get(num, ""), _norm(body))
             if not key[0] or not key[1]:
                 continue
@@ -374,7 +384,7 @@ class TransformersBackend(Backend):
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
-        ident["stop_loops"] = "lines+repeated-steps" if self.stop_loops else False
+        ident["stop_loops"] = "lines+repeated-steps+thrice-asked" if self.stop_loops else False
         ident["dtype"] = resolve_dtype(self.dtype, self.device)
         if self.adapter:
             st = Path(self.adapter) / "adapter_model.safetensors"
@@ -449,7 +459,7 @@ class TransformersBackend(Backend):
             return hit
         from transformers import DynamicCache
 
-        from gsrm.decode import cache_kwarg
+        from gsrm.decode import cache_kwarg, output_cache
 
         with torch.inference_mode():
             out = self._model(
@@ -457,10 +467,11 @@ class TransformersBackend(Backend):
                 use_cache=True,
                 **{cache_kwarg(self._model): DynamicCache()},
             )
-        self._kv_cache[prefix] = out.past_key_values
+        kv = output_cache(out)
+        self._kv_cache[prefix] = kv
         while len(self._kv_cache) > 4:
             self._kv_cache.popitem(last=False)
-        return out.past_key_values
+        return kv
 
     def _eos_ids(self) -> set[int]:
         eos = self._model.generation_config.eos_token_id

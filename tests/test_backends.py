@@ -191,6 +191,9 @@ def _steps(*pairs: tuple[str, str], tail: str = "") -> str:
     (_steps(("A?", "1"), ("A?", "")), None),                                        # empty answer
     (_steps(("A?", "1")) + "[Meta-reasoning 2]: m\n[Sub-problem 2]: A?\n[Answer 2]: 1", None),
     ("no tags at all", None),
+    (_steps(("A?", "1"), ("A?", "2"), ("A?", "3"), ("B?", "4")), 3),                # asked thrice
+    (_steps(("A?", "1"), ("B?", "2"), ("A?", "3"), ("C?", "4")), None),             # twice is fine
+    (_steps(("A?", "1"), ("A?", "2")) + "[Meta-reasoning 3]: m\n[Sub-problem 3]: A?", None),
 ])
 def test_repeated_step_start(text: str, repeated_step: int | None) -> None:
     """A complete step identical to an earlier one marks a loop; the cut is at its first line."""

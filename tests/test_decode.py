@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from gsrm.decode import Decoded, cache_kwarg, greedy_decode  # noqa: E402
+from gsrm.decode import Decoded, cache_kwarg, greedy_decode, output_cache
 
 VOCAB = 97
 EOS = 3
@@ -77,8 +77,8 @@ def test_matches_generate_one_prompt_at_a_time(model: Any, name: str, lengths: l
     kv = None
     if plen:
         with torch.inference_mode():
-            kv = model(input_ids=torch.tensor([prefix]), use_cache=True,
-                       **{cache_kwarg(model): transformers.DynamicCache()}).past_key_values
+            kv = output_cache(model(input_ids=torch.tensor([prefix]), use_cache=True,
+                                    **{cache_kwarg(model): transformers.DynamicCache()}))
     stats: dict[str, float] = {}
     got = greedy_decode(model, tails, max_new_tokens=max_new, eos_ids={EOS}, pad_id=PAD,
                         batch_size=bs, refill_at=refill, prefill_chunk=chunk, prefix=prefix,
