@@ -114,9 +114,10 @@ class DecompositionCache:
 class CachedDecomposer:
     """``GSRM.decompose_many`` behind the persistent cache, in length-sorted chunks.
 
-    Misses are sorted by trace length and sent in chunks of ``chunk_size`` (one backend batch
-    each, similar lengths so little padding), and each chunk is appended to the cache as soon
-    as it is done, so an interrupted run keeps its progress. ``progress`` shows a tqdm bar.
+    Misses are sorted by trace length and sent in chunks of ``chunk_size`` (similar lengths, so
+    little padding; the runner makes a chunk several generation batches, which the backend
+    decodes with continuous batching), and each chunk is appended to the cache as soon as it
+    is done, so an interrupted run keeps its progress. ``progress`` shows a tqdm bar.
     """
 
     def __init__(self, gsrm: GSRM, cache: DecompositionCache | None = None,

@@ -27,6 +27,10 @@ from gsrm.structure import Structure
 
 SCHEMA = "gsrm-eval/1"
 DEFAULT_JUDGES = ("lexical", "embedding")
+#: model decompositions per cache chunk, in generation batches: the backend decodes a chunk with
+#: continuous batching, which only refills the batch (and beats a static batch) when a chunk
+#: holds more rows than a batch; the cache is appended once per chunk (what a crash can lose)
+CHUNK_BATCHES = 4
 
 
 class RunConfig(BaseModel):
@@ -235,7 +239,7 @@ def run(cfg: RunConfig, progress: bool = False,
         # rule baselines are instant: only model decompositions are worth persisting
         lm = spec.kind == "lm"
         decomposer = CachedDecomposer(gsrm, cache if lm else None,
-                                      chunk_size=cfg.system_options.batch_size if lm else 512,
+                                      chunk_size=CHUNK_BATCHES * cfg.system_options.batch_size if lm else 512,
                                       progress=progress and lm, desc=f"{tname}/{sname}")
         t0 = time.perf_counter()
         try:

@@ -239,10 +239,11 @@ def repeated_step_start(text: str) -> int | None:
     spacing ignored, numbers not masked): an identical step adds nothing, and a small model
     that has covered the trace tends to go on writing copies of its steps until the token
     budget cuts one in half. Only complete steps count (the answer line ended by a newline).
-    A step also repeats when its sub-problem is asked for the third time (a complete
-    sub-problem line): once the trace is covered, the model keeps re-asking one question with
-    new, invented answers. Twice is allowed, since a clumsy but honest decomposition can word
-    two different questions alike ("How many are male?" for two different groups).
+    A step also repeats when its sub-problem is the same as in each of the two steps before it
+    (a complete sub-problem line): once the trace is covered, the model keeps re-asking one
+    question with new, invented answers. Two in a row, or the same wording further apart, is
+    allowed, since a clumsy but honest decomposition can word two different questions alike
+    ("How many are male?" for two different groups).
 
     >>> t = ("[Meta-reasoning 1]: a\n[Sub-problem 1]: How many?\n[Answer 1]: 5 laps.\n"
     ...      "[Meta-reasoning 2]: b\n[Sub-problem 2]: How many?\n[Answer 2]: 5  Laps.\n[Meta")
@@ -253,7 +254,7 @@ def repeated_step_start(text: str) -> int | None:
     """
     starts: dict[int, int] = {}
     subs: dict[int, str] = {}
-    asked: dict[str, int] = {}
+    asked: list[str] = []  # complete sub-problems, in order
     seen: set[tuple[str, str]] = set()
     for m in _STEP_LINE.finditer(text):
         kind, num, body = m.group(1), int(m.group(2)), m.group(3)
@@ -262,8 +263,8 @@ def repeated_step_start(text: str) -> int | None:
         if kind == "Sub-problem":
             subs[num] = _norm(body)
             if complete and subs[num]:
-                asked[subs[num]] = asked.get(subs[num], 0) + 1
-                if asked[subs[num]] >= 3:
+                asked.append(subs[num])
+                if len(asked) >= 3 and asked[-1] == asked[-2] == asked[-3]:
                     return starts[num]
         elif kind == "Answer" and complete:
             key = (subs.get(num, ""), _norm(body))
@@ -384,7 +385,7 @@ class TransformersBackend(Backend):
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
-        ident["stop_loops"] = "lines+repeated-steps+thrice-asked" if self.stop_loops else False
+        ident["stop_loops"] = "lines+repeated-steps+thrice-asked-in-a-row" if self.stop_loops else False
         ident["dtype"] = resolve_dtype(self.dtype, self.device)
         if self.adapter:
             st = Path(self.adapter) / "adapter_model.safetensors"

@@ -191,8 +191,9 @@ def _steps(*pairs: tuple[str, str], tail: str = "") -> str:
     (_steps(("A?", "1"), ("A?", "")), None),                                        # empty answer
     (_steps(("A?", "1")) + "[Meta-reasoning 2]: m\n[Sub-problem 2]: A?\n[Answer 2]: 1", None),
     ("no tags at all", None),
-    (_steps(("A?", "1"), ("A?", "2"), ("A?", "3"), ("B?", "4")), 3),                # asked thrice
-    (_steps(("A?", "1"), ("B?", "2"), ("A?", "3"), ("C?", "4")), None),             # twice is fine
+    (_steps(("A?", "1"), ("A?", "2"), ("A?", "3"), ("B?", "4")), 3),                # thrice in a row
+    (_steps(("B?", "0"), ("A?", "1"), ("a?", "2"), ("A?", "3")), 4),                # case ignored
+    (_steps(("A?", "1"), ("B?", "2"), ("A?", "3"), ("C?", "4"), ("A?", "5")), None),  # apart
     (_steps(("A?", "1"), ("A?", "2")) + "[Meta-reasoning 3]: m\n[Sub-problem 3]: A?", None),
 ])
 def test_repeated_step_start(text: str, repeated_step: int | None) -> None:
