@@ -31,6 +31,8 @@ DEFAULT_JUDGES = ("lexical", "embedding")
 #: continuous batching, which only refills the batch (and beats a static batch) when a chunk
 #: holds more rows than a batch; the cache is appended once per chunk (what a crash can lose)
 CHUNK_BATCHES = 4
+#: the same for the up-front decoding of all tasks (``_prefetch``): bigger, fewer tails
+PREFETCH_BATCHES = 8
 
 
 class RunConfig(BaseModel):
@@ -95,6 +97,9 @@ class RunStats(BaseModel):
     total_seconds: float = 0.0
     load_seconds: dict[str, float] = Field(default_factory=dict)
     jobs: list[JobStats] = Field(default_factory=list)
+    prefetch: list[JobStats] = Field(
+        default_factory=list,
+        description="model decoding done up front, per group of tasks sharing a token budget")
     cache_file: str = ""
     cache_problems: list[str] = Field(default_factory=list)
 
@@ -162,6 +167,48 @@ def build_judges(cfg: RunConfig, report: EvalReport) -> dict[str, Any]:
     return judges
 
 
+def _prefetch(sname: str, backend: Any, tasks: dict[str, Any], loaded: dict[str, Any],
+              cfg: RunConfig, ctx: TaskContext, cache: DecompositionCache, report: EvalReport,
+              stats: RunStats, failed: set[str], progress: bool) -> None:
+    """Decode every task's traces for one model system up front, tasks with the same budget together.
+
+    Why: continuous batching keeps the batch full only while rows are waiting; decoded task by
+    task, each task ends with a tail where a few long rows run alone. Pooling the tasks that
+    share a token budget (the budget is part of the cache key) leaves one tail per budget.
+    The per-task jobs then read everything from the cache. A failure is recorded like a job's.
+    """
+    from gsrm.backends import BackendError
+    from gsrm.model import GSRM
+    from gsrm.weights import WeightsNotFoundError
+
+    groups: dict[int, list[tuple[str, str]]] = {}
+    names: dict[int, list[str]] = {}
+    for tname, task in tasks.items():
+        if loaded[tname].items:
+            budget = cfg.max_new_tokens or task.max_new_tokens
+            groups.setdefault(budget, []).extend(task.requests(loaded[tname].items, ctx))
+            names.setdefault(budget, []).append(tname)
+    for budget, requests in groups.items():
+        backend.max_new_tokens = budget
+        label = "+".join(names[budget])
+        decomposer = CachedDecomposer(GSRM(backend=backend), cache,
+                                      chunk_size=PREFETCH_BATCHES * cfg.system_options.batch_size,
+                                      progress=progress, desc=f"{label}/{sname}")
+        t0 = time.perf_counter()
+        try:
+            decomposer(requests)
+        except (BackendError, WeightsNotFoundError) as exc:
+            report.errors.append(f"{label} / {sname}: {type(exc).__name__}: {exc}")
+            failed.add(sname)
+            for tname in names[budget]:
+                report.tasks[tname].skipped_systems[sname] = f"failed: {exc}"
+            return
+        stats.prefetch.append(JobStats(task=label, system=sname,
+                                       seconds=round(time.perf_counter() - t0, 3),
+                                       decomposed=decomposer.stats["generated"],
+                                       cache_hits=decomposer.stats["hits"]))
+
+
 def run(cfg: RunConfig, progress: bool = False,
         details_sink: list[dict[str, Any]] | None = None) -> tuple[EvalReport, RunStats]:
     """Evaluate every task with every system; see the module docstring."""
@@ -222,8 +269,12 @@ def run(cfg: RunConfig, progress: bool = False,
 
     from tqdm.auto import tqdm
 
-    jobs = [(t, s) for t in tasks for s in backends]
     failed: set[str] = set()
+    for sname, backend in backends.items():
+        if get_system(sname).kind == "lm":
+            _prefetch(sname, backend, tasks, loaded, cfg, ctx, cache, report, stats, failed,
+                      progress)
+    jobs = [(t, s) for t in tasks for s in backends]
     for tname, sname in tqdm(jobs, desc="eval", unit="job", disable=not progress):
         task, data, tr = tasks[tname], loaded[tname], report.tasks[tname]
         if sname in failed:

@@ -187,10 +187,16 @@ def test_second_run_reuses_decompositions(fake_lm, data_root, tmp_path):
     assert run_cli(tmp_path / "a", data_root, *args) == 0
     first_calls = fake_lm.calls
     assert first_calls > 0
+    # decoded up front, one group per token budget (448 and 320), then read from the cache
+    first = json.loads((tmp_path / "a" / "timing.json").read_text())
+    assert sorted(j["task"] for j in first["prefetch"]) == ["gsm8k-socratic", "reward-sanity"]
+    assert sum(j["decomposed"] for j in first["prefetch"]) == first_calls
+    assert all(j["decomposed"] == 0 for j in first["jobs"])
     assert run_cli(tmp_path / "b", data_root, *args) == 0
     assert fake_lm.calls == first_calls  # nothing decoded the second time
     timing = json.loads((tmp_path / "b" / "timing.json").read_text())
-    assert all(j["decomposed"] == 0 and j["cache_hits"] > 0 for j in timing["jobs"])
+    assert all(j["decomposed"] == 0 and j["cache_hits"] > 0
+               for j in timing["jobs"] + timing["prefetch"])
     a = load_report(tmp_path / "a" / "metrics.json")
     b = load_report(tmp_path / "b" / "metrics.json")
     assert compare_reports(a, b) == []
@@ -270,4 +276,5 @@ def test_default_model_end_to_end(tmp_path):
     assert row.system == "smollm2-fewshot" and row.metrics["n"] == 2
     assert 0.0 <= row.metrics["boundary_f1_char"] <= 1.0
     timing = json.loads((tmp_path / "timing.json").read_text())
-    assert timing["jobs"][0]["decomposed"] == 2
+    assert timing["prefetch"][0]["decomposed"] == 2  # decoded up front
+    assert timing["jobs"][0]["cache_hits"] == 2
