@@ -143,11 +143,12 @@ def render_markdown(report: EvalReport, stats: RunStats | None,
                f"max_new_tokens {cfg.max_new_tokens or 'per task'}, model {so.model or 'embedded'}"
                + (f", adapter {so.adapter}" if so.adapter else ""))
     if stats is not None:
-        # model decoding happens up front (stats.prefetch); the jobs then read the cache
-        gen = sum(j.decomposed for j in [*stats.prefetch, *stats.jobs])
-        hits = (sum(j.cache_hits for j in stats.prefetch) if stats.prefetch
-                else sum(j.cache_hits for j in stats.jobs))
-        out.append(f"- wall time: {stats.total_seconds:.1f} s; decompositions: {gen} generated, "
+        # model systems decode up front (stats.prefetch) and their jobs then read the cache;
+        # rule baselines are neither cached nor counted
+        gen = sum(j.decomposed for j in stats.prefetch)
+        hits = sum(j.cache_hits for j in stats.prefetch)
+        out.append(f"- wall time: {stats.total_seconds:.1f} s; model decompositions: {gen} "
+                   f"generated, "
                    f"{hits} from the cache ({stats.cache_file})")
     out += ["", GLOSSARY]
     if report.errors:

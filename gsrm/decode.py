@@ -6,18 +6,20 @@ keeps every row in the batch until the longest is done. On the 2-core CPU this p
 targets, a decode step of a 135M model costs about the same for 4 rows as for 1 and grows
 slowly up to ~16, so the useful rows per step decide the throughput. This loop drops a row
 the moment it ends (EOS, budget, or ``should_stop``) and refills the batch from the queue
-once it is half empty, so the batch stays full of rows that still produce tokens.
+once a quarter of it is free, so the batch stays full of rows that still produce tokens.
 
 Layout. Rows share an optional prompt prefix (the system prompt and few-shot examples),
-whose key/value cache is computed once by the caller. Every row's cache is
-``prefix | padding | own prompt tail | generated tokens``; padding is masked out and each
-row carries its own position ids, so a row's positions and attention are those of its
-unpadded prompt. When newly prefilled rows join running ones, the shorter side gets masked
-padding columns right after the prefix, then the two caches are concatenated on the batch
-axis.
+whose key/value cache is computed once by the caller and copied into each new group's
+prefill. Each running row owns one slot of preallocated per-layer key/value buffers
+(``_SlotLayer``), right-aligned: masked zeros, then ``prefix | padding | own prompt tail |
+generated tokens``; padding is masked out and each row carries its own position ids, so a
+row's positions and attention are those of its unpadded prompt. A finished row's slot is
+taken by the last running row (one row copied); a new row goes into the next free slot; the
+cache is widened (every row shifted right) only when a new prompt is wider than it.
 
-Pure torch + a transformers ``DynamicCache``; no I/O. ``gsrm.backends.TransformersBackend``
-calls ``greedy_decode`` and turns the token ids into ``Generation`` results.
+Pure torch + a transformers ``DynamicCache`` subclass; no I/O.
+``gsrm.backends.TransformersBackend`` calls ``greedy_decode`` and turns the token ids into
+``Generation`` results.
 """
 
 from __future__ import annotations
