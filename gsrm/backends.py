@@ -481,7 +481,7 @@ class TransformersBackend(Backend):
         return {i for i in ids if i is not None}
 
     def _should_stop(self, ids: list[int]) -> bool:
-        """The loop stop: a looping tail, or a step identical to an earlier one."""
+        """The loop stop: a looping tail, or a repeated step (``repeated_step_start``)."""
         decode = self._tok.decode
         return is_looping(ids[-256:], decode) or repeated_step_start(decode(ids)) is not None
 
