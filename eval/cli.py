@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None, help="HF model folder or hub id (default: embedded)")
     g.add_argument("--adapter", default=None,
                    help="LoRA adapter folder for gsrm-ft (default: $GSRM_ADAPTER)")
-    g.add_argument("--batch-size", type=int, default=48,
+    g.add_argument("--batch-size", type=int, default=64,
                    help="rows decoded together (continuous batching; default: %(default)s)")
     g.add_argument("--prompt-lookup", type=int, default=0,
                    help="prompt-lookup speculation n-gram size (0 = off; runs at batch 1)")

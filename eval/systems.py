@@ -57,7 +57,7 @@ class SystemOptions(BaseModel):
 
     model: str | None = Field(None, description="HF model folder or hub id; default: embedded")
     adapter: str | None = Field(None, description="LoRA adapter folder for gsrm-ft")
-    batch_size: int = Field(48, description="rows decoded together (continuous batching)")
+    batch_size: int = Field(64, description="rows decoded together (continuous batching)")
     prompt_lookup: int = Field(0, description="prompt-lookup speculation n-gram size (0: off)")
     device: str = "cpu"
     dtype: str = Field("auto", description="torch dtype; auto: bfloat16 where native")
