@@ -148,8 +148,7 @@ def render_markdown(report: EvalReport, stats: RunStats | None,
         gen = sum(j.decomposed for j in stats.prefetch)
         hits = sum(j.cache_hits for j in stats.prefetch)
         out.append(f"- wall time: {stats.total_seconds:.1f} s; model decompositions: {gen} "
-                   f"generated, "
-                   f"{hits} from the cache ({stats.cache_file})")
+                   f"generated, {hits} from the cache ({stats.cache_file})")
     out += ["", GLOSSARY]
     if report.errors:
         out += ["", "## Errors", "", *[f"- {e}" for e in report.errors]]

@@ -30,9 +30,7 @@ DEFAULT_JUDGES = ("lexical", "embedding")
 #: model decompositions per cache chunk, in generation batches: the backend decodes a chunk with
 #: continuous batching, which only refills the batch (and beats a static batch) when a chunk
 #: holds more rows than a batch; the cache is appended once per chunk (what a crash can lose)
-CHUNK_BATCHES = 4
-#: the same for the up-front decoding of all tasks (``_prefetch``): bigger, fewer tails
-PREFETCH_BATCHES = 8
+CHUNK_BATCHES = 8
 
 
 class RunConfig(BaseModel):
@@ -192,7 +190,7 @@ def _prefetch(sname: str, backend: Any, tasks: dict[str, Any], loaded: dict[str,
         backend.max_new_tokens = budget
         label = "+".join(names[budget])
         decomposer = CachedDecomposer(GSRM(backend=backend), cache,
-                                      chunk_size=PREFETCH_BATCHES * cfg.system_options.batch_size,
+                                      chunk_size=CHUNK_BATCHES * cfg.system_options.batch_size,
                                       progress=progress, desc=f"{label}/{sname}")
         t0 = time.perf_counter()
         try:
@@ -287,7 +285,8 @@ def run(cfg: RunConfig, progress: bool = False,
         if spec.kind == "lm":  # part of the backend identity, hence of the cache key
             backend.max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
         gsrm = GSRM(backend=backend)
-        # rule baselines are instant: only model decompositions are worth persisting
+        # rule baselines are instant: only model decompositions are worth persisting (and
+        # ``_prefetch`` has already put every one of them in the cache)
         lm = spec.kind == "lm"
         decomposer = CachedDecomposer(gsrm, cache if lm else None,
                                       chunk_size=CHUNK_BATCHES * cfg.system_options.batch_size if lm else 512,

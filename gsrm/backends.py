@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -281,9 +282,13 @@ def is_looping(ids: Sequence[int], decode: Callable[[Sequence[int]], str]) -> bo
     return repeating_period(ids) is not None or repeating_lines(decode(ids))
 
 
-def _loop_stopper(prompt_len: int, decode: Callable[[Sequence[int]], str], min_new: int = 48,
+def _loop_stopper(prompt_len: int, should_stop: Callable[[list[int]], bool], min_new: int = 48,
                   every: int = 4) -> Any:
-    """A transformers StoppingCriteria that ends rows stuck in a loop (checked every few steps)."""
+    """A transformers StoppingCriteria asking ``should_stop`` (checked every few steps).
+
+    Used by ``model.generate`` (prompt lookup); plain greedy decoding asks the same callable
+    from ``gsrm.decode.greedy_decode`` with the same ``min_new``/``every``.
+    """
     import torch
     from transformers import StoppingCriteria
 
@@ -294,19 +299,20 @@ def _loop_stopper(prompt_len: int, decode: Callable[[Sequence[int]], str], min_n
             if n_new < min_new or n_new % every:
                 return done
             for row, ids in enumerate(input_ids[:, prompt_len:].tolist()):
-                done[row] = (is_looping(ids[-256:], decode)
-                             or repeated_step_start(decode(ids)) is not None)
+                done[row] = should_stop(ids)
             return done
 
     return LoopStop()
 
 
+@functools.cache
 def resolve_dtype(dtype: str, device: str = "cpu") -> str:
     """The torch dtype name for ``dtype``; ``"auto"`` picks bfloat16 where it is fast.
 
     Why: on a CPU with AVX512-BF16/AMX (and on a CUDA GPU with bf16) the 135M GSRM decodes
     about 2.4x faster in bfloat16 than in float32, with the same held-out figures (eval
     README); on a CPU without native bf16 support, bfloat16 is emulated and slower.
+    Memoized: ``identity()``, hence every decomposition cache key, asks for it.
     """
     if dtype != "auto":
         return dtype
@@ -569,7 +575,7 @@ class TransformersBackend(Backend):
                 from transformers import StoppingCriteriaList
 
                 kwargs["stopping_criteria"] = StoppingCriteriaList(
-                    [_loop_stopper(len(prompt), self._tok.decode)]
+                    [_loop_stopper(len(prompt), self._should_stop)]
                 )
             try:
                 with torch.inference_mode():

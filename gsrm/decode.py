@@ -44,8 +44,7 @@ class Decoded:
 
 @dataclass
 class _Row:
-    index: int
-    next_pos: int
+    next_pos: int  # position id of the token fed next
     out: Decoded = field(default_factory=Decoded)
     done: bool = False
 
@@ -233,7 +232,9 @@ def greedy_decode(
         st.setdefault(k, 0.0)
 
     def finish(row: _Row, token: int) -> None:
+        """Record a row's next token and whether the row is done."""
         out = row.out
+        row.next_pos += 1
         if token in eos_ids:
             row.done, out.reason = True, "eos"
             return
@@ -296,11 +297,9 @@ def greedy_decode(
                     group = take[c : c + max(1, prefill_chunk)]
                     new_cache, new_mask, first = prefill(group)
                     admit(new_cache, new_mask)
-                    new_rows = [_Row(index=i, next_pos=plen + len(tails[i]), out=results[i])
-                                for i in group]
+                    new_rows = [_Row(next_pos=plen + len(tails[i]), out=results[i]) for i in group]
                     for row, tok in zip(new_rows, first):
                         finish(row, tok)
-                        row.next_pos += 1
                     rows = rows + new_rows
                 if cache is None:
                     cache = _slot_cache(layers)
@@ -314,7 +313,6 @@ def greedy_decode(
                             use_cache=True, **{key: cache})
                 for row, tok in zip(rows, out.logits[:, -1, :].argmax(-1).tolist()):
                     finish(row, tok)
-                    row.next_pos += 1
                 st["decode_s"] += time.perf_counter() - t0
                 st["steps"] += 1
                 st["row_steps"] += len(rows)

@@ -127,6 +127,17 @@ def test_transformers_default_model_batched_generation() -> None:
     assert [g.text for g in plain.decompose_many(items)] == [g.text for g in batched]
 
 
+@pytest.mark.slow
+def test_prompt_lookup_matches_plain_greedy() -> None:
+    # prompt lookup runs through model.generate (one row at a time), plain greedy through
+    # gsrm.decode; speculation must not change the greedy text
+    items = [("What is 2+3?", "First add 2 and 3 to get 5. So the answer is 5.")]
+    plain = get_backend("transformers", max_new_tokens=40, batch_size=1).decompose_many(items)
+    lookup = get_backend("transformers", max_new_tokens=40, prompt_lookup=3).decompose_many(items)
+    assert [g.text for g in lookup] == [g.text for g in plain]
+    assert [g.completion_tokens for g in lookup] == [g.completion_tokens for g in plain]
+
+
 def test_loop_detection() -> None:
     from gsrm.backends import is_looping, repeating_lines, repeating_period
 
