@@ -5,9 +5,19 @@ segmentation and role metrics cannot compare it with human step boundaries direc
 module decides, for every sentence of the input trace, which step covers it and whether it
 is meta-reasoning or solving; the metrics then compare that projection with the reference.
 
-**Units.** The trace is cut into sentences by ``gsrm.backends.split_sentences`` (the same
-splitter the ``sentences`` backend uses); each unit keeps its character span in the trace.
-Everything below works on units, so a step covers whole sentences.
+**Units and pieces.** The trace is cut into sentences by ``gsrm.backends.split_sentences``
+(the same splitter the ``sentences`` backend uses); each unit keeps its character span in the
+trace. The alignment itself runs on *pieces*: sentences further cut at run-on joins
+(``gsrm.backends.run_on_cuts``, which the trace-end stop of generation also uses), where a
+word with no capital letters (ending in a lower-case letter, a digit, ``%``, ``)`` or ``]``)
+is followed by a capitalised word — the place a full stop or a line break went missing
+("... = 16 bars in each box Martha has 56 ..."). Why: a generated step can separate two
+ideas that the trace runs together, and a projection on whole sentences could never place
+that boundary, however right the step is (GSM8K solutions without their line breaks are full
+of such joins). A cut that is not a real boundary costs nothing by itself: both pieces
+normally align to the same step. Character boundaries, step spans and the step that covers a
+reference span come from the pieces; sentence-level views (sentence boundaries, roles) give
+each sentence the step that covers most of its characters (ties: the earlier step).
 
 **Similarity** of a sentence s to one part p (meta, sub-problem or answer) of a step:
 1.0 if s occurs verbatim in p (case and runs of whitespace ignored: rule-based systems and
@@ -26,9 +36,9 @@ step before them (between equally good paths, the one that changes step later wi
 leading ones with the first step; remaining exact ties go to the earlier step. A step may
 cover no sentence (an invented or out-of-order step), and the order constraint means a step
 the model moved earlier or later loses its sentences to its neighbours — the price of a
-segmentation that stays a segmentation. A boundary can only fall at a sentence start: a
-human step that begins mid-sentence (GSM8K lines often lack a full stop, so two joined lines
-read as one sentence) cannot be hit exactly, which the character-tolerance metrics show.
+segmentation that stays a segmentation. A boundary can only fall at a piece start: a human
+step that begins mid-sentence at anything but a run-on join (after a comma, say) cannot be
+hit exactly, which the character-tolerance metrics show.
 
 **Roles.** Within its step, a sentence is ``meta`` when it is more similar to the step's
 meta-reasoning than to its sub-problem and answer, ``solve`` otherwise (ties: ``solve``,
@@ -46,15 +56,20 @@ Example::
     >>> p = project(s, "She sells 16 - 7 = 9 eggs. She makes 9 * 2 = $18 in money.")
     >>> p.step_of_unit, p.unit_boundaries, p.char_boundaries, p.step_span(1)
     ([0, 1], [1], [27], (27, 58))
+    >>> run_on = "She sells 16 - 7 = 9 eggs She makes 9 * 2 = $18 in money."  # one sentence
+    >>> p = project(s, run_on)
+    >>> len(p.units), p.step_of_piece, p.char_boundaries, p.unit_boundaries
+    (1, [0, 1], [26], [])
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from gsrm.backends import split_sentences
+from gsrm.backends import run_on_cuts, split_sentences
 from gsrm.judges import answer_number, numbers_equal, token_f1
 from gsrm.structure import Step, Structure
 
@@ -88,6 +103,21 @@ def sentence_units(text: str) -> list[Unit]:
         units.append(Unit(start, start + len(sent), sent))
         cursor = start + len(sent)
     return units
+
+
+def piece_units(text: str) -> list[Unit]:
+    """The trace's pieces: its sentences cut at run-on joins (see the module docstring).
+
+    >>> [(u.start, u.end) for u in piece_units("Add 2 so 3 Then 5. Done")]
+    [(0, 10), (11, 18), (19, 23)]
+    """
+    pieces: list[Unit] = []
+    for unit in sentence_units(text):
+        bounds = [0, *run_on_cuts(unit.text), len(unit.text)]
+        for a, b in itertools.pairwise(bounds):
+            chunk = unit.text[a:b].rstrip()
+            pieces.append(Unit(unit.start + a, unit.start + a + len(chunk), chunk))
+    return pieces
 
 
 def _norm(text: str) -> str:
@@ -128,12 +158,14 @@ def step_similarity(sentence: str, step: Step) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Projection:
-    """Where each step of a decomposition lies in the trace, sentence by sentence."""
+    """Where each step of a decomposition lies in the trace, piece by piece and per sentence."""
 
-    units: list[Unit]
-    step_of_unit: list[int | None]  # the step covering each unit; None when there are no steps
-    roles: list[str]  # meta / solve / other per unit
+    units: list[Unit]  # sentences
+    step_of_unit: list[int | None]  # the step covering most of each sentence; None: no steps
+    roles: list[str]  # meta / solve / other per sentence
     n_steps: int
+    pieces: list[Unit] = field(default_factory=list)  # what the alignment ran on
+    step_of_piece: list[int | None] = field(default_factory=list)
 
     @property
     def unit_boundaries(self) -> list[int]:
@@ -143,8 +175,9 @@ class Projection:
 
     @property
     def char_boundaries(self) -> list[int]:
-        """Character offsets at which a new (non-first) step starts."""
-        return [self.units[u].start for u in self.unit_boundaries]
+        """Character offsets at which a new (non-first) step starts (piece starts)."""
+        return [self.pieces[k].start for k in range(1, len(self.pieces))
+                if self.step_of_piece[k] != self.step_of_piece[k - 1]]
 
     @property
     def role_unit_boundaries(self) -> list[int]:
@@ -158,20 +191,20 @@ class Projection:
                 if (self.step_of_unit[u], self.roles[u])
                 != (self.step_of_unit[u - 1], self.roles[u - 1])]
 
-    def step_units(self, step: int) -> list[int]:
-        """Indices of the units step ``step`` covers (may be empty)."""
-        return [u for u, s in enumerate(self.step_of_unit) if s == step]
+    def step_pieces(self, step: int) -> list[int]:
+        """Indices of the pieces step ``step`` covers (may be empty)."""
+        return [k for k, s in enumerate(self.step_of_piece) if s == step]
 
     def step_span(self, step: int) -> tuple[int, int] | None:
-        """Character span from the step's first to its last sentence, or None if it has none."""
-        us = self.step_units(step)
-        if not us:
+        """Character span from the step's first to its last piece, or None if it has none."""
+        ks = self.step_pieces(step)
+        if not ks:
             return None
-        return self.units[us[0]].start, self.units[us[-1]].end
+        return self.pieces[ks[0]].start, self.pieces[ks[-1]].end
 
     def covered_steps(self) -> int:
-        """How many steps cover at least one sentence."""
-        return len({s for s in self.step_of_unit if s is not None})
+        """How many steps cover at least one piece."""
+        return len({s for s in self.step_of_piece if s is not None})
 
 
 def similarity_matrix(units: Sequence[Unit], structure: Structure) -> list[list[float]]:
@@ -225,13 +258,14 @@ def project(structure: Structure, reasoning: str, switch_penalty: float = SWITCH
             other_floor: float = OTHER_FLOOR) -> Projection:
     """Project ``structure``'s steps onto ``reasoning`` (see the module docstring for the rules)."""
     units = sentence_units(reasoning)
+    pieces = piece_units(reasoning)
     if not structure.steps or not units:
         return Projection(units, [None] * len(units), ["other"] * len(units),
-                          structure.n_steps)
-    sim = similarity_matrix(units, structure)
-    path = monotone_alignment(sim, switch_penalty)
+                          structure.n_steps, pieces, [None] * len(pieces))
+    path = monotone_alignment(similarity_matrix(pieces, structure), switch_penalty)
+    per_unit = _majority_steps(units, pieces, path)
     roles: list[str] = []
-    for u, i in zip(units, path):
+    for u, i in zip(units, per_unit):
         m, q = step_similarity(u.text, structure.steps[i])
         if max(m, q) < other_floor:
             roles.append("other")
@@ -239,4 +273,18 @@ def project(structure: Structure, reasoning: str, switch_penalty: float = SWITCH
             roles.append("meta")
         else:
             roles.append("solve")
-    return Projection(units, list(path), roles, structure.n_steps)
+    return Projection(units, list(per_unit), roles, structure.n_steps, pieces, list(path))
+
+
+def _majority_steps(units: Sequence[Unit], pieces: Sequence[Unit], path: Sequence[int]
+                    ) -> list[int]:
+    """Each sentence's step: the one whose pieces cover most of its characters (ties: earlier)."""
+    out: list[int] = []
+    k = 0
+    for u in units:
+        chars: dict[int, int] = {}
+        while k < len(pieces) and pieces[k].start < u.end:
+            chars[path[k]] = chars.get(path[k], 0) + pieces[k].end - pieces[k].start
+            k += 1
+        out.append(min(chars, key=lambda s: (-chars[s], s)))
+    return out

@@ -136,6 +136,7 @@ def generation_metrics(structures: list[Structure]) -> tuple[dict[str, float], l
     empty = sum(s.n_steps == 0 for s in structures)
     cut = sum(bool(s.generation and s.generation.hit_max_new_tokens) for s in structures)
     looped = sum(bool(s.generation and s.generation.stopped_in_loop) for s in structures)
+    at_end = sum(bool(s.generation and s.generation.stopped_at_trace_end) for s in structures)
     trunc_in = sum(bool(s.generation and s.generation.input_truncated) for s in structures)
     notes = []
     if empty:
@@ -144,6 +145,9 @@ def generation_metrics(structures: list[Structure]) -> tuple[dict[str, float], l
         notes.append(f"{cut}/{len(structures)} generations stopped at max_new_tokens")
     if looped:
         notes.append(f"{looped}/{len(structures)} generations stopped in a loop")
+    if at_end:
+        notes.append(f"{at_end}/{len(structures)} generations stopped at a step begun after "
+                     "the trace was covered")
     if trunc_in:
         notes.append(f"{trunc_in}/{len(structures)} inputs were truncated")
     return {"no_steps": empty / n, "hit_max_tokens": cut / n}, notes

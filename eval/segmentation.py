@@ -160,7 +160,8 @@ def evaluate_item(text: str, spans: Sequence[RefSpan], structure: Structure,
     ref_chars = ref_char_boundaries(spans)
     ref_units = snap_to_units(ref_chars, units)
     hyp_units = proj.role_unit_boundaries if by_role else proj.unit_boundaries
-    hyp_chars = [units[u].start for u in hyp_units]
+    # by role, segments are sentence runs; otherwise the steps' own (piece) boundaries
+    hyp_chars = [units[u].start for u in hyp_units] if by_role else proj.char_boundaries
     n = len(units)
     with_roles = any(s.role is not None for s in spans)
     return ItemResult(
@@ -211,10 +212,10 @@ def aggregate(results: Sequence[ItemResult]) -> dict[str, Any]:
 
 
 def best_overlap_step(span: RefSpan, proj: Projection) -> int | None:
-    """The hypothesis step whose sentences overlap the reference span most (ties: earlier)."""
+    """The hypothesis step whose pieces overlap the reference span most (ties: earlier)."""
     best, best_overlap = None, 0
     totals: dict[int, int] = {}
-    for u, step in zip(proj.units, proj.step_of_unit):
+    for u, step in zip(proj.pieces, proj.step_of_piece):
         if step is None:
             continue
         overlap = min(u.end, span.end) - max(u.start, span.start)

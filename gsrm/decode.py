@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-StopCheck = Callable[[list[int]], bool]
+StopCheck = Callable[[int, list[int]], bool]  # (index into tails, ids so far)
 
 
 @dataclass
@@ -44,6 +44,7 @@ class Decoded:
 
 @dataclass
 class _Row:
+    index: int  # into ``tails`` (for ``should_stop``)
     next_pos: int  # position id of the token fed next
     out: Decoded = field(default_factory=Decoded)
     done: bool = False
@@ -200,7 +201,8 @@ def greedy_decode(
     """Greedy continuations of ``prefix + tail`` for each tail, decoded with continuous batching.
 
     ``prefix_cache`` is the model's cache of ``prefix`` for one row (copied, never modified).
-    ``should_stop(ids)`` is asked every ``stop_every`` tokens once a row has ``stop_min_new``;
+    ``should_stop(i, ids)`` (``i`` indexes ``tails``) is asked every ``stop_every`` tokens once
+    a row has ``stop_min_new``;
     True ends the row with reason ``"stop"``. Rows are admitted shortest prompt first, up to
     ``batch_size`` at a time; a new group is prefilled once the running batch has shrunk to
     ``refill_at * batch_size`` rows or fewer, at most ``prefill_chunk`` prompts per forward
@@ -244,7 +246,7 @@ def greedy_decode(
             row.done, out.reason = True, "length"
         elif should_stop is not None and n >= stop_min_new and n % stop_every == 0:
             t = time.perf_counter()
-            if should_stop(out.ids):
+            if should_stop(row.index, out.ids):
                 row.done, out.reason = True, "stop"
             st["stop_s"] += time.perf_counter() - t
 
@@ -297,7 +299,8 @@ def greedy_decode(
                     group = take[c : c + max(1, prefill_chunk)]
                     new_cache, new_mask, first = prefill(group)
                     admit(new_cache, new_mask)
-                    new_rows = [_Row(next_pos=plen + len(tails[i]), out=results[i]) for i in group]
+                    new_rows = [_Row(index=i, next_pos=plen + len(tails[i]), out=results[i])
+                                for i in group]
                     for row, tok in zip(new_rows, first):
                         finish(row, tok)
                     rows = rows + new_rows

@@ -145,6 +145,8 @@ class GSRM:
                         input_truncated=gen.input_truncated,
                         hit_max_new_tokens=gen.hit_max_new_tokens,
                         stopped_in_loop=gen.stopped_in_loop,
+                        stopped_at_trace_end=gen.stopped_at_trace_end,
+                        continued=gen.continued,
                     )
                     if gen.input_truncated:
                         struct.warnings.append("input reasoning was truncated to max_input_tokens")
@@ -152,6 +154,12 @@ class GSRM:
                         struct.warnings.append("generation stopped at max_new_tokens")
                     if gen.stopped_in_loop:
                         struct.warnings.append("generation stopped in a repeating loop")
+                    if gen.stopped_at_trace_end:
+                        struct.warnings.append("generation stopped: a step began after the "
+                                               "trace was covered (dropped)")
+                    if gen.continued:
+                        struct.warnings.append(
+                            f"generation ended before the trace's end; resumed {gen.continued}x")
                     results[key] = struct
                     self._cache[key] = struct
                     self.stats["decompositions"] += 1

@@ -49,6 +49,10 @@ class GenerationInfo(BaseModel):
     input_truncated: bool = Field(False, description="the trace was cut to fit max_input_tokens")
     hit_max_new_tokens: bool = Field(False, description="generation stopped at max_new_tokens")
     stopped_in_loop: bool = Field(False, description="generation stopped in a repeating loop")
+    stopped_at_trace_end: bool = Field(
+        False, description="generation stopped at a step begun after the trace was covered")
+    continued: int = Field(
+        0, description="times the generation was resumed after ending before the trace's end")
     cached: bool = False
 
 

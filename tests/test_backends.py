@@ -217,3 +217,105 @@ def test_repeated_step_start(text: str, repeated_step: int | None) -> None:
     else:
         assert cut == text.index(f"[Meta-reasoning {repeated_step}]")
         assert len(parse_structure(text[:cut]).steps) == repeated_step - 1
+
+
+_TRACE = "Janet sells 16 - 3 - 4 = 9 eggs a day. She makes 9 * 2 = $18 every day at the market."
+
+
+@pytest.mark.parametrize("text, trace, new_step", [
+    # the answer restates the trace's end (same final number, shared words): step 3 is cut
+    (_steps(("Eggs?", "Janet sells 9 eggs a day."), ("Money?", "She makes $18 every day."),
+            tail="[Meta-reasoning 3]: m3\n[Sub-"), _TRACE, 3),
+    # verbatim end inside the answer, on step 1 of 3
+    (_steps(("All?", "she makes 9 * 2 = $18 every day at the market."), ("More?", "1"),
+            ("Again?", "2")), _TRACE, 2),
+    # covered but nothing begun after it: nothing to cut
+    (_steps(("Eggs?", "Janet sells 9 eggs a day."), ("Money?", "She makes $18 every day.")),
+     _TRACE, None),
+    # the final number alone is not enough: no shared content words
+    (_steps(("Eggs?", "18"), ("Money?", "She makes $18.")), _TRACE, None),
+    # the covering answer must be complete (a newline after it)
+    ("[Meta-reasoning 1]: m\n[Sub-problem 1]: Money?\n[Answer 1]: She makes $18 every day.",
+     _TRACE, None),
+    # a run-on trace: its end is the last piece ("So he ..."), not the whole sentence
+    (_steps(("First?", "He has to pay $2000"), ("Then?", "So he has to pay $200 per month"),
+            ("Extra?", "3")), "He has to pay 3000-1000=$2000 So he has to pay 2000*.1=$200 per month",
+     3),
+    # the trace goes on after the number the answer states: not covered
+    (_steps(("Money?", "She makes $18 every day."), ("Hens?", "3 hens")),
+     _TRACE + " Then she buys 3 hens with $18.", None),
+    ("no tags", _TRACE, None),
+    (_steps(("A?", "1"), ("B?", "2")), "", None),
+])
+def test_covered_step_start(text: str, trace: str, new_step: int | None) -> None:
+    """A step begun after one whose answer restates the trace's end is cut at its first line."""
+    from gsrm.backends import covered_step_start
+
+    cut = covered_step_start(text, trace)
+    if new_step is None:
+        assert cut is None
+    else:
+        assert cut == text.index(f"[Meta-reasoning {new_step}]")
+        assert len(parse_structure(text[:cut]).steps) == new_step - 1
+
+
+class _CharTok:
+    """A tokenizer stand-in: one id per character (enough for the stop and cut logic)."""
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return "".join(map(chr, ids))
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [ord(c) for c in text]
+
+
+def test_result_cuts_a_step_begun_after_the_trace_end() -> None:
+    from gsrm.backends import TransformersBackend
+
+    b = TransformersBackend(adapter=None)
+    b._tok = _CharTok()
+    text = _steps(("Eggs?", "Janet sells 9 eggs a day."), ("Money?", "She makes $18 every day."),
+                  tail="[Meta-reasoning 3]: m3\n[Sub-problem 3]: Hens?\n")
+    ids = [ord(c) for c in text]
+    assert b._should_stop(ids, _TRACE) and not b._should_stop(ids)
+    g = b._result(ids, 10, 448, True, _TRACE)
+    assert g.stopped_at_trace_end and not g.stopped_in_loop and not g.hit_max_new_tokens
+    assert g.text == text[: text.index("[Meta-reasoning 3]")].rstrip()
+    assert len(parse_structure(g.text).steps) == 2
+    plain = b._result(ids, 10, 448, True)  # chat generation: no trace, nothing cut
+    assert plain.text == text and not plain.stopped_at_trace_end
+    off = TransformersBackend(adapter=None, stop_loops=False)
+    off._tok = _CharTok()
+    assert off._result(ids, 10, 448, True, _TRACE).text == text
+
+
+def test_resume_rows_that_ended_before_the_trace_end() -> None:
+    from gsrm.backends import TransformersBackend
+
+    b = TransformersBackend(adapter=None)
+    b._tok = _CharTok()
+    early = _steps(("Eggs?", "Janet sells 9 eggs a day.")) + "So the final answer is: 18"
+    full = _steps(("Eggs?", "Janet sells 9 eggs a day."), ("Money?", "She makes $18 a day."))
+    done = [[ord(c) for c in t] for t in (early, full, early, early)]
+    eos = [True, True, False, True]  # row 2 ended by a loop stop or the budget
+    traces = [_TRACE, _TRACE, _TRACE, None]  # row 3: its trace was cut to fit
+    rounds = [0, 0, 0, 0]
+    assert b._resume(done, eos, traces, 448, rounds) == [0]
+    head = _CharTok().decode(done[0])
+    assert head == _steps(("Eggs?", "Janet sells 9 eggs a day.")).rstrip() + "\n[Meta-reasoning 2]:"
+    assert rounds == [1, 0, 0, 0]
+    # no room left in the budget: not resumed
+    assert b._resume([[ord(c) for c in early]], [True], [_TRACE], len(early) + 8, [0]) == []
+
+
+def test_thrice_asked_is_optional() -> None:
+    """With the trace known, asking one question three times in a row is not a loop."""
+    from gsrm.backends import repeated_step_start
+
+    text = _steps(("How many pounds?", "15"), ("How many pounds?", "30"), ("How many pounds?", "45"),
+                  ("Total?", "90"))
+    assert repeated_step_start(text) == text.index("[Meta-reasoning 3]")
+    assert repeated_step_start(text, thrice_asked=False) is None
+    same = _steps(("A?", "1"), ("A?", "1"))  # an identical step still is
+    assert repeated_step_start(same, thrice_asked=False) == same.index("[Meta-reasoning 2]")
+

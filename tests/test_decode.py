@@ -95,17 +95,17 @@ def test_should_stop_ends_a_row_and_says_so(model: Any) -> None:
     tails = prompts([5, 8], seed=1)
     free = greedy_decode(model, tails, max_new_tokens=20, eos_ids=set(), pad_id=PAD)
     assert all(d.reason == "length" and len(d.ids) == 20 for d in free)
-    asked: list[int] = []
+    asked: list[tuple[int, int]] = []
 
-    def stop(ids: list[int]) -> bool:
-        asked.append(len(ids))
-        return len(ids) >= 8
+    def stop(i: int, ids: list[int]) -> bool:
+        asked.append((i, len(ids)))
+        return len(ids) >= (8 if i == 0 else 12)  # the index names the row's prompt
 
     got = greedy_decode(model, tails, max_new_tokens=20, eos_ids=set(), pad_id=PAD,
                         should_stop=stop, stop_every=4, stop_min_new=4)
     assert [d.reason for d in got] == ["stop", "stop"]
-    assert [d.ids for d in got] == [d.ids[:8] for d in free]  # same tokens up to the stop
-    assert set(asked) == {4, 8}  # asked every 4 tokens from the 4th on
+    assert [d.ids for d in got] == [free[0].ids[:8], free[1].ids[:12]]  # same tokens up to it
+    assert set(asked) == {(0, 4), (0, 8), (1, 4), (1, 8), (1, 12)}  # every 4 tokens from the 4th
 
 
 def test_edge_cases(model: Any) -> None:

@@ -14,6 +14,7 @@ from eval.projection import (
     Unit,
     monotone_alignment,
     part_similarity,
+    piece_units,
     project,
     sentence_units,
 )
@@ -204,6 +205,38 @@ def test_evaluate_item_mid_sentence_reference():
     assert r.n_units == 1 and r.char.recall == 0.0
     # in sentence units the reference boundary snaps onto sentence 0 and vanishes
     assert r.unit.f1 == 1.0 and r.segment.f1 == 1.0
+
+
+def test_evaluate_item_run_on_boundary_is_reachable():
+    # the same run-on trace: a system that wrote the two steps places the boundary at the
+    # join (a piece start), in characters; sentence units still see one sentence
+    text, spans = spans_from_steps(["It takes 2/2=1 bolt", "So the total is 3 bolts."])
+    two = steps(("First the bolts.", "How many bolts does it take?", "1 bolt"),
+                ("Then the total.", "What is the total?", "3 bolts"))
+    r = evaluate_item(text, spans, two, char_tolerance=0)
+    assert r.projection.char_boundaries == [text.index("So the")]
+    assert (r.char.matched, r.char.n_hyp, r.char.n_ref) == (1, 1, 1)
+    # the sentence goes to the step covering most of its characters ("So the total ..." is longer)
+    assert r.n_units == 1 and r.projection.step_of_unit == [1]
+    assert r.covered_steps == 2
+
+
+@pytest.mark.parametrize(
+    "text, pieces",
+    [
+        # a capitalised word after a word with no capitals: a missing full stop
+        ("Add 2 so 3 Then 5. Done", ["Add 2 so 3", "Then 5.", "Done"]),
+        ("Pay $12 So he has $3", ["Pay $12", "So he has $3"]),
+        ("It is 40% Then 5 (in all) Next", ["It is 40%", "Then 5 (in all)", "Next"]),
+        # names after a capitalised word, all-capital words and digits do not cut
+        ("Doctor Jones has 9 and 3 more AND 24 guests", None),
+        ("", []),
+    ],
+)
+def test_piece_units(text, pieces):
+    got = [u.text for u in piece_units(text)]
+    assert got == (pieces if pieces is not None else [text])
+    assert all(text[u.start:u.end] == u.text for u in piece_units(text))
 
 
 def test_evaluate_item_and_aggregate():

@@ -61,15 +61,18 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "cpu-small": Preset(
-        # sized for the hour on a 2-core CPU at ~170 training tokens/s (~530 tokens per
-        # GSM8K example): every socratic training item (the only human sub-problems) plus a
-        # few derived-label and PRM800K rows; the time budget is a safety net, see
-        # gsrm/adapters/cpu-small/MODEL_CARD.md for the shipped run.
+        # sized for the hour on a 2-core CPU at ~290 training tokens/s (~550 tokens per
+        # GSM8K example; the shipped run took 35.5 min): every socratic training item (the
+        # only human sub-problems) plus derived-label and PRM800K rows; the time budget is a
+        # safety net, see gsrm/adapters/cpu-small/MODEL_CARD.md for the shipped run.
         # batch 4 x accumulation 2: a batch of 8 long rows peaked above 20 GB RSS with bf16
         # autocast on CPU and was OOM-killed once (resumed from its checkpoint)
+        # lora_dropout 0: peft's dropout branch made a training step ~1.5x slower on this
+        # CPU (155 vs 231-254 tokens/s on one batch of 4), and one epoch of ~1,100 examples
+        # does not need it; the time saved bought 240 more derived-label GSM8K rows
         base_model=None, learning_rate=3e-4, batch_size=4, grad_accum=2, max_length=768,
-        max_minutes=55.0, eval_steps=40, save_steps=10, eval_examples=24,
-        mix={"gsm8k-socratic": None, "gsm8k-train": 60, "prm800k": 30, "prmbench": 30},
+        lora_dropout=0.0, max_minutes=55.0, eval_steps=40, save_steps=10, eval_examples=24,
+        mix={"gsm8k-socratic": None, "gsm8k-train": 300, "prm800k": 30, "prmbench": 30},
     ),
     "paper": Preset(
         base_model="Qwen/Qwen2.5-7B-Instruct", lora_r=64, lora_alpha=128, learning_rate=5e-5,
