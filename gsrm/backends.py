@@ -278,22 +278,23 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def repeated_step_start(text: str, thrice_asked: bool = True) -> int | None:
+def repeated_step_start(text: str, in_a_row: int = 3) -> int | None:
     r"""Where the first step that repeats an earlier step starts (a character offset), or None.
 
     A step repeats when its sub-problem *and* answer equal those of an earlier step (case and
     spacing ignored, numbers not masked): an identical step adds nothing, and a small model
     that has covered the trace tends to go on writing copies of its steps until the token
     budget cuts one in half. Only complete steps count (the answer line ended by a newline).
-    A step also repeats when its sub-problem is the same as in each of the two steps before it
-    (a complete sub-problem line): once the trace is covered, the model keeps re-asking one
-    question with new, invented answers. Two in a row, or the same wording further apart, is
-    allowed, since a clumsy but honest decomposition can word two different questions alike
-    ("How many are male?" for two different groups). ``thrice_asked=False`` drops that second
-    form: when the trace is known, ``covered_step_start`` catches invented steps after its end
-    more precisely, and a terse model asks "How many pounds?" for three dogs in a row
-    honestly (held-out GSM8K: the rule cut 35 of 150 decompositions of the 2026-11-30
-    adapter, most of them mid-trace).
+    A step also repeats when its sub-problem is the same as in each of the ``in_a_row - 1``
+    steps before it (complete sub-problem lines): once the trace is covered, or when it is
+    stuck, the model keeps re-asking one question with new, invented answers. Fewer in a row,
+    or the same wording further apart, is allowed, since a clumsy but honest decomposition can
+    word two different questions alike ("How many are male?" for two different groups).
+    Decompositions use ``in_a_row=4`` (``DECOMPOSE_IN_A_ROW``): there ``covered_step_start``
+    catches invented steps after the trace's end more precisely, and a terse model asks "How
+    many pounds?" for three dogs in a row honestly (held-out GSM8K: three in a row cut 35 of
+    150 decompositions of the 2026-11-30 adapter, most of them mid-trace). Without a trace
+    (chat generation) three in a row stops.
 
     >>> t = ("[Meta-reasoning 1]: a\n[Sub-problem 1]: How many?\n[Answer 1]: 5 laps.\n"
     ...      "[Meta-reasoning 2]: b\n[Sub-problem 2]: How many?\n[Answer 2]: 5  Laps.\n[Meta")
@@ -314,7 +315,7 @@ def repeated_step_start(text: str, thrice_asked: bool = True) -> int | None:
             subs[num] = _norm(body)
             if complete and subs[num]:
                 asked.append(subs[num])
-                if thrice_asked and len(asked) >= 3 and asked[-1] == asked[-2] == asked[-3]:
+                if len(asked) >= in_a_row and len(set(asked[-in_a_row:])) == 1:
                     return starts[num]
         elif kind == "Answer" and complete:
             key = (subs.get(num, ""), _norm(body))
@@ -327,6 +328,7 @@ def repeated_step_start(text: str, thrice_asked: bool = True) -> int | None:
 
 
 COVER_MIN_F1 = 0.3
+DECOMPOSE_IN_A_ROW = 4  # one question asked this many times in a row ends a decomposition
 CONTINUE_ROUNDS = 2
 
 
@@ -387,9 +389,8 @@ def uncovered_resume_point(text: str, reasoning: str) -> int | None:
     end inside the answer; for an end that states a number, the same final number
     (``gsrm.judges.answer_number``) or content-token F1 >= 0.6 (neighbouring GSM8K lines share
     words, so overlap alone says little); else content-token F1 >= 0.3. The offset returned
-    is the end of the last ``[Answer i]`` line
-    (the final-answer line and anything after it are dropped); None when the end is covered
-    or there is no answer line.
+    is the end of the last ``[Answer i]`` line (the final-answer line and anything after it
+    are dropped); None when the end is covered or there is no answer line.
 
     >>> t = "[Meta-reasoning 1]: m\n[Sub-problem 1]: Eggs?\n[Answer 1]: 9 eggs\nSo the final answer is: 18"
     >>> trace = "She sells 16 - 7 = 9 eggs. She makes 9 * 2 = $18 every day."
@@ -409,10 +410,9 @@ def uncovered_resume_point(text: str, reasoning: str) -> int | None:
         if m.group(1) != "Answer":
             continue
         body = m.group(3)
-        num = answer_number(body) if body.strip() else None
         if not body.strip():
             continue
-        f1 = token_f1(body, end)
+        num, f1 = answer_number(body), token_f1(body, end)
         if end_num is not None:  # a numeric end: its number, or a close paraphrase
             hit = (num is not None and numbers_equal(num, end_num)) or f1 >= 2 * COVER_MIN_F1
         else:
@@ -541,7 +541,8 @@ class TransformersBackend(Backend):
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
-        ident["stop_loops"] = ("lines+repeated-steps+thrice-asked-without-trace+trace-covered"
+        ident["stop_loops"] = (f"lines+repeated-steps+asked-{DECOMPOSE_IN_A_ROW}-in-a-row"
+                               "+trace-covered"
                                f"+resume-uncovered-{CONTINUE_ROUNDS}"
                                if self.stop_loops else False)
         ident["dtype"] = resolve_dtype(self.dtype, self.device)
@@ -647,7 +648,7 @@ class TransformersBackend(Backend):
         text = decode(ids)
         if trace is None:
             return repeated_step_start(text) is not None
-        return (repeated_step_start(text, thrice_asked=False) is not None
+        return (repeated_step_start(text, DECOMPOSE_IN_A_ROW) is not None
                 or covered_step_start(text, trace) is not None)
 
     def _result(self, new: list[int], prompt_tokens: int, limit: int, ended: bool,
@@ -656,7 +657,7 @@ class TransformersBackend(Backend):
         n = len(new)
         looped = self.stop_loops and n < limit and is_looping(new[-256:], self._tok.decode)
         text = self._tok.decode(new, skip_special_tokens=True)
-        cut = (repeated_step_start(text, thrice_asked=trace is None)
+        cut = (repeated_step_start(text, 3 if trace is None else DECOMPOSE_IN_A_ROW)
                if self.stop_loops else None)
         covered = (covered_step_start(text, trace)
                    if self.stop_loops and trace is not None else None)
@@ -774,7 +775,7 @@ class TransformersBackend(Backend):
             if not eos[i] or traces[i] is None or len(ids) >= limit - 16:
                 continue
             text = self._tok.decode(ids, skip_special_tokens=True)
-            if (repeated_step_start(text, thrice_asked=False) is not None
+            if (repeated_step_start(text, DECOMPOSE_IN_A_ROW) is not None
                     or covered_step_start(text, traces[i]) is not None):
                 continue
             at = uncovered_resume_point(text, traces[i])

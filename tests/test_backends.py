@@ -308,14 +308,15 @@ def test_resume_rows_that_ended_before_the_trace_end() -> None:
     assert b._resume([[ord(c) for c in early]], [True], [_TRACE], len(early) + 8, [0]) == []
 
 
-def test_thrice_asked_is_optional() -> None:
-    """With the trace known, asking one question three times in a row is not a loop."""
+def test_asked_in_a_row_threshold() -> None:
+    """Decompositions stop at four asks of one question in a row, chat generation at three."""
     from gsrm.backends import repeated_step_start
 
     text = _steps(("How many pounds?", "15"), ("How many pounds?", "30"), ("How many pounds?", "45"),
                   ("Total?", "90"))
     assert repeated_step_start(text) == text.index("[Meta-reasoning 3]")
-    assert repeated_step_start(text, thrice_asked=False) is None
-    same = _steps(("A?", "1"), ("A?", "1"))  # an identical step still is
-    assert repeated_step_start(same, thrice_asked=False) == same.index("[Meta-reasoning 2]")
-
+    assert repeated_step_start(text, in_a_row=4) is None
+    four = _steps(*[("How many pounds?", str(n)) for n in (15, 30, 45, 60)])
+    assert repeated_step_start(four, in_a_row=4) == four.index("[Meta-reasoning 4]")
+    same = _steps(("A?", "1"), ("A?", "1"))  # an identical step still is a loop
+    assert repeated_step_start(same, in_a_row=4) == same.index("[Meta-reasoning 2]")

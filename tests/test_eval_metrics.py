@@ -272,3 +272,22 @@ def test_docstring_examples_run(module):
     # the eval package is outside pytest's doctest paths; its examples must still be true
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_generation_metrics_count_each_stop() -> None:
+    """The report's notes count budget hits, loops, trace-end stops and resumes separately."""
+    from eval.runner import generation_metrics
+    from gsrm.structure import GenerationInfo, Structure
+
+    def s(**flags: object) -> Structure:
+        return Structure(generation=GenerationInfo(backend="transformers", **flags))
+
+    shares, notes = generation_metrics([
+        s(hit_max_new_tokens=True), s(stopped_in_loop=True), s(stopped_at_trace_end=True),
+        s(continued=2), s(continued=1, stopped_at_trace_end=True), s()])
+    assert shares == {"no_steps": 1.0, "hit_max_tokens": 1 / 6}
+    assert notes == ["6/6 decompositions had no steps",
+                     "1/6 generations stopped at max_new_tokens",
+                     "1/6 generations stopped in a loop",
+                     "2/6 generations stopped at a step begun after the trace was covered",
+                     "2/6 generations ended before the trace's end and were resumed"]
