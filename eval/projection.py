@@ -111,8 +111,13 @@ def piece_units(text: str) -> list[Unit]:
     >>> [(u.start, u.end) for u in piece_units("Add 2 so 3 Then 5. Done")]
     [(0, 10), (11, 18), (19, 23)]
     """
+    return _cut_pieces(sentence_units(text))
+
+
+def _cut_pieces(units: Sequence[Unit]) -> list[Unit]:
+    """The pieces of these sentence units (``piece_units`` without splitting the text again)."""
     pieces: list[Unit] = []
-    for unit in sentence_units(text):
+    for unit in units:
         bounds = [0, *run_on_cuts(unit.text), len(unit.text)]
         for a, b in itertools.pairwise(bounds):
             chunk = unit.text[a:b].rstrip()
@@ -258,7 +263,7 @@ def project(structure: Structure, reasoning: str, switch_penalty: float = SWITCH
             other_floor: float = OTHER_FLOOR) -> Projection:
     """Project ``structure``'s steps onto ``reasoning`` (see the module docstring for the rules)."""
     units = sentence_units(reasoning)
-    pieces = piece_units(reasoning)
+    pieces = _cut_pieces(units)
     if not structure.steps or not units:
         return Projection(units, [None] * len(units), ["other"] * len(units),
                           structure.n_steps, pieces, [None] * len(pieces))

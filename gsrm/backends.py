@@ -133,7 +133,6 @@ class Backend(ABC):
             g.input_truncated = g.input_truncated or truncated
         return gens
 
-
     def generate_decompositions(self, conversations: Sequence[list[Message]],
                                 traces: Sequence[str | None]) -> list[Generation]:
         """``generate`` for decomposition prompts; ``traces[i]`` is the reasoning in prompt i."""
@@ -332,6 +331,18 @@ DECOMPOSE_IN_A_ROW = 4  # one question asked this many times in a row ends a dec
 CONTINUE_ROUNDS = 2
 
 
+@functools.lru_cache(maxsize=1024)
+def _trace_end(reasoning: str) -> tuple[str, str, float | None]:
+    """The trace's ``last_piece``, normalized, and the number it states (``answer_number``).
+
+    Memoized: the stop checks ask for it every few tokens of every row of a batch.
+    """
+    from gsrm.judges import answer_number
+
+    end = last_piece(reasoning)
+    return end, _norm(end), answer_number(end) if end else None
+
+
 def covered_step_start(text: str, reasoning: str) -> int | None:
     r"""Where a step begun after the trace was covered starts (a character offset), or None.
 
@@ -354,10 +365,9 @@ def covered_step_start(text: str, reasoning: str) -> int | None:
     """
     from gsrm.judges import answer_number, numbers_equal, token_f1
 
-    end = last_piece(reasoning)
+    end, end_norm, end_num = _trace_end(reasoning)
     if not end:
         return None
-    end_norm, end_num = _norm(end), answer_number(end)
 
     def covers(answer: str) -> bool:
         if end_norm in _norm(answer):
@@ -401,10 +411,9 @@ def uncovered_resume_point(text: str, reasoning: str) -> int | None:
     """
     from gsrm.judges import answer_number, numbers_equal, token_f1
 
-    end = last_piece(reasoning)
+    end, end_norm, end_num = _trace_end(reasoning)
     if not end:
         return None
-    end_norm, end_num = _norm(end), answer_number(end)
     resume: int | None = None
     for m in _STEP_LINE.finditer(text):
         if m.group(1) != "Answer":
@@ -421,6 +430,24 @@ def uncovered_resume_point(text: str, reasoning: str) -> int | None:
             return None
         resume = m.end()
     return resume
+
+
+def stop_cut(text: str, trace: str | None) -> tuple[int | None, bool]:
+    """Where the loop and trace stops cut a completion, and whether at the trace's end.
+
+    Without a trace (chat generation): ``repeated_step_start`` with three asks in a row.
+    With one (decompositions): four in a row (``DECOMPOSE_IN_A_ROW``), and
+    ``covered_step_start``; the earlier cut wins, and ``True`` says it was the trace-end one.
+    The one place that decides which stops apply: the decoding check, the final cut and the
+    resume all ask it.
+    """
+    if trace is None:
+        return repeated_step_start(text), False
+    cut = repeated_step_start(text, DECOMPOSE_IN_A_ROW)
+    covered = covered_step_start(text, trace)
+    if covered is not None and (cut is None or covered < cut):
+        return covered, True
+    return cut, False
 
 
 def is_looping(ids: Sequence[int], decode: Callable[[Sequence[int]], str]) -> bool:
@@ -643,13 +670,7 @@ class TransformersBackend(Backend):
         """The loop stop: a looping tail, a repeated step (``repeated_step_start``) or, given
         the trace, a step begun after it was covered (``covered_step_start``)."""
         decode = self._tok.decode
-        if is_looping(ids[-256:], decode):
-            return True
-        text = decode(ids)
-        if trace is None:
-            return repeated_step_start(text) is not None
-        return (repeated_step_start(text, DECOMPOSE_IN_A_ROW) is not None
-                or covered_step_start(text, trace) is not None)
+        return is_looping(ids[-256:], decode) or stop_cut(decode(ids), trace)[0] is not None
 
     def _result(self, new: list[int], prompt_tokens: int, limit: int, ended: bool,
                 trace: str | None = None) -> Generation:
@@ -657,15 +678,9 @@ class TransformersBackend(Backend):
         n = len(new)
         looped = self.stop_loops and n < limit and is_looping(new[-256:], self._tok.decode)
         text = self._tok.decode(new, skip_special_tokens=True)
-        cut = (repeated_step_start(text, 3 if trace is None else DECOMPOSE_IN_A_ROW)
-               if self.stop_loops else None)
-        covered = (covered_step_start(text, trace)
-                   if self.stop_loops and trace is not None else None)
-        at_end = covered is not None and (cut is None or covered < cut)
-        if at_end:  # drop the step begun after the trace's end and what follows; flagged
-            text = text[:covered].rstrip()
-        elif cut is not None:  # drop the repeated step and what follows; flagged
-            text, looped = text[:cut].rstrip(), True
+        cut, at_end = stop_cut(text, trace) if self.stop_loops else (None, False)
+        if cut is not None:  # drop the repeated (or post-trace) step and what follows; flagged
+            text, looped = text[:cut].rstrip(), looped or not at_end
         return Generation(
             text=text,
             prompt_tokens=prompt_tokens,
@@ -775,8 +790,7 @@ class TransformersBackend(Backend):
             if not eos[i] or traces[i] is None or len(ids) >= limit - 16:
                 continue
             text = self._tok.decode(ids, skip_special_tokens=True)
-            if (repeated_step_start(text, DECOMPOSE_IN_A_ROW) is not None
-                    or covered_step_start(text, traces[i]) is not None):
+            if stop_cut(text, traces[i])[0] is not None:
                 continue
             at = uncovered_resume_point(text, traces[i])
             if at is None:
