@@ -67,9 +67,9 @@ PRESETS: dict[str, Preset] = {
         # safety net, see gsrm/adapters/cpu-small/MODEL_CARD.md for the shipped run.
         # batch 4 x accumulation 2: a batch of 8 long rows peaked above 20 GB RSS with bf16
         # autocast on CPU and was OOM-killed once (resumed from its checkpoint)
-        # lora_dropout 0: peft's dropout branch made a training step ~1.5x slower on this
-        # CPU (155 vs 231-254 tokens/s on one batch of 4), and one epoch of ~1,100 examples
-        # does not need it; the time saved bought 240 more derived-label GSM8K rows
+        # lora_dropout 0: with peft's dropout branch the 2026-11-29 run trained at 169
+        # tokens/s, without it the shipped run at 291 (run.json of each), and one epoch of
+        # ~1,100 examples does not need it; the time saved bought 240 more derived rows
         base_model=None, learning_rate=3e-4, batch_size=4, grad_accum=2, max_length=768,
         lora_dropout=0.0, max_minutes=55.0, eval_steps=40, save_steps=10, eval_examples=24,
         mix={"gsm8k-socratic": None, "gsm8k-train": 300, "prm800k": 30, "prmbench": 30},
