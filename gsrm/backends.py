@@ -521,7 +521,7 @@ class TransformersBackend(Backend):
     trace was covered (``covered_step_start``; ``stopped_at_trace_end``), and resumes, up to
     ``CONTINUE_ROUNDS`` times, one that ended before reaching the trace's end
     (``uncovered_resume_point``: the final-answer line is dropped and decoding goes on from a
-    new ``[Meta-reasoning i]:`` line; ``continued``).
+    new ``[Meta-reasoning i]:`` line, in place in the running batch; ``continued``).
     """
 
     name = "transformers"
@@ -570,7 +570,7 @@ class TransformersBackend(Backend):
         ident = super().identity()
         ident["stop_loops"] = (f"lines+repeated-steps+asked-{DECOMPOSE_IN_A_ROW}-in-a-row"
                                "+trace-covered"
-                               f"+resume-uncovered-{CONTINUE_ROUNDS}"
+                               f"+resume-uncovered-{CONTINUE_ROUNDS}-in-place"
                                if self.stop_loops else False)
         ident["dtype"] = resolve_dtype(self.dtype, self.device)
         if self.adapter:
@@ -710,8 +710,11 @@ class TransformersBackend(Backend):
         prompt is compute-bound on a CPU. That shared prefix is run through the model once and
         its key/value cache copied into each group of new rows. Rows are grouped by prefix;
         within a group, finished rows leave the batch and waiting ones join (up to
-        ``batch_size`` rows decode together). With prompt lookup, transformers' ``generate``
-        runs one sequence at a time instead.
+        ``batch_size`` rows decode together). A decomposition that ends before reaching its
+        trace's end is resumed in place (``_resume_ids``, ``greedy_decode``'s ``resume``): a
+        second pass over the resumed rows cost a second prefill each and decoded them in a
+        nearly empty batch. With prompt lookup, transformers' ``generate`` runs one sequence
+        at a time instead.
         """
         self.load()
         if self.prompt_lookup:
@@ -720,26 +723,15 @@ class TransformersBackend(Backend):
         prompts = [self._prompt_ids(c) for c in conversations]
         prefixes = [self._prefix_ids(c, p) if self.prefix_cache else ()
                     for c, p in zip(conversations, prompts)]
-        done: list[list[int]] = [[] for _ in prompts]  # completion ids so far
-        ended = [False] * len(prompts)  # stopped before the budget
-        eos = [False] * len(prompts)  # ... by the model itself (only these are resumed)
-        rounds = [0] * len(prompts)
-        todo = list(range(len(prompts)))
-        for round_ in range(1 + (CONTINUE_ROUNDS if self.stop_loops else 0)):
-            if round_:  # resume the finished rows that never reached their trace's end
-                todo = self._resume(done, eos, traces, limit, rounds)
-            if not todo:
-                break
-            budget = max(limit - len(done[i]) for i in todo)
-            decoded = self._decode_groups([prompts[i] + done[i] for i in todo],
-                                          [prefixes[i] for i in todo],
-                                          [done[i] for i in todo],
-                                          [traces[i] for i in todo], budget)
-            for i, d in zip(todo, decoded):
-                room = limit - len(done[i])
-                ended[i] = d.reason != "length" and len(d.ids) <= room
-                eos[i] = ended[i] and d.reason == "eos"
-                done[i] = done[i] + d.ids[:room]
+        rounds = [0] * len(prompts)  # resumes per row
+
+        def resume(i: int, ids: list[int]) -> list[int] | None:
+            return self._resume_ids(ids, traces[i], limit, rounds, i)
+
+        decoded = self._decode_groups(prompts, prefixes, list(traces), limit,
+                                      resume if self.stop_loops else None)
+        done = [d.ids[:limit] for d in decoded]
+        ended = [d.reason != "length" for d in decoded]  # stopped before the budget
         out = []
         for i in range(len(prompts)):
             g = self._result(done[i], len(prompts[i]), limit, ended[i], traces[i])
@@ -748,10 +740,10 @@ class TransformersBackend(Backend):
         return out
 
     def _decode_groups(self, prompts: list[list[int]], prefixes: list[tuple[int, ...]],
-                       before: list[list[int]], traces: list[str | None], budget: int
+                       traces: list[str | None], budget: int,
+                       resume: Callable[[int, list[int]], list[int] | None] | None,
                        ) -> list[Any]:
-        """``greedy_decode`` per shared prefix; ``before[k]``: completion ids already in prompt k
-        (so the loop stop sees the whole completion)."""
+        """``greedy_decode`` per shared prefix; ``resume(k, ids)`` (k indexes ``prompts``)."""
         from gsrm.decode import greedy_decode
 
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -771,7 +763,8 @@ class TransformersBackend(Backend):
                     prefix=prefix,
                     prefix_cache=self._prefix_kv(prefix) if plen else None,
                     should_stop=(lambda j, ids, idx=idx: self._should_stop(
-                        before[idx[j]] + ids, traces[idx[j]])) if self.stop_loops else None,
+                        ids, traces[idx[j]])) if self.stop_loops else None,
+                    resume=(lambda j, ids, idx=idx: resume(idx[j], ids)) if resume else None,
                     device=self.device,
                 )
             except Exception as exc:
@@ -780,27 +773,27 @@ class TransformersBackend(Backend):
                 results[k] = d
         return [results[k] for k in range(len(prompts))]
 
-    def _resume(self, done: list[list[int]], eos: list[bool], traces: Sequence[str | None],
-                limit: int, rounds: list[int]) -> list[int]:
-        """Rows to decode again (``uncovered_resume_point``), their completions rewritten to
-        end in a new ``[Meta-reasoning i]:`` line. Only rows the model itself ended (EOS) are
-        resumed, never one a loop stop ended."""
-        todo = []
-        for i, ids in enumerate(done):
-            if not eos[i] or traces[i] is None or len(ids) >= limit - 16:
-                continue
-            text = self._tok.decode(ids, skip_special_tokens=True)
-            if stop_cut(text, traces[i])[0] is not None:
-                continue
-            at = uncovered_resume_point(text, traces[i])
-            if at is None:
-                continue
-            n_steps = len([m for m in _STEP_LINE.finditer(text[:at]) if m.group(1) == "Answer"])
-            head = text[:at].rstrip() + f"\n[Meta-reasoning {n_steps + 1}]:"
-            done[i] = list(self._tok.encode(head, add_special_tokens=False))
-            rounds[i] += 1
-            todo.append(i)
-        return todo
+    def _resume_ids(self, ids: list[int], trace: str | None, limit: int, rounds: list[int],
+                    i: int) -> list[int] | None:
+        """The completion to go on from when row ``i`` emits EOS, or None to let it end.
+
+        A row is resumed (at most ``CONTINUE_ROUNDS`` times, counted in ``rounds[i]``) when its
+        answers never reached the trace's end (``uncovered_resume_point``): its completion is
+        rewritten to end in a new ``[Meta-reasoning i]:`` line, and ``greedy_decode`` goes on
+        from there in place. Only EOS ends are asked, never a loop stop's.
+        """
+        if trace is None or rounds[i] >= CONTINUE_ROUNDS or len(ids) >= limit - 16:
+            return None
+        text = self._tok.decode(ids, skip_special_tokens=True)
+        if stop_cut(text, trace)[0] is not None:
+            return None
+        at = uncovered_resume_point(text, trace)
+        if at is None:
+            return None
+        n_steps = len([m for m in _STEP_LINE.finditer(text[:at]) if m.group(1) == "Answer"])
+        head = text[:at].rstrip() + f"\n[Meta-reasoning {n_steps + 1}]:"
+        rounds[i] += 1
+        return list(self._tok.encode(head, add_special_tokens=False))
 
     def _generate_lookup(
         self, conversations: Sequence[list[Message]], max_new_tokens: int | None,

@@ -290,22 +290,22 @@ def test_result_cuts_a_step_begun_after_the_trace_end() -> None:
 
 
 def test_resume_rows_that_ended_before_the_trace_end() -> None:
-    from gsrm.backends import TransformersBackend
+    from gsrm.backends import CONTINUE_ROUNDS, TransformersBackend
 
     b = TransformersBackend(adapter=None)
     b._tok = _CharTok()
     early = _steps(("Eggs?", "Janet sells 9 eggs a day.")) + "So the final answer is: 18"
     full = _steps(("Eggs?", "Janet sells 9 eggs a day."), ("Money?", "She makes $18 a day."))
-    done = [[ord(c) for c in t] for t in (early, full, early, early)]
-    eos = [True, True, False, True]  # row 2 ended by a loop stop or the budget
-    traces = [_TRACE, _TRACE, _TRACE, None]  # row 3: its trace was cut to fit
-    rounds = [0, 0, 0, 0]
-    assert b._resume(done, eos, traces, 448, rounds) == [0]
-    head = _CharTok().decode(done[0])
-    assert head == _steps(("Eggs?", "Janet sells 9 eggs a day.")).rstrip() + "\n[Meta-reasoning 2]:"
-    assert rounds == [1, 0, 0, 0]
-    # no room left in the budget: not resumed
-    assert b._resume([[ord(c) for c in early]], [True], [_TRACE], len(early) + 8, [0]) == []
+    ids = [ord(c) for c in early]
+    rounds = [0, 0]
+    new = b._resume_ids(ids, _TRACE, 448, rounds, 1)
+    assert new is not None and _CharTok().decode(new) == (
+        _steps(("Eggs?", "Janet sells 9 eggs a day.")).rstrip() + "\n[Meta-reasoning 2]:")
+    assert rounds == [0, 1]
+    assert b._resume_ids([ord(c) for c in full], _TRACE, 448, [0], 0) is None  # reached the end
+    assert b._resume_ids(ids, None, 448, [0], 0) is None  # its trace was cut to fit
+    assert b._resume_ids(ids, _TRACE, len(early) + 8, [0], 0) is None  # no room in the budget
+    assert b._resume_ids(ids, _TRACE, 448, [CONTINUE_ROUNDS], 0) is None  # resumed enough
 
 
 def test_asked_in_a_row_threshold() -> None:

@@ -114,3 +114,39 @@ def test_edge_cases(model: Any) -> None:
     assert zero == [Decoded(ids=[], reason="length")]
     with pytest.raises(ValueError, match="prefix_cache"):
         greedy_decode(model, [[5]], max_new_tokens=2, eos_ids={EOS}, pad_id=PAD, prefix=[1, 2])
+
+
+@pytest.mark.parametrize(("bs", "plen"), [(1, 0), (3, 0), (3, 5)], ids=["alone", "batch", "prefix"])
+def test_resume_continues_a_row_in_place_like_a_fresh_prompt(model: Any, bs: int,
+                                                             plen: int) -> None:
+    """A row resumed at EOS (``resume``) decodes exactly as the prompt + rewritten completion
+    would from scratch, also when a second resume cuts back into the first one's tokens."""
+    tails = prompts([6, 9, 4], seed=7)
+    prefix = prompts([plen], seed=99)[0] if plen else []
+    kv = None
+    if plen:
+        with torch.inference_mode():
+            kv = output_cache(model(input_ids=torch.tensor([prefix]), use_cache=True,
+                                    **{cache_kwarg(model): transformers.DynamicCache()}))
+    kw: dict[str, Any] = dict(pad_id=PAD, batch_size=bs, prefix=prefix, prefix_cache=kv)
+    free = greedy_decode(model, tails, max_new_tokens=40, eos_ids=set(), **kw)
+    stop_tok = free[1].ids[6]  # row 1 "ends" at its 7th token; the random model loops, and
+    after = free[1].ids[5]  # the token before it tends to be followed by it again
+    rewrites: list[list[int]] = []
+
+    def resume(i: int, ids: list[int]) -> list[int] | None:
+        if i != 1 or len(rewrites) == 2:
+            return None
+        # the 2nd cuts back into the 1st one's kept tokens and forces two tokens after it
+        new = ids[:3] + [after] if not rewrites else rewrites[0][:2] + [after, 5, 7]
+        rewrites.append(new)
+        return new
+
+    got = greedy_decode(model, tails, max_new_tokens=40, eos_ids={stop_tok}, resume=resume, **kw)
+    assert len(rewrites) == 2, "the test needs row 1 to end twice"
+    want = greedy_decode(model, [tails[1] + rewrites[1]], max_new_tokens=40 - len(rewrites[1]),
+                         eos_ids={stop_tok}, **{**kw, "batch_size": 1})[0]
+    assert len(want.ids) >= 3, "the test needs a continuation after the last resume"
+    assert got[1] == Decoded(ids=rewrites[1] + want.ids, reason=want.reason)
+    plain = greedy_decode(model, tails, max_new_tokens=40, eos_ids={stop_tok}, **kw)
+    assert [got[0], got[2]] == [plain[0], plain[2]]  # the other rows are untouched
