@@ -200,3 +200,31 @@ def test_encode_masks_prompt_and_tiny_sft_run(tmp_path: Path) -> None:
     assert (run / "adapter" / "adapter_model.safetensors").exists()
     backend = TransformersBackend(adapter=str(run / "adapter"), shots=0, max_new_tokens=8)
     assert backend.generate([[{"role": "user", "content": "hi"}]], 8)[0].text is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("source", "wording_trained"), [
+    ("gsm8k-socratic", True), ("labels", True), ("gsm8k-train", False), ("prm800k", False),
+])
+def test_encode_trains_wording_only_from_human_or_teacher_sources(source: str,
+                                                                  wording_trained: bool) -> None:
+    """Derived and weak rows train headers and answers; their meta/sub-problem text is masked."""
+    from transformers import AutoTokenizer
+
+    from gsrm.weights import default_model_dir
+    from training.data import SFTExample
+    from training.sft import IGNORE, encode
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir())
+    target = ("[Meta-reasoning 1]: First, work out the eggs.\n[Sub-problem 1]: How many eggs?\n"
+              "[Answer 1]: She sells 9 eggs.\nSo the final answer is: 9")
+    ex = SFTExample(id="x", source=source, split="train", problem="Eggs?",
+                    reasoning="She sells 16 - 7 = 9 eggs.", target=target, n_steps=1)
+    enc = encode(tok, ex, 2048)
+    assert enc is not None
+    trained = tok.decode([i for i, lab in zip(enc["input_ids"], enc["labels"]) if lab != IGNORE])
+    assert "[Answer 1]: She sells 9 eggs.\nSo the final answer is: 9" in trained
+    assert ("work out the eggs" in trained) is wording_trained
+    assert ("How many eggs?" in trained) is wording_trained
+    if not wording_trained:
+        assert trained.startswith("[Meta-reasoning 1]:\n[Sub-problem 1]:\n[Answer 1]:")

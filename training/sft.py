@@ -7,6 +7,15 @@ prompt (system prompt, problem, raw trace; built by ``gsrm.prompts.build_message
 few-shot examples, exactly what ``TransformersBackend`` sends for an adapter) is masked with
 -100, so the model learns to write structures, not to predict traces.
 
+Wording loss by source (``WORDING_SOURCES``): only rows whose meta-reasoning and sub-problem
+wording is human (GSM8K socratic questions) or a teacher LLM's (``gsrm-train label``) train
+those two fields. In the other rows the sub-problems are derived by rule (GSM8K train:
+"How many duck eggs a day?") or weak (PRM800K, PRMBench, CHAMP, BIG-Bench Mistake: the
+step's first sentence), and their meta-reasoning repeats them; the text of those lines is
+masked (``wording_spans``), so the rows teach where steps begin and what they answer, but
+not to ask terse questions. (With them unmasked, 300 derived GSM8K rows raised step-count
+exact match and lowered sub-problem agreement; see the model card.)
+
 Presets (``PRESETS``):
 
 - ``cpu-small``: the embedded SmolLM2-135M-Instruct, LoRA r=16 on every linear layer, bf16
@@ -21,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,6 +40,19 @@ from typing import Any
 from training.data import SFTExample
 
 IGNORE = -100
+WORDING_SOURCES = frozenset({"gsm8k-socratic", "labels"})
+_WORDING = re.compile(r"^\[(?:Meta-reasoning|Sub-problem) \d+\]:([ \t]*.*)$", re.MULTILINE)
+
+
+def wording_spans(target: str) -> list[tuple[int, int]]:
+    r"""Character spans of the meta-reasoning and sub-problem texts in a target (after the
+    ``]:``, leading blank included; headers, answers and line breaks are not in them).
+
+    >>> t = "[Meta-reasoning 1]: First.\n[Sub-problem 1]: Eggs?\n[Answer 1]: 9"
+    >>> [t[a:b] for a, b in wording_spans(t)]
+    [' First.', ' Eggs?']
+    """
+    return [(m.start(1), m.end(1)) for m in _WORDING.finditer(target) if m.end(1) > m.start(1)]
 
 
 @dataclass(frozen=True)
@@ -72,7 +95,7 @@ PRESETS: dict[str, Preset] = {
         # ~1,100 examples does not need it; the time saved bought 240 more derived rows
         base_model=None, learning_rate=3e-4, batch_size=4, grad_accum=2, max_length=768,
         lora_dropout=0.0, max_minutes=55.0, eval_steps=40, save_steps=10, eval_examples=24,
-        mix={"gsm8k-socratic": None, "gsm8k-train": 300, "prm800k": 30, "prmbench": 30},
+        mix={"gsm8k-socratic": None, "gsm8k-train": 450, "prm800k": 30, "prmbench": 30},
     ),
     "paper": Preset(
         base_model="Qwen/Qwen2.5-7B-Instruct", lora_r=64, lora_alpha=128, learning_rate=5e-5,
@@ -118,7 +141,34 @@ def encode(tok: Any, ex: SFTExample, max_length: int) -> dict[str, list[int]] | 
     if len(full) > max_length:
         return None
     labels = [IGNORE] * len(prompt) + full[len(prompt):]
+    if ex.source not in WORDING_SOURCES:
+        _mask_wording(tok, messages, ex.target, full, len(prompt), labels)
     return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
+
+
+def _mask_wording(tok: Any, messages: list[dict[str, str]], target: str, full: list[int],
+                  n_prompt: int, labels: list[int]) -> None:
+    """Set the labels of tokens inside ``wording_spans(target)`` to IGNORE (in place).
+
+    Tokens are located by the fast tokenizer's character offsets on the chat text, which must
+    re-tokenize to exactly ``full`` (checked; SmolLM2's and Qwen2.5's templates do).
+    """
+    text = tok.apply_chat_template(messages + [{"role": "assistant", "content": target}],
+                                   tokenize=False)
+    start = len(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"]) != full or not text.startswith(target, start):
+        raise ValueError("the chat text does not re-tokenize to the chat ids; cannot mask "
+                         "the derived wording")
+    spans = [(start + a, start + b) for a, b in wording_spans(target)]
+    k = 0
+    for t, (a, b) in enumerate(enc["offset_mapping"]):
+        if t < n_prompt:
+            continue
+        while k < len(spans) and spans[k][1] <= a:
+            k += 1
+        if k < len(spans) and spans[k][0] <= a < spans[k][1]:
+            labels[t] = IGNORE
 
 
 def encode_all(tok: Any, examples: Sequence[SFTExample], max_length: int) -> tuple[list[dict[str, Any]], int]:
