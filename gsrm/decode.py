@@ -365,9 +365,8 @@ def greedy_decode(
 def _rewrite(row: _Row, new: list[int], start: int) -> None:
     """Point a row that just emitted EOS at a rewritten completion ``new``, in place.
 
-    Why in place: a row resumed after a second prefill, in a second pass, decodes in a batch
-    that has mostly drained (on the all-task evaluation this cost a quarter of the decode
-    time). Every token of the old completion is in the row's cache (``cols`` says which column:
+    Why in place: resumed in a second pass instead, a row pays a second prefill of its prompt
+    and completion and then decodes in a batch of the few other resumed rows. Every token of the old completion is in the row's cache (``cols`` says which column:
     an earlier resume leaves masked columns between them). The ids ``new`` shares with the old
     completion stay; the columns from the first dropped old token on are masked out
     (``rewind``); the rest of ``new`` is fed one token per step in place of the
