@@ -95,7 +95,7 @@ PRESETS: dict[str, Preset] = {
         # ~1,100 examples does not need it; the time saved bought 240 more derived rows
         base_model=None, learning_rate=3e-4, batch_size=4, grad_accum=2, max_length=768,
         lora_dropout=0.0, max_minutes=55.0, eval_steps=40, save_steps=10, eval_examples=24,
-        mix={"gsm8k-socratic": None, "gsm8k-train": 450, "prm800k": 30, "prmbench": 30},
+        mix={"gsm8k-socratic": None, "gsm8k-train": 300, "prm800k": 30, "prmbench": 30},
     ),
     "paper": Preset(
         base_model="Qwen/Qwen2.5-7B-Instruct", lora_r=64, lora_alpha=128, learning_rate=5e-5,
