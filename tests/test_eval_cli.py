@@ -187,7 +187,7 @@ def test_second_run_reuses_decompositions(fake_lm, data_root, tmp_path):
     assert run_cli(tmp_path / "a", data_root, *args) == 0
     first_calls = fake_lm.calls
     assert first_calls > 0
-    # decoded up front, one group per token budget (448 and 320), then read from the cache
+    # decoded up front, one group per token budget (640 and 320), then read from the cache
     first = json.loads((tmp_path / "a" / "timing.json").read_text())
     assert sorted(j["task"] for j in first["prefetch"]) == ["gsm8k-socratic", "reward-sanity"]
     assert sum(j["decomposed"] for j in first["prefetch"]) == first_calls

@@ -84,9 +84,11 @@ class GSM8KSocratic(SegmentationTask):
     name = "gsm8k-socratic"
     description = ("GSM8K held-out socratic steps (items >= 1000), line breaks removed: "
                    "segmentation, sub-problem token F1, answer accuracy")
-    # a step of the fine-tuned model's output is ~60 tokens and the held-out solutions have up
-    # to 8 steps; 320 tokens cut 1 in 16 honest decompositions of long solutions mid-step
-    max_new_tokens = 448
+    # a step of the fine-tuned model's output is 55-75 tokens (human-like sub-problems, which
+    # its meta-reasoning repeats) and the held-out solutions have up to 8 steps: 448 tokens cut
+    # 8 in 150 honest decompositions mid-step (the 2026-11-30 adapter); the library default is
+    # 1024
+    max_new_tokens = 640
 
     def load(self, ctx: TaskContext) -> Loaded[SegItem]:
         path = require_file(ctx.data_root / SOCRATIC_FILE, "GSM8K socratic test file")
