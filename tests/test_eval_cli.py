@@ -201,7 +201,7 @@ def test_second_run_reuses_decompositions(fake_lm, data_root, tmp_path):
     b = load_report(tmp_path / "b" / "metrics.json")
     assert compare_reports(a, b) == []
     # the task budget went into the backend identity (gsm8k-socratic's own budget)
-    assert a.tasks["gsm8k-socratic"].max_new_tokens == GSM8KSocratic.max_new_tokens == 448
+    assert a.tasks["gsm8k-socratic"].max_new_tokens == GSM8KSocratic.max_new_tokens == 640
 
 
 def test_model_failure_is_an_error_not_a_number(fake_lm, data_root, tmp_path, capsys):
