@@ -151,7 +151,8 @@ def _mask_wording(tok: Any, messages: list[dict[str, str]], target: str, full: l
     """Set the labels of tokens inside ``wording_spans(target)`` to IGNORE (in place).
 
     Tokens are located by the fast tokenizer's character offsets on the chat text, which must
-    re-tokenize to exactly ``full`` (checked; SmolLM2's and Qwen2.5's templates do).
+    re-tokenize to exactly ``full`` (checked, with a clear error otherwise; SmolLM2's template
+    does, on every training row; other templates were not tried).
     """
     text = tok.apply_chat_template(messages + [{"role": "assistant", "content": target}],
                                    tokenize=False)
