@@ -138,6 +138,7 @@ def generation_metrics(structures: list[Structure]) -> tuple[dict[str, float], l
     looped = sum(bool(s.generation and s.generation.stopped_in_loop) for s in structures)
     at_end = sum(bool(s.generation and s.generation.stopped_at_trace_end) for s in structures)
     resumed = sum(bool(s.generation and s.generation.continued) for s in structures)
+    anchored = sum(bool(s.generation and s.generation.anchored) for s in structures)
     trunc_in = sum(bool(s.generation and s.generation.input_truncated) for s in structures)
     notes = []
     if empty:
@@ -152,6 +153,9 @@ def generation_metrics(structures: list[Structure]) -> tuple[dict[str, float], l
     if resumed:
         notes.append(f"{resumed}/{len(structures)} generations ended before the trace's end "
                      "and were resumed")
+    if anchored:
+        notes.append(f"{anchored}/{len(structures)} generations had an answer that skipped a "
+                     "trace sentence re-started on it")
     if trunc_in:
         notes.append(f"{trunc_in}/{len(structures)} inputs were truncated")
     return {"no_steps": empty / n, "hit_max_tokens": cut / n}, notes

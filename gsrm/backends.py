@@ -29,10 +29,13 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from gsrm.anchor import MAX_ANCHORS, find_skip, rewriting_steps
 
 from gsrm.prompts import DEFAULT_SHOTS, Message, build_messages
 
@@ -54,6 +57,7 @@ class Generation(BaseModel):
     stopped_in_loop: bool = False
     stopped_at_trace_end: bool = False
     continued: int = 0  # times resumed after ending before the trace's end
+    anchored: int = 0  # answers cut back and re-started on a trace sentence they skipped
 
 
 class Backend(ABC):
@@ -277,7 +281,7 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def repeated_step_start(text: str, in_a_row: int = 3) -> int | None:
+def repeated_step_start(text: str, in_a_row: int = 3, trusted: int = 0) -> int | None:
     r"""Where the first step that repeats an earlier step starts (a character offset), or None.
 
     A step repeats when its sub-problem *and* answer equal those of an earlier step (case and
@@ -293,7 +297,9 @@ def repeated_step_start(text: str, in_a_row: int = 3) -> int | None:
     catches invented steps after the trace's end more precisely, and a terse model asks "How
     many pounds?" for three dogs in a row honestly (held-out GSM8K: three in a row cut 35 of
     150 decompositions of the 2026-11-30 adapter, most of them mid-trace). Without a trace
-    (chat generation) three in a row stops.
+    (chat generation) three in a row stops. ``trusted``: steps 1..trusted answered by
+    rewriting successive trace sentences (``gsrm.anchor.rewriting_steps``); a run of one
+    question among them, and the step right after them, is not a loop.
 
     >>> t = ("[Meta-reasoning 1]: a\n[Sub-problem 1]: How many?\n[Answer 1]: 5 laps.\n"
     ...      "[Meta-reasoning 2]: b\n[Sub-problem 2]: How many?\n[Answer 2]: 5  Laps.\n[Meta")
@@ -314,7 +320,8 @@ def repeated_step_start(text: str, in_a_row: int = 3) -> int | None:
             subs[num] = _norm(body)
             if complete and subs[num]:
                 asked.append(subs[num])
-                if len(asked) >= in_a_row and len(set(asked[-in_a_row:])) == 1:
+                if (len(asked) >= in_a_row and len(set(asked[-in_a_row:])) == 1
+                        and num > trusted + 1):
                     return starts[num]
         elif kind == "Answer" and complete:
             key = (subs.get(num, ""), _norm(body))
@@ -324,6 +331,14 @@ def repeated_step_start(text: str, in_a_row: int = 3) -> int | None:
                 return starts[num]
             seen.add(key)
     return None
+
+
+@dataclass
+class _AnchorState:
+    """Per-row bookkeeping of ``TransformersBackend._anchor_ids``."""
+
+    seen: int = -1  # complete lines when last examined
+    steps: set[int] = field(default_factory=set)  # steps whose answer was re-anchored
 
 
 COVER_MIN_F1 = 0.3
@@ -436,14 +451,15 @@ def stop_cut(text: str, trace: str | None) -> tuple[int | None, bool]:
     """Where the loop and trace stops cut a completion, and whether at the trace's end.
 
     Without a trace (chat generation): ``repeated_step_start`` with three asks in a row.
-    With one (decompositions): four in a row (``DECOMPOSE_IN_A_ROW``), and
+    With one (decompositions): four in a row (``DECOMPOSE_IN_A_ROW``) unless the answers
+    walk through the trace sentence by sentence (``gsrm.anchor.rewriting_steps``), and
     ``covered_step_start``; the earlier cut wins, and ``True`` says it was the trace-end one.
     The one place that decides which stops apply: the decoding check, the final cut and the
     resume all ask it.
     """
     if trace is None:
         return repeated_step_start(text), False
-    cut = repeated_step_start(text, DECOMPOSE_IN_A_ROW)
+    cut = repeated_step_start(text, DECOMPOSE_IN_A_ROW, rewriting_steps(text, trace))
     covered = covered_step_start(text, trace)
     if covered is not None and (cut is None or covered < cut):
         return covered, True
@@ -521,7 +537,11 @@ class TransformersBackend(Backend):
     trace was covered (``covered_step_start``; ``stopped_at_trace_end``), and resumes, up to
     ``CONTINUE_ROUNDS`` times, one that ended before reaching the trace's end
     (``uncovered_resume_point``: the final-answer line is dropped and decoding goes on from a
-    new ``[Meta-reasoning i]:`` line, in place in the running batch; ``continued``).
+    new ``[Meta-reasoning i]:`` line, in place in the running batch; ``continued``), and
+    re-anchors, up to ``gsrm.anchor.MAX_ANCHORS`` times, an answer that jumped over a trace
+    sentence while the decomposition was rewriting the trace sentence by sentence
+    (``gsrm.anchor.find_skip``: the answer is cut back to its header and made to start with
+    the skipped sentence's opening words; ``anchored``).
     """
 
     name = "transformers"
@@ -571,6 +591,7 @@ class TransformersBackend(Backend):
         ident["stop_loops"] = (f"lines+repeated-steps+asked-{DECOMPOSE_IN_A_ROW}-in-a-row"
                                "+trace-covered"
                                f"+resume-uncovered-{CONTINUE_ROUNDS}-in-place"
+                               f"+anchor-skips-{MAX_ANCHORS}+rewriting-not-a-loop"
                                if self.stop_loops else False)
         ident["dtype"] = resolve_dtype(self.dtype, self.device)
         if self.adapter:
@@ -724,26 +745,34 @@ class TransformersBackend(Backend):
         prefixes = [self._prefix_ids(c, p) if self.prefix_cache else ()
                     for c, p in zip(conversations, prompts)]
         rounds = [0] * len(prompts)  # resumes per row
+        anchors = [_AnchorState() for _ in prompts]
 
         def resume(i: int, ids: list[int]) -> list[int] | None:
             return self._resume_ids(ids, traces[i], limit, rounds, i)
 
+        def revise(i: int, ids: list[int]) -> list[int] | None:
+            return self._anchor_ids(ids, traces[i], anchors[i])
+
         decoded = self._decode_groups(prompts, prefixes, list(traces), limit,
-                                      resume if self.stop_loops else None)
+                                      resume if self.stop_loops else None,
+                                      revise if self.stop_loops else None)
         done = [d.ids[:limit] for d in decoded]
         ended = [d.reason != "length" for d in decoded]  # stopped before the budget
         out = []
         for i in range(len(prompts)):
             g = self._result(done[i], len(prompts[i]), limit, ended[i], traces[i])
             g.continued = rounds[i]
+            g.anchored = len(anchors[i].steps)
             out.append(g)
         return out
 
     def _decode_groups(self, prompts: list[list[int]], prefixes: list[tuple[int, ...]],
                        traces: list[str | None], budget: int,
                        resume: Callable[[int, list[int]], list[int] | None] | None,
+                       revise: Callable[[int, list[int]], list[int] | None] | None = None,
                        ) -> list[Any]:
-        """``greedy_decode`` per shared prefix; ``resume(k, ids)`` (k indexes ``prompts``)."""
+        """``greedy_decode`` per shared prefix; ``resume``/``revise(k, ids)`` (k indexes
+        ``prompts``)."""
         from gsrm.decode import greedy_decode
 
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -765,6 +794,7 @@ class TransformersBackend(Backend):
                     should_stop=(lambda j, ids, idx=idx: self._should_stop(
                         ids, traces[idx[j]])) if self.stop_loops else None,
                     resume=(lambda j, ids, idx=idx: resume(idx[j], ids)) if resume else None,
+                    revise=(lambda j, ids, idx=idx: revise(idx[j], ids)) if revise else None,
                     device=self.device,
                 )
             except Exception as exc:
@@ -793,6 +823,30 @@ class TransformersBackend(Backend):
         n_steps = len([m for m in _STEP_LINE.finditer(text[:at]) if m.group(1) == "Answer"])
         head = text[:at].rstrip() + f"\n[Meta-reasoning {n_steps + 1}]:"
         rounds[i] += 1
+        return list(self._tok.encode(head, add_special_tokens=False))
+
+    def _anchor_ids(self, ids: list[int], trace: str | None, state: _AnchorState
+                    ) -> list[int] | None:
+        """The completion to go on from when a running row's last answer skipped a sentence.
+
+        Asked every few tokens (``greedy_decode``'s ``revise``); the trace is only examined
+        when a new answer line has been completed. A skip (``gsrm.anchor.find_skip``) is
+        repaired at most once per step and ``MAX_ANCHORS`` times per row: the completion is
+        cut back to the answer's header plus the skipped sentence's opening words.
+        """
+        if trace is None or len(state.steps) >= MAX_ANCHORS:
+            return None
+        text = self._tok.decode(ids, skip_special_tokens=True)
+        complete = text.count("\n")  # lines ended so far
+        if complete == state.seen:
+            return None
+        state.seen = complete
+        skip = find_skip(text, trace)
+        if skip is None or skip.step in state.steps:
+            return None
+        state.steps.add(skip.step)
+        state.seen = -1
+        head = text[: skip.body_start] + skip.opening
         return list(self._tok.encode(head, add_special_tokens=False))
 
     def _generate_lookup(

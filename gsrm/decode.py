@@ -197,6 +197,7 @@ def greedy_decode(
     prefix_cache: Any = None,
     should_stop: StopCheck | None = None,
     resume: Resume | None = None,
+    revise: Resume | None = None,
     stop_every: int = 4,
     stop_min_new: int = 48,
     refill_at: float = 0.75,
@@ -212,6 +213,9 @@ def greedy_decode(
     True ends the row with reason ``"stop"``. ``resume(i, ids)`` is asked when a row emits EOS:
     None ends the row; a list of ids is the row's rewritten completion, and the row goes on
     decoding from it in place (``_rewrite``), with no second prefill and no second pass.
+    ``revise(i, ids)`` is asked at ``should_stop``'s cadence, before it: a list of ids
+    rewrites the running row's completion the same way (the token just chosen is dropped
+    first, so every kept id is one the row has already fed).
     Rows are admitted shortest prompt first, up to
     ``batch_size`` at a time; a new group is prefilled once the running batch has shrunk to
     ``refill_at * batch_size`` rows or fewer, at most ``prefill_chunk`` prompts per forward
@@ -260,9 +264,14 @@ def greedy_decode(
         n = len(out.ids)
         if n >= max_new_tokens:
             row.done, out.reason = True, "length"
-        elif should_stop is not None and n >= stop_min_new and n % stop_every == 0:
+        elif n >= stop_min_new and n % stop_every == 0 and not row.forced:
             t = time.perf_counter()
-            if should_stop(row.index, out.ids):
+            new = revise(row.index, list(out.ids)) if revise is not None else None
+            if new and len(new) < max_new_tokens:
+                out.ids.pop()  # chosen, not yet fed: the rewrite decides what is fed next
+                row.cols.pop()
+                _rewrite(row, new, plen + len(tails[row.index]))
+            elif should_stop is not None and should_stop(row.index, out.ids):
                 row.done, out.reason = True, "stop"
             st["stop_s"] += time.perf_counter() - t
 

@@ -147,6 +147,7 @@ class GSRM:
                         stopped_in_loop=gen.stopped_in_loop,
                         stopped_at_trace_end=gen.stopped_at_trace_end,
                         continued=gen.continued,
+                        anchored=gen.anchored,
                     )
                     if gen.input_truncated:
                         struct.warnings.append("input reasoning was truncated to max_input_tokens")
@@ -160,6 +161,10 @@ class GSRM:
                     if gen.continued:
                         struct.warnings.append(
                             f"generation ended before the trace's end; resumed {gen.continued}x")
+                    if gen.anchored:
+                        struct.warnings.append(
+                            f"{gen.anchored} answer(s) skipped a trace sentence and were "
+                            "re-started on it")
                     results[key] = struct
                     self._cache[key] = struct
                     self.stats["decompositions"] += 1

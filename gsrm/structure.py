@@ -53,6 +53,8 @@ class GenerationInfo(BaseModel):
         False, description="generation stopped at a step begun after the trace was covered")
     continued: int = Field(
         0, description="times the generation was resumed after ending before the trace's end")
+    anchored: int = Field(
+        0, description="answers cut back and re-started on a trace sentence they had skipped")
     cached: bool = False
 
 

@@ -150,3 +150,38 @@ def test_resume_continues_a_row_in_place_like_a_fresh_prompt(model: Any, bs: int
     assert got[1] == Decoded(ids=rewrites[1] + want.ids, reason=want.reason)
     plain = greedy_decode(model, tails, max_new_tokens=40, eos_ids={stop_tok}, **kw)
     assert [got[0], got[2]] == [plain[0], plain[2]]  # the other rows are untouched
+
+
+@pytest.mark.parametrize("extend", [False, True], ids=["cut-back", "extend"])
+@pytest.mark.parametrize(("bs", "plen"), [(1, 0), (3, 0), (3, 5)], ids=["alone", "batch", "prefix"])
+def test_revise_rewrites_a_running_row_like_a_fresh_prompt(model: Any, bs: int, plen: int,
+                                                           extend: bool) -> None:
+    """A running row rewritten by ``revise`` (the skip re-anchoring) decodes exactly as the
+    prompt + rewritten completion would from scratch; the other rows are untouched. The
+    rewrite may cut back into fed tokens or keep all of them, including the one just chosen
+    and not yet fed."""
+    tails = prompts([6, 9, 4], seed=11)
+    prefix = prompts([plen], seed=98)[0] if plen else []
+    kv = None
+    if plen:
+        with torch.inference_mode():
+            kv = output_cache(model(input_ids=torch.tensor([prefix]), use_cache=True,
+                                    **{cache_kwarg(model): transformers.DynamicCache()}))
+    kw: dict[str, Any] = dict(pad_id=PAD, batch_size=bs, prefix=prefix, prefix_cache=kv,
+                              stop_every=4, stop_min_new=8)
+    rewrites: list[list[int]] = []
+
+    def revise(i: int, ids: list[int]) -> list[int] | None:
+        if i != 1 or rewrites or len(ids) < 12:
+            return None
+        new = ids + [3, 8] if extend else ids[:5] + [3, 8, 2]
+        rewrites.append(new)
+        return new
+
+    got = greedy_decode(model, tails, max_new_tokens=30, eos_ids=set(), revise=revise, **kw)
+    assert len(rewrites) == 1
+    want = greedy_decode(model, [tails[1] + rewrites[0]], max_new_tokens=30 - len(rewrites[0]),
+                         eos_ids=set(), **{**kw, "batch_size": 1})[0]
+    assert got[1] == Decoded(ids=rewrites[0] + want.ids, reason=want.reason)
+    plain = greedy_decode(model, tails, max_new_tokens=30, eos_ids=set(), **kw)
+    assert [got[0], got[2]] == [plain[0], plain[2]]

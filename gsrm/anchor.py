@@ -1,0 +1,163 @@
+"""Anchoring a decomposition to its trace: find the step whose answer jumped over a sentence.
+
+Why: the small fine-tuned GSRM rewrites a short trace sentence by sentence (one GSM8K solution
+sentence, one step), but greedily it sometimes jumps: its sub-problem for step i already asks
+the question of the sentence after next, and answer i copies that sentence, so a step of the
+trace is silently lost (held-out GSM8K, 2026-11-30 adapter: 27 of 150 decompositions wrote too
+few steps with a sentence skipped in the middle). A step lost this way shortens the student's
+and the teacher's decompositions alike and misaligns every later step of the reward.
+
+The rule, deliberately narrow so that it cannot fire on long traces whose brief answers
+summarize several sentences each: while every complete answer so far *rewrites one trace
+sentence* (content-token F1 >= ``ANCHOR_MIN_F1`` with it) and the rewritten sentences move
+forward, an answer that lands more than one sentence past the last one, over sentences that
+no answer covers, has skipped them. The decoder (``gsrm.backends.TransformersBackend``) then
+cuts that answer back to its ``[Answer i]:`` header and makes it start with the opening words
+of the first skipped sentence (``anchor_opening``); the model writes the rest itself.
+
+Pure functions over text; no model.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+ANCHOR_MIN_F1 = 0.6  # an answer rewrites a sentence: content-token F1 at least this
+COVER_RECALL = 0.6  # a sentence is covered by an answer holding this share of its tokens
+OPENING_WORDS = 3  # words of the skipped sentence that start the re-anchored answer
+MAX_ANCHORS = 3  # re-anchored answers per decomposition
+
+_ANSWER_LINE = re.compile(r"^\[Answer (\d+)\]:[ \t]*(.*)\n", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Answer ``step`` skipped trace sentence ``sentence`` (and maybe more after it)."""
+
+    step: int
+    body_start: int  # offset of the answer's text, right after "[Answer i]: "
+    sentence: int  # index of the first skipped sentence in ``trace_sentences``
+    opening: str  # the words the re-anchored answer starts with
+
+
+@functools.lru_cache(maxsize=1024)
+def trace_sentences(reasoning: str) -> tuple[str, ...]:
+    """The trace's sentences (``gsrm.backends.split_sentences``), memoized per trace."""
+    from gsrm.backends import split_sentences
+
+    return tuple(split_sentences(reasoning))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tokens(text: str) -> tuple[str, ...]:
+    from gsrm.judges import content_tokens
+
+    return tuple(content_tokens(text))
+
+
+def _recall(sentence: str, answer: str) -> float:
+    """Share of the sentence's content tokens found in the answer (with multiplicity)."""
+    need = list(_tokens(sentence))
+    have = list(_tokens(answer))
+    if not need:
+        return 0.0
+    hit = 0
+    for t in need:
+        if t in have:
+            have.remove(t)
+            hit += 1
+    return hit / len(need)
+
+
+def anchor_opening(sentence: str, words: int = OPENING_WORDS) -> str:
+    """The first ``words`` words of a sentence: enough to point the model at it.
+
+    >>> anchor_opening("The rounds and appointments will take 180 + 300 = 480 minutes total.")
+    'The rounds and'
+    """
+    return " ".join(sentence.split()[:words])
+
+
+def find_skip(text: str, reasoning: str, min_f1: float = ANCHOR_MIN_F1) -> Skip | None:
+    r"""The first complete answer that jumped over uncovered trace sentences, or None.
+
+    Only complete answer lines (ended by a newline) count. Scanning them in order: each must
+    rewrite one sentence (its best content-token F1 >= ``min_f1``) further on than the last;
+    the first that does not ends the scan with None (the decomposition is not rewriting the
+    trace sentence by sentence, so nothing is claimed). An answer whose sentence lies more than
+    one past the last rewritten one, where none of the sentences in between is covered by this
+    or an earlier answer (``COVER_RECALL`` of its tokens in it: a merged answer covers two, and
+    "Mr." split off as a sentence is covered by "Mr. Roger bought ..."), is the skip.
+
+    >>> trace = ("He has 9 patients, so rounds take 9 * 20 = 180 minutes. Ten visits take "
+    ...          "10 * 30 = 300 minutes. Together they take 180 + 300 = 480 minutes. "
+    ...          "That is 480 / 60 = 8 hours.")
+    >>> t = ("[Meta-reasoning 1]: m\n[Sub-problem 1]: Rounds?\n[Answer 1]: He has 9 patients, "
+    ...      "so rounds take 180 minutes.\n[Meta-reasoning 2]: m\n[Sub-problem 2]: Visits?\n"
+    ...      "[Answer 2]: Ten visits take 300 minutes.\n[Meta-reasoning 3]: m\n"
+    ...      "[Sub-problem 3]: Hours?\n[Answer 3]: That is 8 hours.\n")
+    >>> s = find_skip(t, trace)
+    >>> (s.step, s.sentence, s.opening, t[s.body_start:s.body_start + 7])
+    (3, 2, 'Together they take', 'That is')
+    >>> find_skip(t.replace("That is 8 hours.", "Together they take 480 minutes."), trace) is None
+    True
+    """
+    sentences = trace_sentences(reasoning)
+    if len(sentences) < 3:
+        return None
+    frontier = -1
+    answers: list[str] = []
+    for m, body, best in _rewrites(text, sentences, min_f1):
+        if best > frontier + 1:
+            gap = range(frontier + 1, best)
+            if not any(_recall(sentences[j], a) >= COVER_RECALL
+                       for j in gap for a in [*answers, body]):
+                return Skip(step=int(m.group(1)), body_start=m.start(2),
+                            sentence=frontier + 1,
+                            opening=anchor_opening(sentences[frontier + 1]))
+        frontier = best
+        answers.append(body)
+    return None
+
+
+def rewriting_steps(text: str, reasoning: str, min_f1: float = ANCHOR_MIN_F1) -> int:
+    r"""How many leading complete answers each rewrite a trace sentence past the previous one.
+
+    Why: a terse model may word several steps' sub-problems alike ("How many chocolate bars
+    are in a box?" four times) while its answers walk through the trace sentence by sentence;
+    that is an honest decomposition with poor questions, not a stuck loop, and the in-a-row
+    stop (``gsrm.backends.repeated_step_start``) lets it go on.
+
+    >>> trace = "Lisa sold 3 * B bars. Peter sold 4 * B bars. Together 7B = 63 bars. So B = 9."
+    >>> t = ("[Answer 1]: Lisa sold 3 * B bars.\n[Answer 2]: Peter sold 4 * B bars.\n"
+    ...      "[Answer 3]: Lisa sold 3 * B bars.\n")
+    >>> rewriting_steps(t, trace)
+    2
+    """
+    sentences = trace_sentences(reasoning)
+    return sum(1 for _ in _rewrites(text, sentences, min_f1)) if len(sentences) >= 3 else 0
+
+
+def _rewrites(text: str, sentences: tuple[str, ...], min_f1: float
+              ) -> Iterator[tuple[re.Match[str], str, int]]:
+    """(answer line match, its text, its sentence) while the answers rewrite sentences in order."""
+    frontier = -1
+    for m in _ANSWER_LINE.finditer(text):
+        body = m.group(2).strip()
+        if not body:
+            return
+        scores = [_f1(body, s) for s in sentences]
+        best = max(range(len(sentences)), key=lambda k: (scores[k], -k))
+        if scores[best] < min_f1 or best <= frontier:
+            return
+        yield m, body, best
+        frontier = best
+
+
+def _f1(a: str, b: str) -> float:
+    from gsrm.judges import token_f1
+
+    return token_f1(a, b)
