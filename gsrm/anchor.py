@@ -9,9 +9,9 @@ and the teacher's decompositions alike and misaligns every later step of the rew
 
 The rule, deliberately narrow so that it cannot fire on long traces whose brief answers
 summarize several sentences each: while every complete answer so far *rewrites one trace
-sentence* (content-token F1 >= ``ANCHOR_MIN_F1`` with it) and the rewritten sentences move
-forward, an answer that lands more than one sentence past the last one, over sentences that
-no answer covers, has skipped them. The decoder (``gsrm.backends.TransformersBackend``) then
+sentence* (``rewrites``) and the rewritten sentences move forward, an answer that lands more
+than one sentence past the last one, over sentences that no answer covers, has skipped them;
+one that lands on the last one or before it, with the next one uncovered, went back. The decoder (``gsrm.backends.TransformersBackend``) then
 cuts that answer back to its ``[Answer i]:`` header and makes it start with the opening words
 of the first skipped sentence (``anchor_opening``); the model writes the rest itself.
 
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 ANCHOR_MIN_F1 = 0.6  # an answer rewrites a sentence: content-token F1 at least this
 COVER_RECALL = 0.6  # a sentence is covered by an answer holding this share of its tokens
+REWRITE_PRECISION = 0.8  # ... or the answer's tokens are nearly all the sentence's
+REWRITE_RECALL = 0.35  # ... and cover this share of it
 OPENING_WORDS = 3  # words of the skipped sentence that start the re-anchored answer
 MAX_ANCHORS = 3  # re-anchored answers per decomposition
 
@@ -81,16 +83,39 @@ def anchor_opening(sentence: str, words: int = OPENING_WORDS) -> str:
     return " ".join(sentence.split()[:words])
 
 
-def find_skip(text: str, reasoning: str, min_f1: float = ANCHOR_MIN_F1) -> Skip | None:
-    r"""The first complete answer that jumped over uncovered trace sentences, or None.
+def rewrites(answer: str, sentence: str, min_f1: float = ANCHOR_MIN_F1) -> bool:
+    """The answer rewrites the sentence: content-token F1 >= ``min_f1``, or nearly all of the
+    answer's tokens (``REWRITE_PRECISION``) are the sentence's and cover ``REWRITE_RECALL`` of
+    it (an answer keeps the result and drops a long calculation: "Together, they sold 8B = 64
+    bars." for "... sold 3 1/2 * B + 4 1/2 * B = 8B = 64 bars.").
 
-    Only complete answer lines (ended by a newline) count. Scanning them in order: each must
-    rewrite one sentence (its best content-token F1 >= ``min_f1``) further on than the last;
-    the first that does not ends the scan with None (the decomposition is not rewriting the
-    trace sentence by sentence, so nothing is claimed). An answer whose sentence lies more than
-    one past the last rewritten one, where none of the sentences in between is covered by this
-    or an earlier answer (``COVER_RECALL`` of its tokens in it: a merged answer covers two, and
-    "Mr." split off as a sentence is covered by "Mr. Roger bought ..."), is the skip.
+    >>> rewrites("Together, they sold 8B = 64 bars.",
+    ...          "Together, they sold 3 1/2 * B + 4 1/2 * B = 8B = 64 bars.")
+    True
+    >>> rewrites("8 hours", "An hour is 60 minutes, so they take 480 / 60 = 8 hours.")
+    False
+    """
+    if _f1(answer, sentence) >= min_f1:
+        return True
+    a = _tokens(answer)
+    return (len(a) >= 3 and _recall(answer, sentence) >= REWRITE_PRECISION
+            and _recall(sentence, answer) >= REWRITE_RECALL)
+
+
+def find_skip(text: str, reasoning: str, min_f1: float = ANCHOR_MIN_F1) -> Skip | None:
+    r"""The first complete answer that lost its place in the trace, or None.
+
+    Only complete answer lines (ended by a newline) count. Scanning them in order, each must
+    rewrite one trace sentence (``rewrites``; the best by F1); the first that does not ends
+    the scan with None (the decomposition is not rewriting the trace sentence by sentence, so
+    nothing is claimed). An answer has lost its place when
+    * it rewrites a sentence more than one past the last rewritten one, and none of the
+      sentences in between is covered by this or an earlier answer (``COVER_RECALL`` of its
+      tokens in it: a merged answer covers two, and "Mr." split off as a sentence is covered
+      by "Mr. Roger bought ..."): it skipped them; or
+    * it rewrites the last rewritten sentence or one before it again while the next one is
+      uncovered: it went back (greedily, the step after it repeats an earlier step).
+    The re-anchored answer starts at the first uncovered sentence after the last one.
 
     >>> trace = ("He has 9 patients, so rounds take 9 * 20 = 180 minutes. Ten visits take "
     ...          "10 * 30 = 300 minutes. Together they take 180 + 300 = 480 minutes. "
@@ -104,20 +129,28 @@ def find_skip(text: str, reasoning: str, min_f1: float = ANCHOR_MIN_F1) -> Skip 
     (3, 2, 'Together they take', 'That is')
     >>> find_skip(t.replace("That is 8 hours.", "Together they take 480 minutes."), trace) is None
     True
+    >>> find_skip(t.replace("That is 8 hours.", "Ten visits take 300 minutes."), trace).sentence
+    2
     """
     sentences = trace_sentences(reasoning)
-    if len(sentences) < 3:
+    if len(sentences) < 2:
         return None
     frontier = -1
     answers: list[str] = []
-    for m, body, best in _rewrites(text, sentences, min_f1):
-        if best > frontier + 1:
-            gap = range(frontier + 1, best)
-            if not any(_recall(sentences[j], a) >= COVER_RECALL
-                       for j in gap for a in [*answers, body]):
-                return Skip(step=int(m.group(1)), body_start=m.start(2),
-                            sentence=frontier + 1,
-                            opening=anchor_opening(sentences[frontier + 1]))
+    for m, body, best in _walk(text, sentences, min_f1):
+        nxt = frontier + 1
+        if best > nxt:
+            gap = range(nxt, best)
+            lost = not any(_recall(sentences[j], a) >= COVER_RECALL
+                           for j in gap for a in [*answers, body])
+        else:
+            lost = best < nxt and nxt < len(sentences) and not any(
+                _recall(sentences[nxt], a) >= COVER_RECALL for a in [*answers, body])
+        if lost:
+            return Skip(step=int(m.group(1)), body_start=m.start(2), sentence=nxt,
+                        opening=anchor_opening(sentences[nxt]))
+        if best <= frontier:
+            return None
         frontier = best
         answers.append(body)
     return None
@@ -138,23 +171,30 @@ def rewriting_steps(text: str, reasoning: str, min_f1: float = ANCHOR_MIN_F1) ->
     2
     """
     sentences = trace_sentences(reasoning)
-    return sum(1 for _ in _rewrites(text, sentences, min_f1)) if len(sentences) >= 3 else 0
+    if len(sentences) < 2:
+        return 0
+    n, frontier = 0, -1
+    for _, _, best in _walk(text, sentences, min_f1):
+        if best <= frontier:
+            break
+        n, frontier = n + 1, best
+    return n
 
 
-def _rewrites(text: str, sentences: tuple[str, ...], min_f1: float
-              ) -> Iterator[tuple[re.Match[str], str, int]]:
-    """(answer line match, its text, its sentence) while the answers rewrite sentences in order."""
-    frontier = -1
+def _walk(text: str, sentences: tuple[str, ...], min_f1: float
+          ) -> Iterator[tuple[re.Match[str], str, int]]:
+    """(answer line match, its text, its sentence) for the leading complete answers that each
+    rewrite some trace sentence (``rewrites``; the best by F1)."""
     for m in _ANSWER_LINE.finditer(text):
         body = m.group(2).strip()
         if not body:
             return
         scores = [_f1(body, s) for s in sentences]
-        best = max(range(len(sentences)), key=lambda k: (scores[k], -k))
-        if scores[best] < min_f1 or best <= frontier:
+        order = sorted(range(len(sentences)), key=lambda k: (-scores[k], k))
+        best = next((k for k in order[:3] if rewrites(body, sentences[k], min_f1)), None)
+        if best is None:
             return
         yield m, body, best
-        frontier = best
 
 
 def _f1(a: str, b: str) -> float:

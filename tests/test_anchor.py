@@ -17,6 +17,7 @@ S1 = "Doctor Jones has 9 inpatients, so his rounds take 180 minutes."
 S2 = "He has ten appointments, which take 300 minutes."
 S3 = "The rounds and appointments take 480 minutes total."
 S4 = "An hour is 60 minutes, so they take 8 hours."
+S5 = "He has 1 hour left to update his records."
 
 
 def steps(*answers: str, sub: str = "How long?", tail: str = "") -> str:
@@ -28,6 +29,11 @@ def steps(*answers: str, sub: str = "How long?", tail: str = "") -> str:
     (steps(S1, S2, S4), TRACE, (3, 2, "The rounds and")),              # S3 skipped
     (steps(S2), TRACE, (1, 0, "Doctor Jones has")),                    # the first sentence skipped
     (steps(S1, S2, S3, S4), TRACE, None),                              # in order
+    (steps(S1, S2, S2), TRACE, (3, 2, "The rounds and")),              # went back: a repeat
+    (steps(S1, S2, S3, S4, S1), TRACE, (5, 4, "He has 9")),            # went back further
+    (steps(S1, S2, S3, S4, S5, S4), TRACE, None),                      # back, nothing left
+    (steps(S1, "Together they take 480 minutes total.", S4), TRACE,
+     (2, 1, "He has ten")),                                            # loose rewrite, S2 skipped
     (steps(S1, S2 + " " + S3, S4), TRACE, None),                       # S3 merged into answer 2
     (steps(S1, S2, "8 hours"), TRACE, None),                           # brief answer: not claimed
     (steps("180 minutes", S2, S4), TRACE, None),                       # not rewriting from step 1
@@ -52,6 +58,11 @@ def test_rewriting_steps_counts_answers_that_walk_through_the_trace() -> None:
     assert rewriting_steps(steps(S1, S2, S3), TRACE) == 3
     assert rewriting_steps(steps(S1, S3, S2), TRACE) == 2  # going back ends the walk
     assert rewriting_steps(steps("180 minutes", S2), TRACE) == 0
+    # keeping the result and dropping a long calculation still rewrites the sentence
+    bars = "Let B be the bars in a box. Lisa sold 3 1/2 * B bars. Together, they sold " \
+           "3 1/2 * B + 4 1/2 * B = 8B = 64 bars. So B = 64 / 8 = 8."
+    assert rewriting_steps(steps("Let B be the bars in a box.", "Lisa sold 3 1/2 * B bars.",
+                                 "Together, they sold 8B = 64 bars."), bars) == 3
 
 
 def test_in_a_row_stop_spares_answers_that_walk_through_the_trace() -> None:
