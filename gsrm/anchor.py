@@ -47,10 +47,20 @@ class Skip:
 
 @functools.lru_cache(maxsize=1024)
 def trace_sentences(reasoning: str) -> tuple[str, ...]:
-    """The trace's sentences (``gsrm.backends.split_sentences``), memoized per trace."""
-    from gsrm.backends import split_sentences
+    """The trace's sentences (``gsrm.backends.split_sentences``), each also cut at its run-on
+    joins (``gsrm.backends.run_on_cuts``: a capitalised word after an uncapitalised one, where
+    a full stop or line break went missing); memoized per trace.
 
-    return tuple(split_sentences(reasoning))
+    >>> trace_sentences("It takes 2/2=1 bolt So the total is 2+1=3 bolts. Done.")
+    ('It takes 2/2=1 bolt', 'So the total is 2+1=3 bolts.', 'Done.')
+    """
+    from gsrm.backends import run_on_cuts, split_sentences
+
+    out: list[str] = []
+    for sentence in split_sentences(reasoning):
+        cuts = [0, *run_on_cuts(sentence), len(sentence)]
+        out.extend(p for a, b in zip(cuts, cuts[1:]) if (p := sentence[a:b].strip()))
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=4096)
