@@ -588,11 +588,13 @@ class TransformersBackend(Backend):
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
-        ident["stop_loops"] = (f"lines+repeated-steps+asked-{DECOMPOSE_IN_A_ROW}-in-a-row"
-                               "+trace-covered"
-                               f"+resume-uncovered-{CONTINUE_ROUNDS}-in-place"
-                               f"+anchor-skips-{MAX_ANCHORS}+rewriting-not-a-loop"
-                               if self.stop_loops else False)
+        stops = (f"lines+repeated-steps+asked-{DECOMPOSE_IN_A_ROW}-in-a-row+trace-covered"
+                 "+rewriting-not-a-loop")
+        if not self.prompt_lookup:  # model.generate has no in-place resume or re-anchoring
+            stops += f"+resume-uncovered-{CONTINUE_ROUNDS}-in-place+anchor-skips-{MAX_ANCHORS}"
+        else:
+            ident["prompt_lookup"] = self.prompt_lookup
+        ident["stop_loops"] = stops if self.stop_loops else False
         ident["dtype"] = resolve_dtype(self.dtype, self.device)
         if self.adapter:
             st = Path(self.adapter) / "adapter_model.safetensors"
@@ -853,7 +855,11 @@ class TransformersBackend(Backend):
         self, conversations: Sequence[list[Message]], max_new_tokens: int | None,
         traces: Sequence[str | None],
     ) -> list[Generation]:
-        """Prompt-lookup speculation through ``model.generate``, one sequence at a time."""
+        """Prompt-lookup speculation through ``model.generate``, one sequence at a time.
+
+        The loop and trace stops apply; the in-place resume and re-anchoring do not (they
+        rewrite a running row, which ``generate`` cannot), and the cache identity says so.
+        """
         import torch
 
         limit = max_new_tokens or self.max_new_tokens
