@@ -36,7 +36,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from gsrm.anchor import MAX_ANCHORS, find_skip, rewriting_steps
-
 from gsrm.prompts import DEFAULT_SHOTS, Message, build_messages
 
 DecomposeItem = tuple[str, str]  # (problem, reasoning)
@@ -829,10 +828,10 @@ class TransformersBackend(Backend):
 
     def _anchor_ids(self, ids: list[int], trace: str | None, state: _AnchorState
                     ) -> list[int] | None:
-        """The completion to go on from when a running row's last answer skipped a sentence.
+        """The completion to go on from when a running row's last answer lost its place.
 
         Asked every few tokens (``greedy_decode``'s ``revise``); the trace is only examined
-        when a new answer line has been completed. A skip (``gsrm.anchor.find_skip``) is
+        when a new line has been completed. A skip (``gsrm.anchor.find_skip``) is
         repaired at most once per step and ``MAX_ANCHORS`` times per row: the completion is
         cut back to the answer's header plus the skipped sentence's opening words.
         """
