@@ -11,9 +11,10 @@ The rule, deliberately narrow so that it cannot fire on long traces whose brief 
 summarize several sentences each: while every complete answer so far *rewrites one trace
 sentence* (``rewrites``) and the rewritten sentences move forward, an answer that lands more
 than one sentence past the last one, over sentences that no answer covers, has skipped them;
-one that lands on the last one or before it, with the next one uncovered, went back. The decoder (``gsrm.backends.TransformersBackend``) then
-cuts that answer back to its ``[Answer i]:`` header and makes it start with the opening words
-of the first skipped sentence (``anchor_opening``); the model writes the rest itself.
+one that lands on the last one or before it, with the next one uncovered, went back. The
+decoder (``gsrm.backends.TransformersBackend``) then cuts that answer back to its
+``[Answer i]:`` header and makes it start with the opening words of the first uncovered
+sentence (``anchor_opening``); the model writes the rest itself.
 
 Pure functions over text; no model.
 """
@@ -24,6 +25,7 @@ import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 
 ANCHOR_MIN_F1 = 0.6  # an answer rewrites a sentence: content-token F1 at least this
 COVER_RECALL = 0.6  # a sentence is covered by an answer holding this share of its tokens
@@ -59,7 +61,7 @@ def trace_sentences(reasoning: str) -> tuple[str, ...]:
     out: list[str] = []
     for sentence in split_sentences(reasoning):
         cuts = [0, *run_on_cuts(sentence), len(sentence)]
-        out.extend(p for a, b in zip(cuts, cuts[1:]) if (p := sentence[a:b].strip()))
+        out.extend(p for a, b in pairwise(cuts) if (p := sentence[a:b].strip()))
     return tuple(out)
 
 

@@ -40,10 +40,10 @@ def steps(*answers: str, sub: str = "How long?", tail: str = "") -> str:
     (steps(S1, S4, tail="[Meta-reasoning 3]: m\n[Answer 3]: He has"), TRACE,
      (2, 1, "He has ten")),                                            # an unfinished line is ignored
     (steps(S1, S2) + "[Meta-reasoning 3]: m\n[Answer 3]: " + S4, TRACE, None),  # no newline yet
-    (steps(S1, S4), "Doctor Jones has 9 inpatients. He has 1 hour left.", None),  # < 3 sentences
+    (steps(S1, S4), "Doctor Jones has 9 inpatients. He has 1 hour left.", None),  # S4: no match
     (steps("Mr. Roger bought it at $1500.", "He sold it at $1800.", "So it was 10% off."),
-     "Mr. Roger bought it at 2000 x 75/100 = $1500. He sold it at 1500 x 120/100 = $1800. "
-     "So it was 200/2000 = 10% off.", None),                           # "Mr." alone: covered
+     ("Mr. Roger bought it at 2000 x 75/100 = $1500. He sold it at 1500 x 120/100 = $1800. "
+      "So it was 200/2000 = 10% off."), None),                           # "Mr." alone: covered
 ])
 def test_find_skip(text: str, trace: str, skip: tuple[int, int, str] | None) -> None:
     got = find_skip(text, trace)

@@ -167,8 +167,8 @@ def test_revise_rewrites_a_running_row_like_a_fresh_prompt(model: Any, bs: int, 
         with torch.inference_mode():
             kv = output_cache(model(input_ids=torch.tensor([prefix]), use_cache=True,
                                     **{cache_kwarg(model): transformers.DynamicCache()}))
-    kw: dict[str, Any] = dict(pad_id=PAD, batch_size=bs, prefix=prefix, prefix_cache=kv,
-                              stop_every=4, stop_min_new=8)
+    kw: dict[str, Any] = {"pad_id": PAD, "batch_size": bs, "prefix": prefix,
+                          "prefix_cache": kv, "stop_every": 4, "stop_min_new": 8}
     rewrites: list[list[int]] = []
 
     def revise(i: int, ids: list[int]) -> list[int] | None:
