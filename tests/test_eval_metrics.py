@@ -275,7 +275,8 @@ def test_docstring_examples_run(module):
 
 
 def test_generation_metrics_count_each_stop() -> None:
-    """The report's notes count budget hits, loops, trace-end stops and resumes separately."""
+    """The report's notes count budget hits, loops, trace-end stops, resumes and re-anchored
+    answers separately."""
     from eval.runner import generation_metrics
     from gsrm.structure import GenerationInfo, Structure
 
@@ -284,10 +285,12 @@ def test_generation_metrics_count_each_stop() -> None:
 
     shares, notes = generation_metrics([
         s(hit_max_new_tokens=True), s(stopped_in_loop=True), s(stopped_at_trace_end=True),
-        s(continued=2), s(continued=1, stopped_at_trace_end=True), s()])
+        s(continued=2), s(continued=1, stopped_at_trace_end=True, anchored=2), s()])
     assert shares == {"no_steps": 1.0, "hit_max_tokens": 1 / 6}
     assert notes == ["6/6 decompositions had no steps",
                      "1/6 generations stopped at max_new_tokens",
                      "1/6 generations stopped in a loop",
                      "2/6 generations stopped at a step begun after the trace was covered",
-                     "2/6 generations ended before the trace's end and were resumed"]
+                     "2/6 generations ended before the trace's end and were resumed",
+                     "1/6 generations had an answer that skipped a trace sentence re-started "
+                     "on it"]
