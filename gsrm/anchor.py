@@ -74,16 +74,10 @@ def _tokens(text: str) -> tuple[str, ...]:
 
 def _recall(sentence: str, answer: str) -> float:
     """Share of the sentence's content tokens found in the answer (with multiplicity)."""
-    need = list(_tokens(sentence))
-    have = list(_tokens(answer))
-    if not need:
-        return 0.0
-    hit = 0
-    for t in need:
-        if t in have:
-            have.remove(t)
-            hit += 1
-    return hit / len(need)
+    from gsrm.judges import token_overlap
+
+    need = _tokens(sentence)
+    return token_overlap(need, _tokens(answer)) / len(need) if need else 0.0
 
 
 def anchor_opening(sentence: str, words: int = OPENING_WORDS) -> str:

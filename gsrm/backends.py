@@ -458,7 +458,9 @@ def stop_cut(text: str, trace: str | None) -> tuple[int | None, bool]:
     """
     if trace is None:
         return repeated_step_start(text), False
-    cut = repeated_step_start(text, DECOMPOSE_IN_A_ROW, rewriting_steps(text, trace))
+    cut = repeated_step_start(text, DECOMPOSE_IN_A_ROW)
+    if cut is not None:  # the exemption only removes cuts: walk the trace only when one is hit
+        cut = repeated_step_start(text, DECOMPOSE_IN_A_ROW, rewriting_steps(text, trace))
     covered = covered_step_start(text, trace)
     if covered is not None and (cut is None or covered < cut):
         return covered, True

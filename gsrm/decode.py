@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 StopCheck = Callable[[int, list[int]], bool]  # (index into tails, ids so far)
-Resume = Callable[[int, list[int]], "list[int] | None"]  # (index, ids at EOS) -> rewritten ids
+Resume = Callable[[int, list[int]], "list[int] | None"]  # (index, ids so far) -> rewritten ids
 
 
 @dataclass
@@ -372,11 +372,13 @@ def greedy_decode(
 
 
 def _rewrite(row: _Row, new: list[int], start: int) -> None:
-    """Point a row that just emitted EOS at a rewritten completion ``new``, in place.
+    """Point a row at a rewritten completion ``new``, in place (``resume`` at EOS, ``revise``
+    while running; every id in ``row.out.ids`` has been fed).
 
     Why in place: resumed in a second pass instead, a row pays a second prefill of its prompt
-    and completion and then decodes in a batch of the few other resumed rows. Every token of the old completion is in the row's cache (``cols`` says which column:
-    an earlier resume leaves masked columns between them). The ids ``new`` shares with the old
+    and completion and then decodes in a batch of the few other resumed rows. Every token of
+    the old completion is in the row's cache (``cols`` says which column: an earlier rewrite
+    leaves masked columns between them). The ids ``new`` shares with the old
     completion stay; the columns from the first dropped old token on are masked out
     (``rewind``); the rest of ``new`` is fed one token per step in place of the
     model's choice (``forced``), at the positions the ids have in ``new``. Attention and

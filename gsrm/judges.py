@@ -182,6 +182,19 @@ def token_f1(a: str, b: str) -> float:
     ta, tb = content_tokens(a), content_tokens(b)
     if not ta or not tb:
         return 0.0
+    overlap = token_overlap(ta, tb)
+    if overlap == 0:
+        return 0.0
+    p, r = overlap / len(tb), overlap / len(ta)
+    return 2 * p * r / (p + r)
+
+
+def token_overlap(ta: Sequence[str], tb: Sequence[str]) -> int:
+    """How many tokens two token lists share, counted with multiplicity (bag intersection).
+
+    >>> token_overlap(["a", "a", "b"], ["a", "c", "a", "a"])
+    2
+    """
     common: dict[str, int] = {}
     for t in ta:
         common[t] = common.get(t, 0) + 1
@@ -190,10 +203,7 @@ def token_f1(a: str, b: str) -> float:
         if common.get(t, 0) > 0:
             overlap += 1
             common[t] -= 1
-    if overlap == 0:
-        return 0.0
-    p, r = overlap / len(tb), overlap / len(ta)
-    return 2 * p * r / (p + r)
+    return overlap
 
 
 class LexicalJudge(ThresholdJudge):
