@@ -7,6 +7,7 @@ import pytest
 
 from gsrm.anchor import MAX_ANCHORS, find_skip, rewriting_steps
 from gsrm.backends import DECOMPOSE_IN_A_ROW, TransformersBackend, _AnchorState, stop_cut
+from tests.char_tok import CharTok
 
 TRACE = ("Doctor Jones has 9 inpatients, so his rounds take 9 * 20 = 180 minutes. "
          "He has ten appointments, which take 10 * 30 = 300 minutes. "
@@ -79,19 +80,9 @@ def test_in_a_row_stop_spares_answers_that_walk_through_the_trace() -> None:
     assert stop_cut(invented, TRACE) == (invented.index("[Meta-reasoning 5]"), False)
 
 
-class _CharTok:
-    """One id per character: enough for the text logic of ``_anchor_ids``."""
-
-    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
-        return "".join(map(chr, ids))
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [ord(c) for c in text]
-
-
 def test_anchor_ids_cuts_the_answer_back_once_per_step() -> None:
     b = TransformersBackend(adapter=None)
-    b._tok = _CharTok()
+    b._tok = CharTok()
     text = steps(S1, S2, S4)
     ids = [ord(c) for c in text]
     state = _AnchorState()

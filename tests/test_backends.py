@@ -15,6 +15,7 @@ from gsrm.backends import (
 )
 from gsrm.parse import parse_structure
 from gsrm.prompts import build_messages
+from tests.char_tok import CharTok
 from tests.openai_stub import chat_response, openai_stub
 
 
@@ -259,21 +260,11 @@ def test_covered_step_start(text: str, trace: str, new_step: int | None) -> None
         assert len(parse_structure(text[:cut]).steps) == new_step - 1
 
 
-class _CharTok:
-    """A tokenizer stand-in: one id per character (enough for the stop and cut logic)."""
-
-    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
-        return "".join(map(chr, ids))
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [ord(c) for c in text]
-
-
 def test_result_cuts_a_step_begun_after_the_trace_end() -> None:
     from gsrm.backends import TransformersBackend
 
     b = TransformersBackend(adapter=None)
-    b._tok = _CharTok()
+    b._tok = CharTok()
     text = _steps(("Eggs?", "Janet sells 9 eggs a day."), ("Money?", "She makes $18 every day."),
                   tail="[Meta-reasoning 3]: m3\n[Sub-problem 3]: Hens?\n")
     ids = [ord(c) for c in text]
@@ -285,7 +276,7 @@ def test_result_cuts_a_step_begun_after_the_trace_end() -> None:
     plain = b._result(ids, 10, 448, True)  # chat generation: no trace, nothing cut
     assert plain.text == text and not plain.stopped_at_trace_end
     off = TransformersBackend(adapter=None, stop_loops=False)
-    off._tok = _CharTok()
+    off._tok = CharTok()
     assert off._result(ids, 10, 448, True, _TRACE).text == text
 
 
@@ -293,13 +284,13 @@ def test_resume_rows_that_ended_before_the_trace_end() -> None:
     from gsrm.backends import CONTINUE_ROUNDS, TransformersBackend
 
     b = TransformersBackend(adapter=None)
-    b._tok = _CharTok()
+    b._tok = CharTok()
     early = _steps(("Eggs?", "Janet sells 9 eggs a day.")) + "So the final answer is: 18"
     full = _steps(("Eggs?", "Janet sells 9 eggs a day."), ("Money?", "She makes $18 a day."))
     ids = [ord(c) for c in early]
     rounds = [0, 0]
     new = b._resume_ids(ids, _TRACE, 448, rounds, 1)
-    assert new is not None and _CharTok().decode(new) == (
+    assert new is not None and CharTok().decode(new) == (
         _steps(("Eggs?", "Janet sells 9 eggs a day.")).rstrip() + "\n[Meta-reasoning 2]:")
     assert rounds == [0, 1]
     assert b._resume_ids([ord(c) for c in full], _TRACE, 448, [0], 0) is None  # reached the end

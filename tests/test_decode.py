@@ -55,6 +55,17 @@ def prompts(lengths: list[int], seed: int) -> list[list[int]]:
     return [torch.randint(4, VOCAB, (n,), generator=g).tolist() for n in lengths]
 
 
+def prefix_and_cache(model: Any, plen: int, seed: int) -> tuple[list[int], Any]:
+    """A random shared prefix of ``plen`` tokens and the model's cache of it (none if empty)."""
+    if not plen:
+        return [], None
+    prefix = prompts([plen], seed=seed)[0]
+    with torch.inference_mode():
+        kv = output_cache(model(input_ids=torch.tensor([prefix]), use_cache=True,
+                                **{cache_kwarg(model): transformers.DynamicCache()}))
+    return prefix, kv
+
+
 CASES = [
     # (name, prompt lengths, batch size, refill fraction, max new tokens, prefix length,
     #  prompts per prefill forward)
@@ -73,12 +84,7 @@ def test_matches_generate_one_prompt_at_a_time(model: Any, name: str, lengths: l
                                                refill: float, max_new: int, plen: int,
                                                chunk: int) -> None:
     tails = prompts(lengths, seed=len(name))
-    prefix = prompts([plen], seed=99)[0] if plen else []
-    kv = None
-    if plen:
-        with torch.inference_mode():
-            kv = output_cache(model(input_ids=torch.tensor([prefix]), use_cache=True,
-                                    **{cache_kwarg(model): transformers.DynamicCache()}))
+    prefix, kv = prefix_and_cache(model, plen, seed=99)
     stats: dict[str, float] = {}
     got = greedy_decode(model, tails, max_new_tokens=max_new, eos_ids={EOS}, pad_id=PAD,
                         batch_size=bs, refill_at=refill, prefill_chunk=chunk, prefix=prefix,
@@ -122,12 +128,7 @@ def test_resume_continues_a_row_in_place_like_a_fresh_prompt(model: Any, bs: int
     """A row resumed at EOS (``resume``) decodes exactly as the prompt + rewritten completion
     would from scratch, also when a second resume cuts back into the first one's tokens."""
     tails = prompts([6, 9, 4], seed=7)
-    prefix = prompts([plen], seed=99)[0] if plen else []
-    kv = None
-    if plen:
-        with torch.inference_mode():
-            kv = output_cache(model(input_ids=torch.tensor([prefix]), use_cache=True,
-                                    **{cache_kwarg(model): transformers.DynamicCache()}))
+    prefix, kv = prefix_and_cache(model, plen, seed=99)
     kw: dict[str, Any] = dict(pad_id=PAD, batch_size=bs, prefix=prefix, prefix_cache=kv)
     free = greedy_decode(model, tails, max_new_tokens=40, eos_ids=set(), **kw)
     stop_tok = free[1].ids[6]  # row 1 "ends" at its 7th token; the random model loops, and
@@ -161,12 +162,7 @@ def test_revise_rewrites_a_running_row_like_a_fresh_prompt(model: Any, bs: int, 
     rewrite may cut back into fed tokens or keep all of them, including the one just chosen
     and not yet fed."""
     tails = prompts([6, 9, 4], seed=11)
-    prefix = prompts([plen], seed=98)[0] if plen else []
-    kv = None
-    if plen:
-        with torch.inference_mode():
-            kv = output_cache(model(input_ids=torch.tensor([prefix]), use_cache=True,
-                                    **{cache_kwarg(model): transformers.DynamicCache()}))
+    prefix, kv = prefix_and_cache(model, plen, seed=98)
     kw: dict[str, Any] = {"pad_id": PAD, "batch_size": bs, "prefix": prefix,
                           "prefix_cache": kv, "stop_every": 4, "stop_min_new": 8}
     rewrites: list[list[int]] = []
