@@ -10,7 +10,7 @@ segment other than the first begins. Two units are used, with the same functions
 - *characters*: a boundary is the character offset of the first non-space character of a
   segment (0-based into the trace). ``tolerance`` k (characters) accepts a hypothesis
   boundary within k characters of a reference boundary: ``|h - r| <= k``.
-- *sentences*: the trace is cut into sentence units (``eval.projection.sentence_units``);
+- *sentences*: the trace is cut into sentence units (``gsrm.projection.sentence_units``);
   a boundary ``u`` means "a segment starts at sentence u" (so ``1 <= u < n_units``).
   ``tolerance`` k (sentences) accepts ``|h - r| <= k``; k = 0 asks for the exact gap.
 

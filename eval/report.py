@@ -124,7 +124,7 @@ equals the human step's result; `role_*` — meta/solve/other agreement per sent
 aligned vs perturbed normalized rewards; `first_drop_*` — the first step losing reward lies in
 the perturbed steps; `self_max`, `lower_*`, `prefix_*` — reward invariants; `no_steps`,
 `hit_max_tokens` — shares of empty decompositions and of generations cut at the budget.
-See `eval/metrics.py`, `eval/projection.py` and `eval/tasks/` for the exact definitions."""
+See `eval/metrics.py`, `gsrm/projection.py` and `eval/tasks/` for the exact definitions."""
 
 
 def render_markdown(report: EvalReport, stats: RunStats | None,

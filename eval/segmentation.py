@@ -3,7 +3,7 @@
 Why separate from the tasks: every segmentation task (GSM8K, PRM800K, CHAMP, BIG-Bench
 Mistake, an annotated corpus) reduces to the same thing — a trace, the character spans of
 its human steps (optionally with roles), and a system's ``Structure`` — so the comparison is
-written once here, on top of ``eval.projection`` and ``eval.metrics``, and the tasks only
+written once here, on top of ``gsrm.projection`` and ``eval.metrics``, and the tasks only
 load data.
 
 Reference conventions:
@@ -48,7 +48,7 @@ from eval.metrics import (
     segment_prf,
     windowdiff,
 )
-from eval.projection import Projection, Unit, project
+from gsrm.projection import Projection, Unit, project
 from gsrm.structure import Structure
 
 DEFAULT_CHAR_TOLERANCE = 10
@@ -149,11 +149,15 @@ class ItemResult:
 def evaluate_item(text: str, spans: Sequence[RefSpan], structure: Structure,
                   char_tolerance: int = DEFAULT_CHAR_TOLERANCE,
                   sent_tolerance: int = DEFAULT_SENT_TOLERANCE,
-                  projection: Projection | None = None, by_role: bool = False) -> ItemResult:
+                  projection: Projection | None = None, by_role: bool = False,
+                  role_spans: Sequence[RefSpan] | None = None) -> ItemResult:
     """Compare ``structure`` (projected onto ``text``) with the reference spans.
 
-    ``by_role``: the hypothesis segments are runs of one role within one step
-    (``Projection.role_unit_boundaries``), for references whose spans each carry one role.
+    Boundaries are the hypothesis *steps'* boundaries; roles are compared per sentence,
+    separately (``role_spans``: the spans that carry the roles, when they are finer than the
+    steps). ``by_role`` (kept for comparison with older reports): the hypothesis segments
+    are runs of one role within one step (``Projection.role_unit_boundaries``), which counts
+    a change of role inside a step as a boundary.
     """
     proj = projection or project(structure, text)
     units = proj.units
@@ -163,7 +167,8 @@ def evaluate_item(text: str, spans: Sequence[RefSpan], structure: Structure,
     # by role, segments are sentence runs; otherwise the steps' own (piece) boundaries
     hyp_chars = [units[u].start for u in hyp_units] if by_role else proj.char_boundaries
     n = len(units)
-    with_roles = any(s.role is not None for s in spans)
+    roles_from = list(role_spans) if role_spans is not None else list(spans)
+    with_roles = any(s.role is not None for s in roles_from)
     return ItemResult(
         char=boundary_prf(ref_chars, hyp_chars, char_tolerance),
         unit=boundary_prf(ref_units, hyp_units, sent_tolerance),
@@ -175,7 +180,7 @@ def evaluate_item(text: str, spans: Sequence[RefSpan], structure: Structure,
         n_hyp_steps=structure.n_steps,
         covered_steps=proj.covered_steps(),
         projection=proj,
-        ref_roles=unit_roles(units, spans) if with_roles else [],
+        ref_roles=unit_roles(units, roles_from) if with_roles else [],
     )
 
 

@@ -40,10 +40,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from gsrm.backends import Backend, BackendError, DecomposeItem, Generation, split_sentences
+from gsrm.backends import Backend, BackendError, DecomposeItem, Generation
 from gsrm.judges import answer_number
 from gsrm.prompts import Message, render_structure
 from gsrm.structure import Step, Structure
+from gsrm.text import META_CUES, PLANNING_PLACEHOLDER, SOLVE_CUES, cue_role, split_sentences
+
+__all__ = ["META_CUES", "PLANNING_PLACEHOLDER", "SOLVE_CUES", "cue_role"]
 
 SystemKind = Literal["rule", "lm"]
 
@@ -87,13 +90,15 @@ class RuleBackend(Backend):
     """A model-free decomposer: subclasses split a trace into steps with ``steps``."""
 
     name = "rule"
+    rule_based = True
 
     @property
     def model_id(self) -> str:
         return "rule-based"
 
     def generate(self, conversations: Sequence[list[Message]],
-                 max_new_tokens: int | None = None) -> list[Generation]:
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[Generation]:
         raise BackendError(f"the {self.name!r} baseline only decomposes; it has no chat model")
 
     def steps(self, reasoning: str) -> list[Step]:  # pragma: no cover - abstract in spirit
@@ -128,46 +133,6 @@ class ParagraphBackend(RuleBackend):
         return _chunk_steps([p.strip() for p in _PARAGRAPH.split(reasoning) if p.strip()])
 
 
-#: cues that open a planning / checking / choosing sentence: a new step, role meta
-META_CUES: tuple[str, ...] = (
-    "first", "firstly", "to begin", "to start", "let's", "let us", "let me", "we need",
-    "i need", "we want", "we should", "we must", "we have to", "i will", "i'll", "next",
-    "now", "wait", "alternatively", "hmm", "actually", "but", "however", "hold on", "instead",
-    "check", "to check", "to verify", "verify", "recall", "note that", "notice", "the question",
-    "our goal", "the goal", "to find", "to solve", "in order to", "step",
-)
-#: cues that open a new step whose sentence is solving (a result or conclusion)
-SOLVE_CUES: tuple[str, ...] = (
-    "so", "thus", "therefore", "hence", "then", "finally", "lastly", "second", "secondly",
-    "third", "thirdly", "after that", "in total", "that means", "this means", "similarly",
-    "also", "overall",
-)
-
-
-def _cue_pattern(cues: Sequence[str]) -> re.Pattern[str]:
-    alts = "|".join(re.escape(c) for c in sorted(cues, key=len, reverse=True))
-    # after optional markup/quotes; the cue must end at a word boundary ("So," "Next:" "Now")
-    return re.compile(rf"^[\s\"'*_#>(-]*(?:{alts})(?![\w'])", re.IGNORECASE)
-
-
-_META_RE = _cue_pattern(META_CUES)
-_SOLVE_RE = _cue_pattern(SOLVE_CUES)
-PLANNING_PLACEHOLDER = "(planning step)"
-
-
-def cue_role(sentence: str) -> str | None:
-    """``meta`` / ``solve`` if the sentence opens with a cue, else None (continues a step).
-
-    >>> cue_role("Wait, that is wrong."), cue_role("So x = 2."), cue_role("Solve for x.")
-    ('meta', 'solve', None)
-    """
-    if _META_RE.match(sentence):
-        return "meta"
-    if _SOLVE_RE.match(sentence):
-        return "solve"
-    return None
-
-
 class CueSentenceBackend(RuleBackend):
     """Sentences grouped by discourse cues; planning-cue sentences form the meta-reasoning.
 
@@ -194,6 +159,41 @@ class CueSentenceBackend(RuleBackend):
         return steps
 
 
+class SegmenterBackend(RuleBackend):
+    """A segmenter's spans as steps (each part the span's text): segmentation on its own.
+
+    Why a system: the two-stage GSRM's boundaries are the segmenter's, so its segmentation
+    figures are measured here without a describer in the way; the steps carry their spans,
+    so the evaluation scores the boundaries as they are.
+    """
+
+    name = "segmenter"
+
+    def __init__(self, segmenter: str = "trained", path: str | None = None) -> None:
+        super().__init__()
+        from gsrm.segment import get_segmenter
+
+        kwargs = {"path": path} if path and segmenter == "trained" else {}
+        self.segmenter = get_segmenter(segmenter, **kwargs)
+
+    @property
+    def model_id(self) -> str:
+        import json as _json
+
+        return "segmenter:" + _json.dumps(self.segmenter.identity(), sort_keys=True)
+
+    def decompose_many(self, items: Sequence[DecomposeItem]) -> list[Generation]:
+        spans = self.segmenter.segment_many([r for _, r in items])
+        out = []
+        for (_, reasoning), sp in zip(items, spans, strict=True):
+            steps = [Step(meta=_one_line(reasoning[a:b]), subproblem=_one_line(reasoning[a:b]),
+                          answer=_answer_of(reasoning[a:b]), span=(a, b)) for a, b in sp]
+            g = render_steps(steps)
+            g.spans = [tuple(x) for x in sp]
+            out.append(g)
+        return out
+
+
 # --------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class SystemSpec:
@@ -213,6 +213,10 @@ def _sentences(opts: SystemOptions) -> Backend:
     from gsrm.backends import SentenceBackend
 
     return SentenceBackend()
+
+
+def _segmenter(opts: SystemOptions) -> Backend:
+    return SegmenterBackend(path=os.environ.get("GSRM_SEGMENTER") or None)
 
 
 def _check_default_weights(opts: SystemOptions) -> None:
@@ -277,6 +281,8 @@ SYSTEMS: dict[str, SystemSpec] = {
         SystemSpec("sentences", "rule", "one step per sentence", _sentences),
         SystemSpec("cue-sentences", "rule", "sentences grouped by discourse cues",
                    _rule(CueSentenceBackend)),
+        SystemSpec("segmenter", "rule", "the trained step segmenter's spans (no describer)",
+                   _segmenter),
         SystemSpec("smollm2-fewshot", "lm", "SmolLM2-135M-Instruct, few-shot prompt",
                    _smollm2_fewshot),
         SystemSpec("gsrm-ft", "lm", "SmolLM2-135M-Instruct + fine-tuned LoRA adapter", _gsrm_ft),

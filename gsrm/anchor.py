@@ -56,7 +56,7 @@ def trace_sentences(reasoning: str) -> tuple[str, ...]:
     >>> trace_sentences("It takes 2/2=1 bolt So the total is 2+1=3 bolts. Done.")
     ('It takes 2/2=1 bolt', 'So the total is 2+1=3 bolts.', 'Done.')
     """
-    from gsrm.backends import run_on_cuts, split_sentences
+    from gsrm.text import run_on_cuts, split_sentences
 
     out: list[str] = []
     for sentence in split_sentences(reasoning):

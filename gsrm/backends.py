@@ -37,12 +37,23 @@ from pydantic import BaseModel
 
 from gsrm.anchor import MAX_ANCHORS, find_skip, rewriting_steps
 from gsrm.prompts import DEFAULT_SHOTS, Message, build_messages
+from gsrm.text import last_piece, run_on_cuts, split_sentences  # noqa: F401  (re-exported)
 
 DecomposeItem = tuple[str, str]  # (problem, reasoning)
 
 
 class BackendError(RuntimeError):
     """A backend could not generate (model failed to load, server unreachable, ...)."""
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    r"""``text`` cut before the first stop string, and whether one occurred.
+
+    >>> cut_at_stop("a\n[Meta-reasoning 2]: b", ["\n[Meta-reasoning 2]"])
+    ('a', True)
+    """
+    at = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:at], True) if at >= 0 else (text, False)
 
 
 class Generation(BaseModel):
@@ -57,6 +68,7 @@ class Generation(BaseModel):
     stopped_at_trace_end: bool = False
     continued: int = 0  # times resumed after ending before the trace's end
     anchored: int = 0  # answers cut back and re-started on a trace sentence they skipped
+    spans: list[tuple[int, int]] | None = None  # a rule decomposer's step spans, in step order
 
 
 class Backend(ABC):
@@ -95,11 +107,23 @@ class Backend(ABC):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # -- chat generation ---------------------------------------------------------------
+    #: True for model-free decomposers that make their own steps (and spans); the GSRM then
+    #: uses their decomposition as it is instead of segmenting and describing
+    rule_based: bool = False
+    #: True for LM backends that the two-stage GSRM asks to describe step spans (``generate``
+    #: with ``stop``); other backends decompose whole traces (``decompose_many``)
+    describes_spans: bool = False
+
     @abstractmethod
     def generate(
-        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None
+        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
     ) -> list[Generation]:
-        """Greedy chat completions for a batch of conversations."""
+        """Greedy chat completions for a batch of conversations.
+
+        ``stop``: strings that end a completion (the text is cut before the first of them),
+        the same in every backend.
+        """
 
     # -- decomposition -----------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
@@ -143,48 +167,6 @@ class Backend(ABC):
 
 
 # --------------------------------------------------------------------------- sentences
-_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$(\"'])|\n+")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences by end punctuation or line break (a simple, model-free splitter)."""
-    return [s.strip() for s in _SENT.split(text) if s and s.strip()]
-
-
-_RUN_ON = re.compile(r"(?<=[a-z0-9%)\]])\s+(?=[A-Z][a-z])")
-
-
-def run_on_cuts(sentence: str) -> list[int]:
-    """Offsets in ``sentence`` where a capitalised word follows a word with no capitals.
-
-    Such a run-on join is where a full stop or a line break went missing ("... = 16 bars in
-    each box Martha has ..."): GSM8K solutions without their line breaks are full of them.
-    A word with capitals before the join ("Doctor Jones") does not cut.
-
-    >>> run_on_cuts("It takes 2/2=1 bolt So the total is 3 bolts to Mary Doctor Jones")
-    [20, 47]
-    """
-    cuts: list[int] = []
-    for m in _RUN_ON.finditer(sentence):
-        before = sentence[: m.start()].split()
-        if before and not any(c.isupper() for c in before[-1]):
-            cuts.append(m.end())
-    return cuts
-
-
-def last_piece(text: str) -> str:
-    """The trace's final sentence, from its last run-on join on (``run_on_cuts``).
-
-    >>> last_piece("Add 2. So 3 Then 5 in all")
-    'Then 5 in all'
-    """
-    sentences = split_sentences(text)
-    if not sentences:
-        return ""
-    cuts = run_on_cuts(sentences[-1])
-    return sentences[-1][cuts[-1]:] if cuts else sentences[-1]
-
-
 class SentenceBackend(Backend):
     """Model-free baseline: every sentence of the trace becomes one step.
 
@@ -193,28 +175,38 @@ class SentenceBackend(Backend):
     """
 
     name = "sentences"
+    rule_based = True
 
     @property
     def model_id(self) -> str:
         return "rule-based"
 
     def generate(
-        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None
+        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
     ) -> list[Generation]:
         raise BackendError("the 'sentences' backend only decomposes; it has no chat model")
 
     def decompose_many(self, items: Sequence[DecomposeItem]) -> list[Generation]:
         from gsrm.judges import answer_number
+        from gsrm.text import spans_from_starts
 
         out: list[Generation] = []
         for _, reasoning in items:
             lines: list[str] = []
+            starts: list[int] = []
+            cursor = 0
             for i, sent in enumerate(split_sentences(reasoning), start=1):
+                at = reasoning.find(sent, cursor)
+                starts.append(at)
+                cursor = at + len(sent)
+                flat = " ".join(sent.split())
                 num = answer_number(sent)
-                ans = (f"{num:g}" if num is not None else sent)
-                lines += [f"[Meta-reasoning {i}]: {sent}", f"[Sub-problem {i}]: {sent}",
+                ans = (f"{num:g}" if num is not None else flat)
+                lines += [f"[Meta-reasoning {i}]: {flat}", f"[Sub-problem {i}]: {flat}",
                           f"[Answer {i}]: {ans}"]
-            out.append(Generation(text="\n".join(lines), completion_tokens=len(lines)))
+            out.append(Generation(text="\n".join(lines), completion_tokens=len(lines),
+                                  spans=spans_from_starts(reasoning, starts[1:])))
         return out
 
 
@@ -546,6 +538,7 @@ class TransformersBackend(Backend):
     """
 
     name = "transformers"
+    describes_spans = True
 
     def __init__(
         self,
@@ -690,18 +683,26 @@ class TransformersBackend(Backend):
         ids.add(self._tok.eos_token_id)
         return {i for i in ids if i is not None}
 
-    def _should_stop(self, ids: list[int], trace: str | None = None) -> bool:
+    def _should_stop(self, ids: list[int], trace: str | None = None,
+                     stop: Sequence[str] | None = None) -> bool:
         """The loop stop: a looping tail, a repeated step (``repeated_step_start``) or, given
-        the trace, a step begun after it was covered (``covered_step_start``)."""
+        the trace, a step begun after it was covered (``covered_step_start``); or a stop
+        string."""
         decode = self._tok.decode
+        if stop and cut_at_stop(decode(ids), stop)[1]:
+            return True
         return is_looping(ids[-256:], decode) or stop_cut(decode(ids), trace)[0] is not None
 
     def _result(self, new: list[int], prompt_tokens: int, limit: int, ended: bool,
-                trace: str | None = None) -> Generation:
+                trace: str | None = None, stop: Sequence[str] | None = None) -> Generation:
         """A Generation from completion ids (EOS removed); ``ended``: stopped before the budget."""
         n = len(new)
-        looped = self.stop_loops and n < limit and is_looping(new[-256:], self._tok.decode)
         text = self._tok.decode(new, skip_special_tokens=True)
+        if stop:
+            text, hit = cut_at_stop(text, stop)
+            if hit:
+                return Generation(text=text, prompt_tokens=prompt_tokens, completion_tokens=n)
+        looped = self.stop_loops and n < limit and is_looping(new[-256:], self._tok.decode)
         cut, at_end = stop_cut(text, trace) if self.stop_loops else (None, False)
         if cut is not None:  # drop the repeated (or post-trace) step and what follows; flagged
             text, looped = text[:cut].rstrip(), looped or not at_end
@@ -719,13 +720,14 @@ class TransformersBackend(Backend):
         return self._generate(conversations, None, traces)
 
     def generate(
-        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None
+        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
     ) -> list[Generation]:
-        return self._generate(conversations, max_new_tokens, [None] * len(conversations))
+        return self._generate(conversations, max_new_tokens, [None] * len(conversations), stop)
 
     def _generate(
         self, conversations: Sequence[list[Message]], max_new_tokens: int | None,
-        traces: Sequence[str | None],
+        traces: Sequence[str | None], stop: Sequence[str] | None = None,
     ) -> list[Generation]:
         """Greedy generation, continuously batched (``gsrm.decode.greedy_decode``).
 
@@ -742,7 +744,7 @@ class TransformersBackend(Backend):
         """
         self.load()
         if self.prompt_lookup:
-            return self._generate_lookup(conversations, max_new_tokens, traces)
+            return self._generate_lookup(conversations, max_new_tokens, traces, stop)
         limit = max_new_tokens or self.max_new_tokens
         prompts = [self._prompt_ids(c) for c in conversations]
         prefixes = [self._prefix_ids(c, p) if self.prefix_cache else ()
@@ -758,12 +760,12 @@ class TransformersBackend(Backend):
 
         decoded = self._decode_groups(prompts, prefixes, list(traces), limit,
                                       resume if self.stop_loops else None,
-                                      revise if self.stop_loops else None)
+                                      revise if self.stop_loops else None, stop)
         done = [d.ids[:limit] for d in decoded]
         ended = [d.reason != "length" for d in decoded]  # stopped before the budget
         out = []
         for i in range(len(prompts)):
-            g = self._result(done[i], len(prompts[i]), limit, ended[i], traces[i])
+            g = self._result(done[i], len(prompts[i]), limit, ended[i], traces[i], stop)
             g.continued = rounds[i]
             g.anchored = len(anchors[i].steps)
             out.append(g)
@@ -773,7 +775,7 @@ class TransformersBackend(Backend):
                        traces: list[str | None], budget: int,
                        resume: Callable[[int, list[int]], list[int] | None] | None,
                        revise: Callable[[int, list[int]], list[int] | None] | None = None,
-                       ) -> list[Any]:
+                       stop: Sequence[str] | None = None) -> list[Any]:
         """``greedy_decode`` per shared prefix; ``resume``/``revise(k, ids)`` (k indexes
         ``prompts``)."""
         from gsrm.decode import greedy_decode
@@ -795,7 +797,7 @@ class TransformersBackend(Backend):
                     prefix=prefix,
                     prefix_cache=self._prefix_kv(prefix) if plen else None,
                     should_stop=(lambda j, ids, idx=idx: self._should_stop(
-                        ids, traces[idx[j]])) if self.stop_loops else None,
+                        ids, traces[idx[j]], stop)) if self.stop_loops or stop else None,
                     resume=(lambda j, ids, idx=idx: resume(idx[j], ids)) if resume else None,
                     revise=(lambda j, ids, idx=idx: revise(idx[j], ids)) if revise else None,
                     device=self.device,
@@ -854,7 +856,7 @@ class TransformersBackend(Backend):
 
     def _generate_lookup(
         self, conversations: Sequence[list[Message]], max_new_tokens: int | None,
-        traces: Sequence[str | None],
+        traces: Sequence[str | None], stop: Sequence[str] | None = None,
     ) -> list[Generation]:
         """Prompt-lookup speculation through ``model.generate``, one sequence at a time.
 
@@ -874,12 +876,12 @@ class TransformersBackend(Backend):
                 "temperature": None, "top_p": None, "top_k": None,
                 "prompt_lookup_num_tokens": self.prompt_lookup,
             }
-            if self.stop_loops:
+            if self.stop_loops or stop:
                 from transformers import StoppingCriteriaList
 
                 kwargs["stopping_criteria"] = StoppingCriteriaList(
                     [_loop_stopper(len(prompt),
-                                   lambda ids, trace=trace: self._should_stop(ids, trace))]
+                                   lambda ids, trace=trace: self._should_stop(ids, trace, stop))]
                 )
             try:
                 with torch.inference_mode():
@@ -893,7 +895,7 @@ class TransformersBackend(Backend):
                 raise BackendError(f"generation failed: {exc}") from exc
             new = out[0, len(prompt):].tolist()
             n = next((j for j, t in enumerate(new) if t in eos_ids), len(new))
-            results.append(self._result(new[:n], len(prompt), limit, n < len(new), trace))
+            results.append(self._result(new[:n], len(prompt), limit, n < len(new), trace, stop))
         return results
 
 
@@ -906,6 +908,7 @@ class OpenAIBackend(Backend):
     """
 
     name = "openai"
+    describes_spans = True
 
     def __init__(
         self,
@@ -941,10 +944,13 @@ class OpenAIBackend(Backend):
                                   timeout=self.timeout, max_retries=self.max_retries)
         return self._client
 
-    def _one(self, conversation: list[Message], limit: int) -> Generation:
+    def _one(self, conversation: list[Message], limit: int,
+             stop: Sequence[str] | None = None) -> Generation:
+        extra: dict[str, Any] = {"stop": list(stop)[:4]} if stop else {}
         try:
             resp = self._get_client().chat.completions.create(
-                model=self.model, messages=conversation, temperature=0.0, max_tokens=limit
+                model=self.model, messages=conversation, temperature=0.0, max_tokens=limit,
+                **extra,
             )
         except Exception as exc:
             raise BackendError(f"openai backend request to {self.base_url} failed: {exc}") from exc
@@ -953,21 +959,22 @@ class OpenAIBackend(Backend):
         choice = resp.choices[0]
         usage = resp.usage
         return Generation(
-            text=choice.message.content or "",
+            text=cut_at_stop(choice.message.content or "", stop or ())[0],
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
             hit_max_new_tokens=choice.finish_reason == "length",
         )
 
     def generate(
-        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None
+        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
     ) -> list[Generation]:
         limit = max_new_tokens or self.max_new_tokens
         if not conversations:
             return []
         workers = max(1, min(self.concurrency, len(conversations)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(lambda c: self._one(c, limit), conversations))
+            return list(pool.map(lambda c: self._one(c, limit, stop), conversations))
 
 
 # --------------------------------------------------------------------------- vllm
@@ -975,6 +982,7 @@ class VLLMBackend(Backend):
     """In-process vLLM (GPU), an optional extra: ``pip install 'gsrm[vllm]'``."""
 
     name = "vllm"
+    describes_spans = True
 
     def __init__(self, model: str | None = None, adapter: str | None = "auto",
                  gpu_memory_utilization: float = 0.85, **kwargs: Any) -> None:
@@ -1019,13 +1027,14 @@ class VLLMBackend(Backend):
         return self._tok.decode(self._tok(text, add_special_tokens=False)["input_ids"][:max_tokens])
 
     def generate(
-        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None
+        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
     ) -> list[Generation]:
         from vllm import SamplingParams
 
         llm = self._load()
         limit = max_new_tokens or self.max_new_tokens
-        params = SamplingParams(temperature=0.0, max_tokens=limit)
+        params = SamplingParams(temperature=0.0, max_tokens=limit, stop=list(stop or []) or None)
         lora = None
         if self.adapter:
             from vllm.lora.request import LoRARequest
@@ -1034,7 +1043,7 @@ class VLLMBackend(Backend):
         outs = llm.chat(list(conversations), params, lora_request=lora, use_tqdm=False)
         return [
             Generation(
-                text=o.outputs[0].text,
+                text=cut_at_stop(o.outputs[0].text, stop or ())[0],
                 prompt_tokens=len(o.prompt_token_ids or []),
                 completion_tokens=len(o.outputs[0].token_ids),
                 hit_max_new_tokens=o.outputs[0].finish_reason == "length",

@@ -25,7 +25,14 @@ from typing import Any
 
 from gsrm.align import SCORE_MODES
 from gsrm.backends import BACKENDS, DEFAULT_BACKEND
-from gsrm.io import InputError, iter_jsonl, load_pairs, load_trace, trace_from_obj, write_text_atomic
+from gsrm.io import (
+    InputError,
+    iter_jsonl,
+    load_pairs,
+    load_trace,
+    trace_from_obj,
+    write_text_atomic,
+)
 from gsrm.judges import DEFAULT_JUDGE, JUDGES
 
 
@@ -57,6 +64,14 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (transformers; default: torch's choice). On a CPU "
                         "shared with other busy processes, 1 avoids thread oversubscription")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    g.add_argument("--decomposer", default="two-stage", choices=["two-stage", "single-pass"],
+                   help="two-stage (default): the trained segmenter finds the steps, the LM "
+                        "describes each; single-pass: the LM writes the whole decomposition "
+                        "(large GSRMs behind vllm/openai)")
+    g.add_argument("--segmenter", default="trained",
+                   help="step segmenter for two-stage: 'trained' (the shipped model), a folder "
+                        "of one trained with `gsrm-train segmenter`, or a rule baseline "
+                        "('units', 'cues')")
     g.add_argument("--out", default=None, help="write the JSON here (atomically) instead of stdout")
 
 
@@ -135,7 +150,21 @@ def _gsrm(args: argparse.Namespace, judge: bool) -> Any:
             jkw = {"base_url": args.judge_url, "model": args.judge_model}
         jdg = get_judge(args.judge, **jkw)
     return GSRM(backend=get_backend(args.backend, **backend_kwargs(args)), judge=jdg,
-                mode=getattr(args, "mode", "paper"), use_coverage=getattr(args, "coverage", False))
+                mode=getattr(args, "mode", "paper"), use_coverage=getattr(args, "coverage", False),
+                decomposer=args.decomposer, segmenter=segmenter_from_arg(args.segmenter))
+
+
+def segmenter_from_arg(value: str) -> Any:
+    """A segmenter for ``--segmenter``: a registry name, or a trained model's folder."""
+    from gsrm.segment import SEGMENTERS, get_segmenter
+
+    if value in SEGMENTERS:
+        return get_segmenter(value)
+    path = Path(value)
+    if not (path / "config.json").is_file():
+        raise InputError(value, None, f"not a segmenter name ({sorted(SEGMENTERS)}) nor a "
+                                      "folder with config.json")
+    return get_segmenter("trained", path=path)
 
 
 def _cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -179,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gsrm``; returns the process exit code."""
     from gsrm.backends import BackendError
     from gsrm.judges import JudgeError
+    from gsrm.segment import SegmenterError
     from gsrm.weights import WeightsNotFoundError
 
     parser = build_parser()
@@ -190,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"gsrm: error: {exc}", file=sys.stderr)
         return 2
-    except (BackendError, JudgeError, WeightsNotFoundError, ValueError) as exc:
+    except (BackendError, JudgeError, SegmenterError, WeightsNotFoundError, ValueError) as exc:
         print(f"gsrm: error: {exc}", file=sys.stderr)
         return 1
 

@@ -29,7 +29,13 @@ from gsrm.align import SCORE_MODES, score_structures
 from gsrm.backends import Backend, get_backend
 from gsrm.judges import Judge, get_judge
 from gsrm.parse import parse_structure
+from gsrm.segment import Segmenter, get_segmenter
 from gsrm.structure import GenerationInfo, ScoreMode, ScoreResult, Step, Structure
+
+DECOMPOSERS: tuple[str, ...] = ("two-stage", "single-pass")
+"""``two-stage``: segment the trace into step spans, then describe each span with the LM (the
+default); ``single-pass``: the LM writes the whole decomposition (for large GSRMs behind
+vLLM/openai), and its steps get spans by alignment (``gsrm.projection.assign_spans``)."""
 
 #: a side of a comparison: raw reasoning text, a Structure, or a list of steps (dicts or Steps)
 Side = Union[str, Structure, Sequence[Step], Sequence[Mapping[str, Any]]]
@@ -64,9 +70,19 @@ class GSRM:
         mode: ScoreMode = "paper",
         use_coverage: bool = False,
         cache_size: int = 4096,
+        decomposer: str = "two-stage",
+        segmenter: Segmenter | None = None,
+        describe_max_new_tokens: int | None = None,
     ) -> None:
         if mode not in SCORE_MODES:
             raise ValueError(f"unknown score mode {mode!r}; choose one of {SCORE_MODES}")
+        if decomposer not in DECOMPOSERS:
+            raise ValueError(f"unknown decomposer {decomposer!r}; choose one of {DECOMPOSERS}")
+        self.decomposer = decomposer
+        self._segmenter = segmenter
+        from gsrm.describe import DESCRIBE_MAX_NEW_TOKENS
+
+        self.describe_max_new_tokens = describe_max_new_tokens or DESCRIBE_MAX_NEW_TOKENS
         self._backend = backend
         self._judge = judge
         self.mode: ScoreMode = mode
@@ -99,6 +115,27 @@ class GSRM:
         return self._backend
 
     @property
+    def segmenter(self) -> Segmenter:
+        if self._segmenter is None:
+            self._segmenter = get_segmenter()
+        return self._segmenter
+
+    @property
+    def two_stage(self) -> bool:
+        """Segment-then-describe: the default for LM backends (``Backend.describes_spans``)."""
+        return self.decomposer == "two-stage" and self.backend.describes_spans
+
+    def decomposer_identity(self) -> str:
+        """What besides the backend decides a decomposition (part of the cache key)."""
+        import json
+
+        if not self.two_stage:
+            return "single-pass"
+        return json.dumps({"decomposer": "two-stage", "segmenter": self.segmenter.identity(),
+                           "describe_max_new_tokens": self.describe_max_new_tokens},
+                          sort_keys=True)
+
+    @property
     def judge(self) -> Judge:
         if self._judge is None:
             self._judge = get_judge()
@@ -107,7 +144,7 @@ class GSRM:
     # ------------------------------------------------------------------ decomposition
     def cache_key(self, problem: str, reasoning: str) -> str:
         h = hashlib.sha256()
-        for part in (self.backend.cache_key(), problem, reasoning):
+        for part in (self.backend.cache_key(), self.decomposer_identity(), problem, reasoning):
             h.update(part.encode("utf-8"))
             h.update(b"\x00")
         return h.hexdigest()
@@ -133,38 +170,9 @@ class GSRM:
                     todo[key] = item
         if todo:
             todo_keys = list(todo)
-            gens = self.backend.decompose_many([todo[k] for k in todo_keys])
+            structs = self._decompose_uncached([todo[k] for k in todo_keys])
             with self._lock:
-                for key, gen in zip(todo_keys, gens):
-                    struct = parse_structure(gen.text)
-                    struct.generation = GenerationInfo(
-                        backend=self.backend.name,
-                        model=self.backend.model_id,
-                        prompt_tokens=gen.prompt_tokens,
-                        completion_tokens=gen.completion_tokens,
-                        input_truncated=gen.input_truncated,
-                        hit_max_new_tokens=gen.hit_max_new_tokens,
-                        stopped_in_loop=gen.stopped_in_loop,
-                        stopped_at_trace_end=gen.stopped_at_trace_end,
-                        continued=gen.continued,
-                        anchored=gen.anchored,
-                    )
-                    if gen.input_truncated:
-                        struct.warnings.append("input reasoning was truncated to max_input_tokens")
-                    if gen.hit_max_new_tokens:
-                        struct.warnings.append("generation stopped at max_new_tokens")
-                    if gen.stopped_in_loop:
-                        struct.warnings.append("generation stopped in a repeating loop")
-                    if gen.stopped_at_trace_end:
-                        struct.warnings.append("generation stopped: a step began after the "
-                                               "trace was covered (dropped)")
-                    if gen.continued:
-                        struct.warnings.append(
-                            f"generation ended before the trace's end; resumed {gen.continued}x")
-                    if gen.anchored:
-                        struct.warnings.append(
-                            f"{gen.anchored} answer(s) skipped a trace sentence and were "
-                            "re-started on it")
+                for key, struct in zip(todo_keys, structs, strict=True):
                     results[key] = struct
                     self._cache[key] = struct
                     self.stats["decompositions"] += 1
@@ -178,6 +186,56 @@ class GSRM:
                 if s.generation is not None:
                     s.generation.cached = True
             out.append(s)
+        return out
+
+    def _decompose_uncached(self, items: Sequence[tuple[str, str]]) -> list[Structure]:
+        """Decompose traces with no cache: two-stage (segment, then describe each span) or the
+        backend's own whole-trace decomposition, whose steps get spans by alignment."""
+        if self.two_stage:
+            from gsrm.describe import decompose_two_stage
+
+            return decompose_two_stage(self.segmenter, self.backend, items,
+                                       self.describe_max_new_tokens)
+        from gsrm.projection import assign_spans
+
+        gens = self.backend.decompose_many(items)
+        out: list[Structure] = []
+        for (_, reasoning), gen in zip(items, gens, strict=True):
+            struct = parse_structure(gen.text)
+            struct.generation = GenerationInfo(
+                backend=self.backend.name,
+                model=self.backend.model_id,
+                prompt_tokens=gen.prompt_tokens,
+                completion_tokens=gen.completion_tokens,
+                input_truncated=gen.input_truncated,
+                hit_max_new_tokens=gen.hit_max_new_tokens,
+                stopped_in_loop=gen.stopped_in_loop,
+                stopped_at_trace_end=gen.stopped_at_trace_end,
+                continued=gen.continued,
+                anchored=gen.anchored,
+            )
+            if gen.input_truncated:
+                struct.warnings.append("input reasoning was truncated to max_input_tokens")
+            if gen.hit_max_new_tokens:
+                struct.warnings.append("generation stopped at max_new_tokens")
+            if gen.stopped_in_loop:
+                struct.warnings.append("generation stopped in a repeating loop")
+            if gen.stopped_at_trace_end:
+                struct.warnings.append("generation stopped: a step began after the "
+                                       "trace was covered (dropped)")
+            if gen.continued:
+                struct.warnings.append(
+                    f"generation ended before the trace's end; resumed {gen.continued}x")
+            if gen.anchored:
+                struct.warnings.append(
+                    f"{gen.anchored} answer(s) skipped a trace sentence and were "
+                    "re-started on it")
+            if gen.spans is not None and len(gen.spans) == len(struct.steps):
+                for st, span in zip(struct.steps, gen.spans, strict=True):
+                    st.span = span
+            else:
+                struct = assign_spans(struct, reasoning)
+            out.append(struct)
         return out
 
     # ------------------------------------------------------------------ scoring

@@ -29,6 +29,16 @@ class Step(BaseModel):
     meta: str = Field("", description="meta-reasoning: why this sub-problem is the next one")
     subproblem: str = Field("", description="the single question this step answers")
     answer: str = Field("", description="the brief answer to the sub-problem, no reasoning")
+    span: tuple[int, int] | None = Field(
+        None, description="[start, end]: character offsets of the step's text in the reasoning "
+        "it came from (after <think> handling); None for steps given already decomposed")
+
+    @field_validator("span")
+    @classmethod
+    def _span_ordered(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not 0 <= v[0] < v[1]:
+            raise ValueError(f"span {list(v)} must satisfy 0 <= start < end")
+        return v
 
     def part(self, kind: Kind) -> str:
         """The text of one part by kind name (meta / subproblem / answer)."""

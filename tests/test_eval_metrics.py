@@ -265,7 +265,7 @@ def test_registry_and_directions():
 # --------------------------------------------------------------------------- doctests
 @pytest.mark.parametrize(
     "module",
-    ["eval.metrics", "eval.projection", "eval.segmentation", "eval.systems", "eval.cache",
+    ["eval.metrics", "gsrm.projection", "eval.segmentation", "eval.systems", "eval.cache",
      "eval.tasks", "eval.tasks.base", "eval.tasks.prmbench", "eval.tasks.sanity"],
 )
 def test_docstring_examples_run(module):

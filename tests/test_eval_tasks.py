@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from eval.segmentation import evaluate_item
+
 from eval.tasks import TASKS, get_task
 from eval.tasks.annotated import SAMPLE, load_annotated
 from eval.tasks.base import DataMissing, TaskContext, interleave
@@ -169,8 +171,24 @@ def test_annotated_loader_validates(tmp_path):
 def test_bundled_annotated_sample_is_valid():
     loaded = load_annotated(SAMPLE)
     assert loaded.problems == [] and len(loaded.items) == 8
-    roles = {s.role for it in loaded.items for s in it.spans}
+    roles = {s.role for it in loaded.items for s in it.role_spans or []}
     assert roles == {"meta", "solve", "other"}
+    # a step's meta-reasoning and its solving are one step: fewer steps than role spans
+    for it in loaded.items:
+        assert it.role_spans is not None and len(it.spans) < len(it.role_spans)
+        assert it.spans[0].start == it.role_spans[0].start
+
+
+def test_annotated_boundaries_are_steps_not_role_changes():
+    """A hypothesis with the reference's steps scores 1.0 even though each step holds two
+    roles: a change of role inside a step is not a boundary (it was before 2026-11-30)."""
+    from gsrm.structure import Step, Structure
+
+    it = load_annotated(SAMPLE).items[0]
+    steps = [Step(meta="m", subproblem="s", answer="a", span=(sp.start, sp.end))
+             for sp in it.spans]
+    r = evaluate_item(it.reasoning, it.spans, Structure(steps=steps), role_spans=it.role_spans)
+    assert r.char.f1 == 1.0 and r.n_hyp_steps == len(it.spans)
 
 
 def test_interleave():
@@ -311,12 +329,17 @@ def test_real_prmbench_reads_only_test_files():
 def test_champ_loads_from_pypi_package():
     pytest.importorskip("champ_dataset")
     loaded = get_task("champ-steps").load(TaskContext(limit=2))
-    assert len(loaded.items) == 2 and loaded.available == 270
+    # the test split (eval.splits: 40% of the 270 problems), never the training problems
+    assert len(loaded.items) == 2 and 80 <= loaded.available <= 135
     assert all(len(it.spans) >= 1 for it in loaded.items)
+    dev = get_task("champ-steps").load(TaskContext(split="dev"))
+    assert not {it.id for it in dev.items} & {it.id for it in
+                                              get_task("champ-steps").load(TaskContext()).items}
 
 
 def test_every_task_is_registered():
     assert set(TASKS) == {"gsm8k-socratic", "prm800k-steps", "champ-steps", "bbm-steps",
-                          "annotated-jsonl", "prmbench-structure", "reward-sanity"}
+                          "branching-steps", "schoenfeld-r1", "annotated-jsonl",
+                          "prmbench-structure", "reward-sanity"}
     with pytest.raises(ValueError, match="unknown task"):
         get_task("mmlu")

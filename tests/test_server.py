@@ -339,7 +339,7 @@ def test_rewards_raw_text_and_details(srv: Live) -> None:
     d = r.json()["data"][0]
     want = expected(PROBLEM, RAW_TEACHER, RAW_STUDENT)
     assert d["reward"] == want.reward and d["step_rewards"] == want.step_rewards
-    assert d["teacher"]["steps"] == [s.model_dump() for s in want.teacher.steps]
+    assert d["teacher"]["steps"] == [s.model_dump(mode="json") for s in want.teacher.steps]
     assert len(d["verdicts"]) == min(want.teacher.n_steps, want.student.n_steps)
 
 

@@ -54,6 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", type=Path, default=None, help="its data folder (manifest)")
     e.add_argument("--name", default="cpu-small", help="adapter name under gsrm/adapters/")
 
+    sg = sub.add_parser("segmenter", help="train the step segmenter (gsrm.segment)")
+    sg.add_argument("--data", type=Path, default=Path("../shared/data"),
+                    help="folder with gsm8k/, prmbench/, prm800k_phase1/, bigbench_mistake/")
+    sg.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, model)")
+    sg.add_argument("--seed", type=int, default=0)
+    sg.add_argument("--epochs", type=int, default=None)
+    sg.add_argument("--max-minutes", type=float, default=None, help="wall-time budget")
+    sg.add_argument("--sources", default=None,
+                    help="comma-separated training.segdata sources (default: all)")
+    sg.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    sg.add_argument("--resume", action="store_true", help="continue from the last epoch")
+
+    xs = sub.add_parser("export-segmenter",
+                        help="copy a segmenter run into the package (gsrm/adapters/segmenter)")
+    xs.add_argument("--run", type=Path, required=True, help="run folder of `gsrm-train segmenter`")
+
     lab = sub.add_parser("label", help="label traces with a teacher LLM (OpenAI-compatible)")
     from training import label
 
@@ -102,6 +118,23 @@ def _sft(args: argparse.Namespace) -> int:
     info = train(args.data_dir, args.out, args.preset, seed=args.seed, resume=args.resume,
                  overrides=overrides, command="gsrm-train " + " ".join(sys.argv[1:]))
     print(json.dumps({k: v for k, v in dataclasses.asdict(info).items() if k != "log"}))
+    return 0
+
+
+def _segmenter(args: argparse.Namespace) -> int:
+    from training.segtrain import SegTrainConfig, train
+
+    cfg = SegTrainConfig(seed=args.seed, threads=args.threads)
+    if args.epochs is not None:
+        cfg.epochs = args.epochs
+    if args.max_minutes is not None:
+        cfg.max_minutes = args.max_minutes
+    if args.sources:
+        cfg.sources = [x.strip() for x in args.sources.split(",") if x.strip()]
+    summary = train(args.data, args.out, cfg, resume=args.resume,
+                    command="gsrm-train " + " ".join(sys.argv[1:]))
+    print(json.dumps({"out": str(args.out), "best": summary["best"],
+                      "wall_minutes": summary["wall_minutes"]}))
     return 0
 
 
@@ -166,6 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sft(args)
         if args.cmd == "export":
             return _export(args)
+        if args.cmd == "segmenter":
+            return _segmenter(args)
+        if args.cmd == "export-segmenter":
+            from training.segtrain import export
+
+            print(json.dumps({"exported": str(export(args.run))}))
+            return 0
         from training import label
 
         return label.run(args)

@@ -5,7 +5,7 @@ Format (one JSON object a line, UTF-8)::
     {"id": "ex-1",                      # unique name (string)
      "problem": "...",                  # the problem statement (may be empty)
      "reasoning": "...",                # the trace, given to the system as is
-     "steps": [{"start": 0, "end": 57, "role": "meta"}, ...],
+     "steps": [{"start": 0, "end": 57, "role": "meta", "step": 0}, ...],
      "label": "math"}                   # optional: a free-form tag, reported per label
 
 ``steps`` are character spans ``reasoning[start:end]`` (0-based, end exclusive), in order and
@@ -16,11 +16,14 @@ not overlapping; text between spans belongs to no step (its role is ``other``). 
 - ``solve``: solving a sub-problem — computing or stating its result;
 - ``other``: anything else (restating the problem, filler, the final-answer line).
 
-Each span is one segment of one role, so a step's meta-reasoning and its solving are two
-spans. Segmentation F1 is computed against the spans' starts, with the system's segments
-taken as runs of one role within one of its steps (``Projection.role_unit_boundaries``),
-and role agreement per sentence against the spans' roles. Lines that break these rules are reported
-(file, line, field) and skipped. ``eval/data/annotated_sample.jsonl`` is a small sample
+Each span is one segment of one role. ``step`` (optional, an integer) groups spans into
+steps: a step's meta-reasoning and its solving are two spans of one step. Without it every
+span is a step. Step boundaries and roles are scored separately: segmentation F1 compares the
+system's *step* boundaries with the starts of the reference steps (the first span of each
+``step`` group, or every span), and role agreement compares, per sentence, the system's
+roles with the spans' roles. (Before 2026-11-30 the system's segments were its runs of one
+role within a step, which counted a change of role inside a step as a boundary.) Lines that
+break these rules are reported (file, line, field) and skipped. ``eval/data/annotated_sample.jsonl`` is a small sample
 written for this project; pass your own with ``--annotated FILE``.
 """
 
@@ -38,9 +41,10 @@ SAMPLE = Path(__file__).resolve().parents[1] / "data" / "annotated_sample.jsonl"
 
 
 class AnnotatedStep(RefSpan):
-    """A human step: its span and (required here) its role."""
+    """A human span: its offsets, (required here) its role, and optionally its step."""
 
     role: str  # type: ignore[assignment]
+    step: int | None = Field(None, description="the step this span belongs to (same = same step)")
 
 
 class AnnotatedRecord(BaseModel):
@@ -66,6 +70,29 @@ class AnnotatedRecord(BaseModel):
         return self
 
 
+def step_spans(spans: list[AnnotatedStep]) -> list[RefSpan]:
+    """The reference steps: spans merged by ``step`` (every span a step when none has one).
+
+    >>> ss = [AnnotatedStep(start=0, end=5, role="meta", step=0),
+    ...       AnnotatedStep(start=6, end=9, role="solve", step=0),
+    ...       AnnotatedStep(start=10, end=12, role="meta", step=1)]
+    >>> [(s.start, s.end) for s in step_spans(ss)]
+    [(0, 9), (10, 12)]
+    """
+    if all(s.step is None for s in spans):
+        return [RefSpan(start=s.start, end=s.end) for s in spans]
+    out: list[RefSpan] = []
+    last: object = object()
+    for s in spans:
+        key = s.step if s.step is not None else ("alone", s.start)
+        if out and key == last:
+            out[-1] = RefSpan(start=out[-1].start, end=s.end)
+        else:
+            out.append(RefSpan(start=s.start, end=s.end))
+        last = key
+    return out
+
+
 def load_annotated(path: Path, limit: int | None = None) -> Loaded[SegItem]:
     """Validated records as segmentation items; duplicate ids and bad lines are reported."""
     problems: list[str] = []
@@ -79,17 +106,17 @@ def load_annotated(path: Path, limit: int | None = None) -> Loaded[SegItem]:
             problems.append(f"{path}:{n}: field 'id': duplicate id {rec.id!r}; skipped")
             continue
         seen.add(rec.id)
-        spans = [RefSpan(start=s.start, end=s.end, role=s.role) for s in rec.steps]
+        role_spans = [RefSpan(start=s.start, end=s.end, role=s.role) for s in rec.steps]
         items.append(SegItem(id=rec.id, problem=rec.problem, reasoning=rec.reasoning,
-                             spans=spans, group=rec.label))
+                             spans=step_spans(rec.steps), role_spans=role_spans,
+                             group=rec.label))
     return Loaded(take(items, limit), problems, len(items))
 
 
 class AnnotatedJsonl(SegmentationTask):
     name = "annotated-jsonl"
     description = "an annotated corpus (step spans + meta/solve/other roles): segmentation, roles"
-    max_new_tokens = 384
-    by_role = True
+    max_new_tokens = 1024
 
     def load(self, ctx: TaskContext) -> Loaded[SegItem]:
         path = ctx.annotated or SAMPLE

@@ -53,6 +53,10 @@ class TaskContext:
     char_tolerance: int = 10
     sent_tolerance: int = 0
     annotated: Path | None = None
+    #: which split to run: ``test`` reports, ``dev`` is for choosing (``eval.splits``)
+    split: str = "test"
+    #: a checkout of MingLiiii/Schoenfeld_Reasoning for the optional ``schoenfeld-r1`` task
+    schoenfeld: Path | None = None
 
 
 @dataclass

@@ -40,10 +40,10 @@ from eval.tasks.base import (
     validate_row,
 )
 from eval.tasks.segtask import SegItem, SegmentationTask
-from gsrm.backends import split_sentences
 from gsrm.calibrate import CALIBRATION_ITEMS, SOCRATIC_FILE, parse_socratic
 from gsrm.judges import LexicalJudge, token_f1
 from gsrm.structure import Structure
+from gsrm.text import split_sentences
 
 HELD_OUT_START = CALIBRATION_ITEMS  # items >= 1000 are the evaluation split
 
@@ -53,16 +53,24 @@ class _SocraticRow(BaseModel):
     answer: str
 
 
-def load_socratic(path: Any, limit: int | None = None) -> Loaded[SegItem]:
-    """Held-out socratic items as segmentation items (bad lines reported, not raised)."""
+def load_socratic(path: Any, limit: int | None = None, split: str = "test") -> Loaded[SegItem]:
+    """Socratic items as segmentation items (bad lines reported, not raised).
+
+    ``test``: the held-out items (index >= 1000); ``dev`` (or ``train``): items below 1000
+    whose problem falls in that split (``eval.splits.split_of``, source ``gsm8k``).
+    """
+    from eval.splits import split_of
+
     problems: list[str] = []
     items: list[SegItem] = []
     for n, obj in read_jsonl(path, problems):
         index = n - 1  # line n holds item n-1 (the file has no blank lines)
-        if index < HELD_OUT_START:
+        if (index < HELD_OUT_START) == (split == "test"):
             continue
         row = validate_row(_SocraticRow, obj, f"{path}:{n}", problems)
         if row is None:
+            continue
+        if split != "test" and split_of(row.question, "gsm8k") != split:
             continue
         parsed = parse_socratic(row.answer)
         if not parsed.steps:
@@ -92,7 +100,7 @@ class GSM8KSocratic(SegmentationTask):
 
     def load(self, ctx: TaskContext) -> Loaded[SegItem]:
         path = require_file(ctx.data_root / SOCRATIC_FILE, "GSM8K socratic test file")
-        loaded = load_socratic(path, ctx.limit)
+        loaded = load_socratic(path, ctx.limit, ctx.split)
         if not loaded.items and not loaded.problems:
             raise DataMissing(f"no held-out items (index >= {HELD_OUT_START}) in {path}")
         return loaded

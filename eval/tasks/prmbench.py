@@ -34,7 +34,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from eval.metrics import mean, ranking_accuracy, roc_auc
-from eval.projection import project
 from eval.segmentation import spans_from_steps
 from eval.tasks.base import (
     DataMissing,
@@ -50,6 +49,7 @@ from eval.tasks.base import (
 )
 from gsrm.align import score_structures
 from gsrm.judges import Judge
+from gsrm.projection import project
 from gsrm.structure import ScoreResult, Structure
 
 PRMBENCH_DIR = Path("prmbench")

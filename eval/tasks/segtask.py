@@ -27,6 +27,8 @@ class SegItem(BaseModel):
     spans: list[RefSpan]
     group: str | None = Field(None, description="a sub-corpus name (e.g. a BIG-Bench task)")
     questions: list[str] | None = Field(None, description="human sub-question per step")
+    role_spans: list[RefSpan] | None = Field(
+        None, description="spans carrying roles, when finer than the steps (annotated-jsonl)")
 
     @classmethod
     def from_steps(cls, id: str, problem: str, steps: Sequence[str], **kw: Any) -> SegItem:
@@ -54,7 +56,7 @@ class SegmentationTask(Task[SegItem]):
                  judges: Mapping[str, Judge], ctx: TaskContext) -> TaskOutput:
         results = [
             evaluate_item(it.reasoning, it.spans, s, ctx.char_tolerance, ctx.sent_tolerance,
-                          by_role=self.by_role)
+                          by_role=self.by_role, role_spans=it.role_spans)
             for it, s in zip(items, structures, strict=True)
         ]
         metrics = aggregate(results)

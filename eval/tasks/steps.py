@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from eval.splits import split_of
 from eval.tasks.base import (
     DataMissing,
     Loaded,
@@ -35,6 +36,7 @@ from eval.tasks.base import (
 from eval.tasks.segtask import SegItem, SegmentationTask
 
 PRM800K_TEST = Path("prm800k_phase1") / "phase1_test.stepwise-critic.parquet"
+PRM800K_TRAIN = Path("prm800k_phase1") / "phase1_train_plus.stepwise-critic.parquet"
 BBM_DIR = Path("bigbench_mistake")
 
 
@@ -48,6 +50,12 @@ def _clean_steps(steps: Any) -> list[str] | None:
         return None
     out = [one_line(s) for s in seq]
     return [s for s in out if s]
+
+
+def in_split(loaded: Loaded[SegItem], source: str, ctx: TaskContext) -> Loaded[SegItem]:
+    """The loaded items of ``ctx.split`` (``eval.splits.split_of`` on the problem), limited."""
+    items = [it for it in loaded.items if split_of(it.problem, source) == ctx.split]
+    return Loaded(take(items, ctx.limit), loaded.problems, len(items))
 
 
 # --------------------------------------------------------------------------- PRM800K
@@ -94,8 +102,12 @@ class PRM800KSteps(SegmentationTask):
     max_new_tokens = 512
 
     def load(self, ctx: TaskContext) -> Loaded[SegItem]:
-        return load_prm800k(require_file(ctx.data_root / PRM800K_TEST, "PRM800K phase 1 test"),
-                            ctx.limit)
+        if ctx.split == "test":
+            return load_prm800k(require_file(ctx.data_root / PRM800K_TEST,
+                                             "PRM800K phase 1 test"), ctx.limit)
+        loaded = load_prm800k(require_file(ctx.data_root / PRM800K_TRAIN,
+                                           "PRM800K phase 1 train"))
+        return in_split(loaded, "prm800k", ctx)
 
 
 # --------------------------------------------------------------------------- CHAMP
@@ -128,7 +140,7 @@ class CHAMPSteps(SegmentationTask):
     max_new_tokens = 448
 
     def load(self, ctx: TaskContext) -> Loaded[SegItem]:
-        return load_champ(ctx.limit)
+        return in_split(load_champ(), "champ", ctx)
 
 
 # --------------------------------------------------------------------------- BIG-Bench Mistake
@@ -170,4 +182,4 @@ class BBMSteps(SegmentationTask):
         folder = ctx.data_root / BBM_DIR
         if not folder.is_dir():
             raise DataMissing(f"data not found: {folder}")
-        return load_bbm(folder, ctx.limit)
+        return in_split(load_bbm(folder), "bbm", ctx)

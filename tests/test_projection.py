@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.projection import (
+from gsrm.projection import (
     Unit,
     monotone_alignment,
     part_similarity,

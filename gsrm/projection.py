@@ -5,10 +5,10 @@ segmentation and role metrics cannot compare it with human step boundaries direc
 module decides, for every sentence of the input trace, which step covers it and whether it
 is meta-reasoning or solving; the metrics then compare that projection with the reference.
 
-**Units and pieces.** The trace is cut into sentences by ``gsrm.backends.split_sentences``
+**Units and pieces.** The trace is cut into sentences by ``gsrm.text.split_sentences``
 (the same splitter the ``sentences`` backend uses); each unit keeps its character span in the
 trace. The alignment itself runs on *pieces*: sentences further cut at run-on joins
-(``gsrm.backends.run_on_cuts``, which the trace-end stop of generation also uses), where a
+(``gsrm.text.run_on_cuts``, which the trace-end stop of generation also uses), where a
 word with no capital letters (ending in a lower-case letter, a digit, ``%``, ``)`` or ``]``)
 is followed by a capitalised word — the place a full stop or a line break went missing
 ("... = 16 bars in each box Martha has 56 ..."). Why: a generated step can separate two
@@ -69,9 +69,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gsrm.backends import run_on_cuts, split_sentences
 from gsrm.judges import answer_number, numbers_equal, token_f1
 from gsrm.structure import Step, Structure
+from gsrm.text import run_on_cuts, split_sentences
 
 SWITCH_PENALTY = 1e-6
 OTHER_FLOOR = 0.1
@@ -259,15 +259,49 @@ def monotone_alignment(sim: Sequence[Sequence[float]], switch_penalty: float = S
     return path[::-1]
 
 
+def has_spans(structure: Structure) -> bool:
+    """True when every step carries its span (the two-stage decomposition's output)."""
+    return bool(structure.steps) and all(st.span is not None for st in structure.steps)
+
+
+def _span_pieces(units: Sequence[Unit], structure: Structure, reasoning: str
+                 ) -> tuple[list[Unit], list[int]]:
+    """Pieces cut at every span start (so each lies in one span) and the step of each."""
+    cuts = sorted({st.span[0] for st in structure.steps if st.span is not None})
+    pieces: list[Unit] = []
+    for unit in _cut_pieces(units):
+        bounds = [unit.start, *(c for c in cuts if unit.start < c < unit.end), unit.end]
+        for a, b in itertools.pairwise(bounds):
+            chunk = reasoning[a:b].rstrip()
+            if chunk.strip():
+                lead = len(chunk) - len(chunk.lstrip())
+                pieces.append(Unit(a + lead, a + len(chunk), chunk.strip()))
+    steps: list[int] = []
+    for piece in pieces:
+        owner = 0
+        for i, st in enumerate(structure.steps):
+            if st.span is not None and st.span[0] <= piece.start:
+                owner = i
+        steps.append(owner)
+    return pieces, steps
+
+
 def project(structure: Structure, reasoning: str, switch_penalty: float = SWITCH_PENALTY,
             other_floor: float = OTHER_FLOOR) -> Projection:
-    """Project ``structure``'s steps onto ``reasoning`` (see the module docstring for the rules)."""
+    """Project ``structure``'s steps onto ``reasoning`` (see the module docstring for the rules).
+
+    Steps that carry spans are placed by their spans, not by alignment: the segmenter's
+    boundaries are scored as they are.
+    """
     units = sentence_units(reasoning)
     pieces = _cut_pieces(units)
     if not structure.steps or not units:
         return Projection(units, [None] * len(units), ["other"] * len(units),
                           structure.n_steps, pieces, [None] * len(pieces))
-    path = monotone_alignment(similarity_matrix(pieces, structure), switch_penalty)
+    if has_spans(structure):
+        pieces, path = _span_pieces(units, structure, reasoning)
+    else:
+        path = monotone_alignment(similarity_matrix(pieces, structure), switch_penalty)
     per_unit = _majority_steps(units, pieces, path)
     roles: list[str] = []
     for u, i in zip(units, per_unit):
@@ -293,3 +327,34 @@ def _majority_steps(units: Sequence[Unit], pieces: Sequence[Unit], path: Sequenc
             k += 1
         out.append(min(chars, key=lambda s: (-chars[s], s)))
     return out
+
+
+def assign_spans(structure: Structure, reasoning: str) -> Structure:
+    """A copy of ``structure`` whose steps carry spans found by the alignment above.
+
+    Why: the single-pass decomposition paraphrases its steps, so where each lies in the trace
+    is found by projecting it; its spans are then the same contract as the segmenter's (in
+    order, not overlapping, covering every non-space character). A step the alignment gives
+    no text keeps ``span=None`` and the structure says so in its warnings.
+    """
+    from gsrm.text import spans_from_starts
+
+    out = structure.model_copy(deep=True)
+    if not out.steps or not reasoning.strip():
+        return out
+    proj = project(out, reasoning)
+    starts: list[tuple[int, int]] = []  # (char offset, step) where each covered step begins
+    for k, piece in enumerate(proj.pieces):
+        step = proj.step_of_piece[k]
+        if step is not None and (not starts or starts[-1][1] != step):
+            starts.append((piece.start, step))
+    spans = spans_from_starts(reasoning, [c for c, _ in starts[1:]])
+    for st in out.steps:
+        st.span = None
+    for (_, step), span in zip(starts, spans, strict=True):
+        out.steps[step].span = span
+    missing = [i + 1 for i, st in enumerate(out.steps) if st.span is None]
+    if missing:
+        out.warnings.append(f"step(s) {missing} match no text of the trace (no span)")
+    return out
+
