@@ -1,4 +1,4 @@
-"""Decomposition throughput of the GSRM (traces/s) per trace set; prints ONE JSON line.
+"""Decomposition throughput of the GSRM (traces/s) per trace set, as JSON lines.
 
 Why: in RLKD every student completion is decomposed, so traces per second of
 ``GSRM.decompose_many`` (the call the reward makes, with the default backend, adapter and
@@ -10,7 +10,8 @@ Each set is decomposed as one ``decompose_many`` call (the backend batches it by
 ``--batch-size``) after one untimed warm-up decomposition of a trace outside the sets; the
 traces are distinct, so nothing is served from the GSRM's content cache. Reported per set:
 traces/s, completion tokens/s, steps per trace, and how decodes ended (``hit_max_new_tokens``,
-loops stopped, resumed).
+loops stopped, resumed). A JSON line is printed after each set, the last one with
+``"complete": true``, so a run cut short by a timeout still reports the sets it finished.
 
 Trace files are JSON lines ``{"problem", "reasoning"}`` (``gpu/synth.py`` writes GSM8K-like and
 long ones); without ``--traces`` the repository's own examples are used.
@@ -111,7 +112,7 @@ def measure(gsrm: Any, items: Sequence[Item]) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python benchmarks/decompose.py",
-        description="GSRM decomposition throughput (traces/s) per trace set; one JSON line.",
+        description="GSRM decomposition throughput (traces/s) per trace set (JSON lines).",
     )
     p.add_argument("--traces", type=parse_set, action="append", default=[],
                    help="NAME=FILE, a JSON-lines set of {problem, reasoning} (repeatable; "
@@ -178,11 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"decomposing {len(items)} traces of set {name!r}", file=sys.stderr,
                   flush=True)
             result["sets"][name] = measure(gsrm, items)
+            result["total_s"] = round(time.perf_counter() - started, 1)
+            result["complete"] = len(result["sets"]) == len(sets)
+            # a line after each set: a run stopped by a timeout still reports the sets done
+            print(json.dumps(result), flush=True)
     except BackendError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    result["total_s"] = round(time.perf_counter() - started, 1)
-    print(json.dumps(result))
     return 0
 
 

@@ -54,6 +54,9 @@ else
   DTYPE=float32              # bf16 on a CPU pays a kernel warm-up in every process
   SITE=$WORK/site            # cp312 wheels: installed for the check, never imported here
   export GSRM_DEVICE=cpu     # the LM's cache stays in the usual place: converted once a machine
+  # one torch thread a process: on a small CPU shared with other busy processes, one thread per
+  # core oversubscribes it and decoding slows by 5x or more (README, "Speed and memory")
+  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 \
   TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg
@@ -105,19 +108,21 @@ if [ "$MODE" = gpu ]; then
   XDIST=(-n 4)
   DECODE_ARGS=(--batch-sizes 1 32 128 --repeats 2 --max-new-tokens 128 --tokens 300)
   THROUGHPUT_ARGS=(--limit 128 --batch-size 128 --max-new-tokens 1024)
+  GRPO_BUDGET=${GRPO_BUDGET_S:-200}
   GRPO_ARGS=(--limit 1024 --max-completion-length "${GRPO_MAX_COMPLETION:-512}"
-             --time-budget "${GRPO_BUDGET_S:-200}" --save-steps 100000)
+             --save-steps 100000)
 else
   # generous per stage (a shared 2-core CPU); CHECKS_TOTAL_S bounds the sum
   T_INSTALL=60; T_ENV=30; T_WEIGHTS=90; T_SLOW=90; T_DECODE=60; T_THROUGHPUT=60; T_GRPO=120
   N_GSM8K=64; N_LONG=1; LONG_CHARS=1200
   SLOW_TESTS=(tests/test_backends.py::test_prompt_lookup_matches_plain_greedy)
   XDIST=()
-  DECODE_ARGS=(--batch-sizes 1 2 --repeats 1 --max-new-tokens 4 --tokens 60 --threads 2)
-  THROUGHPUT_ARGS=(--limit 1 --batch-size 2 --max-new-tokens 8 --threads 2)
+  DECODE_ARGS=(--batch-sizes 1 2 --repeats 1 --max-new-tokens 4 --tokens 60 --threads 1)
+  THROUGHPUT_ARGS=(--limit 1 --batch-size 2 --max-new-tokens 8 --threads 1)
   GRPO_ARGS=(--limit 4 --max-steps 1 --batch-size 2 --num-generations 2
              --max-completion-length 8 --lora-r 8 --lora-alpha 16 --no-bf16
-             --gsrm-max-new-tokens 12 --time-budget 60)
+             --gsrm-max-new-tokens 12)
+  GRPO_BUDGET=60
 fi
 
 # 1. the bundle's wheels, offline (the run that carries the last part has them)
@@ -172,11 +177,15 @@ stage data 30 "$PY" "$HERE/synth.py" --out "$WORK/data" --gsm8k "$N_GSM8K" --lon
 # 5. the slow tests, on the device ($GSRM_DEVICE); per-test outcomes survive a timeout
 if need_lm slow_tests; then
   if [ ${#XDIST[@]} -gt 0 ] && ! "$PY" -c 'import xdist' 2>/dev/null; then XDIST=(); fi
+  # 4 workers share 16 cores: 4 torch threads each, not 16
+  [ ${#XDIST[@]} -eq 0 ] || export OMP_NUM_THREADS=4
   stage slow_tests "$T_SLOW" bash -c '
     "$0" -m pytest -m slow -v -p no:cacheprovider "${@:2}" >"$1" 2>&1; rc=$?
     "$0" "'"$HERE"'/checks.py" pytest-outcomes --log "$1"; exit $rc
   ' "$PY" "$OUTDIR/slow_tests.log" "${XDIST[@]}" "${SLOW_TESTS[@]}"
 fi
+
+[ "$MODE" = cpu ] || unset OMP_NUM_THREADS
 
 # 6. decode speed (bf16 on the GPU, the shipped adapter) at the benchmark's batch sizes
 if need_lm decode; then
@@ -193,10 +202,14 @@ fi
 
 # 8. GRPO with the gpu preset, the LM GSRM in-process on the device, for a fixed time
 if need_lm grpo; then
+  # training time: the budget, or less when earlier stages ran long (40 s kept for loading
+  # the models before the first step and saving after the last)
+  LEFT=$((START + TOTAL - $(date +%s) - 40))
+  [ "$LEFT" -ge "$GRPO_BUDGET" ] || GRPO_BUDGET=$((LEFT > 10 ? LEFT : 10))
   stage grpo "$T_GRPO" "$PY" -m rl_client.train grpo --preset gpu --mode rlkd-zero \
     --data "$WORK/data/gsm8k/train.jsonl" --output-dir "$WORK/grpo" --gsrm local \
     --gsrm-backend transformers --gsrm-judge lexical --gsrm-device "$DEVICE" \
-    --gsrm-dtype "$DTYPE" "${GRPO_ARGS[@]}"
+    --gsrm-dtype "$DTYPE" --time-budget "$GRPO_BUDGET" "${GRPO_ARGS[@]}"
   # the curves, also from a run that failed or timed out after some steps
   [ ! -f "$WORK/grpo/metrics.jsonl" ] || cp "$WORK/grpo/metrics.jsonl" "$OUTDIR/grpo_metrics.jsonl"
   stage grpo_report 30 "$PY" "$HERE/checks.py" grpo-report --metrics "$WORK/grpo/metrics.jsonl" \
