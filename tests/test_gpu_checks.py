@@ -192,6 +192,14 @@ def test_grpo_report_reads_the_training_log(tmp_path: Path) -> None:
     assert (r["reward_first"], r["reward_last"], r["mean_step_s"]) == (10.0, 16.0, 13.5)
 
 
+@pytest.mark.parametrize("module", [bundle, checks, synth])
+def test_doctests(module) -> None:
+    # gpu/ is outside pytest's doctest paths (it is not part of the installed package)
+    import doctest
+
+    assert doctest.testmod(module).failed == 0
+
+
 def test_run_checks_needs_an_outdir() -> None:
     proc = subprocess.run(["bash", str(ROOT / "gpu" / "run_checks.sh")], check=False,
                           capture_output=True, text=True, timeout=30)
