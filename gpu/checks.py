@@ -195,34 +195,50 @@ def weights_check(device: str, dtype: str, max_new_tokens: int = 16) -> dict[str
             "completion_tokens": gen.completion_tokens}
 
 
-_OUTCOME = re.compile(r"(?:^|\s)(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)(?:\s|$)")
-_TEST_ID = re.compile(r"(\S+\.py::\S+)")
-_FINAL = re.compile(r"^=+ (.*\d+ (?:passed|failed|error|skipped|deselected).*) =+$")
+_WORDS = "PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS"
+_PLAIN = re.compile(rf"^(\S+\.py::.*?) ({_WORDS})\b")  # tests/a.py::t[x y] PASSED  [ 5%]
+_XDIST = re.compile(rf"^\[gw\d+\] \[\s*\d+%\] ({_WORDS}) (\S+\.py::.*?)\s*$")
+_FINAL = re.compile(r"^=+ (.*\d+ (?:passed|failed|errors?|skipped|deselected).*) =+$")
+_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|deselected|xfailed|xpassed)\b")
 
 
 def pytest_outcomes(log: str) -> dict[str, Any]:
-    """Per-test outcomes from ``pytest -v`` output (plain or pytest-xdist lines).
+    """Outcomes from ``pytest -v`` output (plain or pytest-xdist lines), also of a cut run.
 
-    >>> r = pytest_outcomes("tests/a.py::t1 PASSED  [ 50%]\\n[gw1] [100%] FAILED tests/a.py::t2\\n")
-    >>> r["counts"], r["failed"]
-    ({'passed': 1, 'failed': 1}, ['tests/a.py::t2'])
+    ``counts`` come from pytest's closing line when there is one, else from the per-test
+    lines; ``not_passed`` names every test that did not pass.
+
+    >>> r = pytest_outcomes("tests/a.py::t[x y] PASSED  [ 50%]\\n"
+    ...                     "[gw1] [100%] FAILED tests/a.py::t2\\n")
+    >>> r["counts"], r["not_passed"]
+    ({'passed': 1, 'failed': 1}, {'tests/a.py::t2': 'failed'})
     """
     outcomes: dict[str, str] = {}
     final = None
     for line in log.splitlines():
+        line = line.rstrip()
         m_final = _FINAL.match(line.strip())
         if m_final:
             final = m_final.group(1)
             continue
-        m_out, m_id = _OUTCOME.search(line), _TEST_ID.search(line)
-        if m_out and m_id:
-            outcomes[m_id.group(1)] = m_out.group(1).lower()
+        m = _PLAIN.match(line)
+        if m:
+            outcomes[m.group(1)] = m.group(2).lower()
+            continue
+        m = _XDIST.match(line)
+        if m:
+            outcomes[m.group(2)] = m.group(1).lower()
     counts: dict[str, int] = {}
-    for outcome in outcomes.values():
-        counts[outcome] = counts.get(outcome, 0) + 1
-    return {"counts": counts, "final_line": final,
+    if final:
+        for n, word in _COUNT.findall(final):
+            word = "error" if word.startswith("error") else word
+            counts[word] = counts.get(word, 0) + int(n)
+    else:
+        for outcome in outcomes.values():
+            counts[outcome] = counts.get(outcome, 0) + 1
+    return {"counts": counts, "final_line": final, "seen": len(outcomes),
             "failed": [t for t, o in outcomes.items() if o in ("failed", "error")],
-            "outcomes": outcomes}
+            "not_passed": {t: o for t, o in outcomes.items() if o != "passed"}}
 
 
 def grpo_report(metrics: Path, png: Path | None) -> dict[str, Any]:
@@ -319,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = weights_check(args.device, args.dtype)
     elif args.cmd == "pytest-outcomes":
         out = pytest_outcomes(args.log.read_text(errors="replace") if args.log.is_file() else "")
-        if not out["outcomes"]:
+        if not out["seen"] and not out["final_line"]:
             print(json.dumps(out))
             return 1
     else:

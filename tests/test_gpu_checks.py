@@ -140,17 +140,24 @@ def test_synthetic_gsm8k_is_exact_and_loads_as_training_data(tmp_path: Path) -> 
 # --------------------------------------------------------------------------- summary
 def test_pytest_outcomes_from_plain_xdist_and_cut_logs() -> None:
     lines = [
-        "tests/test_a.py::test_one PASSED                      [ 33%]",
-        "[gw1] [ 66%] FAILED tests/test_b.py::test_two[cuda] ",
+        "tests/test_a.py::test_one PASSED                      [ 25%]",
+        # a parametrized id with spaces is kept whole
+        "tests/test_a.py::test_p[a b] PASSED                   [ 50%]",
+        "[gw1] [ 75%] FAILED tests/test_b.py::test_two[cuda] ",
         "tests/test_c.py::test_three SKIPPED (no weights)      [100%]",
         "tests/test_d.py::test_four ",  # started, then the stage was killed: no outcome
     ]
     log = "\n".join(lines)
     r = checks.pytest_outcomes(log)
-    assert r["counts"] == {"passed": 1, "failed": 1, "skipped": 1}
+    assert r["counts"] == {"passed": 2, "failed": 1, "skipped": 1} and r["seen"] == 4
     assert r["failed"] == ["tests/test_b.py::test_two[cuda]"] and r["final_line"] is None
-    r = checks.pytest_outcomes(log + "\n==== 1 failed, 1 passed, 1 skipped in 3.2s ====")
-    assert r["final_line"] == "1 failed, 1 passed, 1 skipped in 3.2s"
+    assert r["not_passed"] == {"tests/test_b.py::test_two[cuda]": "failed",
+                               "tests/test_c.py::test_three": "skipped"}
+    # pytest's closing line wins for the counts (subtests and warnings are not tests)
+    r = checks.pytest_outcomes(log + "\n==== 1 failed, 2 passed, 1 skipped, 1 warning, "
+                                     "8 subtests passed in 3.2s ====")
+    assert r["final_line"] == "1 failed, 2 passed, 1 skipped, 1 warning, 8 subtests passed in 3.2s"
+    assert r["counts"] == {"failed": 1, "passed": 2, "skipped": 1}
 
 
 def test_summary_records_stages_and_figures(tmp_path: Path) -> None:
