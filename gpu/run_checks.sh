@@ -7,7 +7,7 @@
 # usage: gpu/run_checks.sh OUTDIR [--cpu] [--bundle DIR]
 #   OUTDIR    summary.json, checks.log, slow_tests.log, grpo_metrics.jsonl, grpo_rewards.png
 #             (at most 8 files: what the device tool returns)
-#   --cpu     dry mode on this machine: the same stages at toy sizes (about 2-3 minutes); the
+#   --cpu     dry mode on this machine: the same stages at toy sizes (about a minute); the
 #             cp312 wheels are installed into a scratch folder, not put on the path
 #   --bundle  folder with part1/, part2/ (default: gpu/bundle); parts carried by an earlier
 #             run are also looked for in /tmp/gsrm-bundle (`gpu/bundle.py stash` puts them there)
