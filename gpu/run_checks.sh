@@ -13,7 +13,7 @@
 #             run are also looked for in /tmp/gsrm-bundle (`gpu/bundle.py stash` puts them there)
 # Environment: CHECKS_TOTAL_S (default 480 on the GPU, 240 with --cpu) bounds the whole run;
 # GRPO_MAX_COMPLETION (default 512) the GRPO completions; GRPO_BUDGET_S (default 200) its
-# training time; PYTHON (default python3).
+# training time; CHECKS_KEEP_WORK=1 keeps the scratch folder; PYTHON (default python3).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -96,7 +96,10 @@ ok() {  # did stage NAME end with status ok?
 sys.exit(0 if any(x["name"]==sys.argv[2] and x["status"]=="ok" for x in s) else 1)' \
     "$SUMMARY" "$1"
 }
-trap 'helper finish --summary "$SUMMARY" >/dev/null 2>&1 || true' EXIT
+cleanup() {  # the scratch folder holds a 94 MiB GGUF and more; CHECKS_KEEP_WORK=1 keeps it
+  [ "${CHECKS_KEEP_WORK:-0}" = 1 ] || rm -rf "$WORK"
+}
+trap 'helper finish --summary "$SUMMARY" >/dev/null 2>&1 || true; cleanup' EXIT
 
 # sizes: GPU run / --cpu dry run
 if [ "$MODE" = gpu ]; then
@@ -228,4 +231,5 @@ fi
 
 trap - EXIT
 helper finish --summary "$SUMMARY"
+cleanup
 echo "wall ${SECONDS}s; summary: $SUMMARY" >&2
