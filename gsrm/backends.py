@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -487,6 +488,23 @@ def _loop_stopper(prompt_len: int, should_stop: Callable[[list[int]], bool], min
     return LoopStop()
 
 
+DEVICE_ENV = "GSRM_DEVICE"
+"""Environment variable with the default torch device of the transformers backend (``cpu``)."""
+
+
+def default_device() -> str:
+    """The transformers backend's device when none is given: ``$GSRM_DEVICE``, else ``cpu``.
+
+    Why an environment variable: it reaches every backend a process builds (the slow tests, an
+    in-process GSRM inside a trainer) without threading a flag through each caller; it is the
+    same variable ``gsrm-serve`` reads for its ``--device`` setting.
+
+    >>> default_device() in ("cpu", os.environ.get("GSRM_DEVICE", "").strip())
+    True
+    """
+    return os.environ.get(DEVICE_ENV, "").strip() or "cpu"
+
+
 @functools.cache
 def resolve_dtype(dtype: str, device: str = "cpu") -> str:
     """The torch dtype name for ``dtype``; ``"auto"`` picks bfloat16 where it is fast.
@@ -544,7 +562,7 @@ class TransformersBackend(Backend):
         self,
         model: str | None = None,
         adapter: str | None = "auto",
-        device: str = "cpu",
+        device: str | None = None,
         dtype: str = "float32",
         batch_size: int = 8,
         prompt_lookup: int = 0,
@@ -566,7 +584,7 @@ class TransformersBackend(Backend):
         self._kv_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self.model_path = model
         self.adapter = resolved
-        self.device = device
+        self.device = device or default_device()
         self.dtype = dtype
         self.batch_size = batch_size
         self.prompt_lookup = prompt_lookup

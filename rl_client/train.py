@@ -12,7 +12,9 @@ Subcommands:
   functions (accuracy, format, tag_count, gsrm) weighted by ``GRPOConfig.reward_weights``, so
   TRL logs each one per step (``rewards/<name>/mean``); every log line is also appended to
   ``<output-dir>/metrics.jsonl`` for learning curves. The GSRM runs behind the endpoint
-  (``--gsrm http://host:port``, see ``gsrm-serve``) or in-process (``--gsrm local``).
+  (``--gsrm http://host:port``, see ``gsrm-serve``) or in-process (``--gsrm local``; on a GPU
+  with ``--gsrm-device cuda``). ``--time-budget S`` ends the run cleanly, ``final/`` saved,
+  before the step that would end past S seconds (a fixed-length check on a borrowed GPU).
 - ``sft``: the baseline: SFT (TRL ``SFTTrainer``, LoRA) on the teacher's reasoning,
   formatted as ``<think>reasoning</think> answer``. Its ``final`` folder is a valid ``--init``.
 
@@ -204,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gsrm-backend", default="transformers", help="--gsrm local: backend")
     g.add_argument("--gsrm-judge", default="embedding", help="--gsrm local: judge")
     g.add_argument("--gsrm-model", default=None, help="--gsrm local: GSRM model dir")
+    g.add_argument("--gsrm-device", default=None, help="--gsrm local, transformers backend: "
+                   "torch device of the GSRM (default: $GSRM_DEVICE, else cpu)")
+    g.add_argument("--gsrm-dtype", default=None, help="--gsrm local, transformers backend: "
+                   "float32, bfloat16, float16 or auto (default: the backend's, float32)")
+    g.add_argument("--gsrm-max-new-tokens", type=int, default=None,
+                   help="--gsrm local: token budget of one decomposition (default: the "
+                   "backend's, 1024)")
     g.add_argument("--gsrm-mode", choices=("paper", "normalized"), default="paper",
                    help="reward mode (paper: sum of step rewards)")
     g.add_argument("--gsrm-api-key", default=None, help="endpoint API key (or GSRM_API_KEY)")
@@ -212,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gsrm-on-error", choices=("raise", "skip"), default="raise",
                    help="raise: stop training on a reward failure; skip: drop those samples")
     g.add_argument("--gsrm-async", action="store_true", help="use the async client")
+    g.add_argument("--time-budget", type=float, default=None,
+                   help="seconds of training: stop (and save final/) before the step that "
+                   "would end past it, judged by the last step's duration (default: none)")
 
     s = sub.add_parser("sft", help="SFT baseline on the teacher's traces (TRL SFTTrainer)",
                        formatter_class=_Help)
@@ -302,6 +314,59 @@ def metrics_callback(path: Path) -> Any:
     return JsonlLogger()
 
 
+class TimeBudget:
+    """Decides when a run with a wall-time budget stops: before a step that would overrun it.
+
+    Why the last step's duration: a GRPO step's cost is mostly generation and reward, which
+    stay about constant across steps; the first step also pays warm-up, so it overestimates.
+    ``clock`` is injectable for tests.
+
+    >>> t = iter([0.0, 30.0, 55.0, 80.0])
+    >>> budget = TimeBudget(100.0, clock=lambda: next(t))
+    >>> budget.start(); [budget.step_done() for _ in range(3)]
+    [False, False, True]
+    """
+
+    def __init__(self, seconds: float, clock: Any = None) -> None:
+        import time
+
+        self.seconds = seconds
+        self.clock = clock or time.monotonic
+        self.started = self.last = 0.0
+        self.stopped = False
+
+    def start(self) -> None:
+        self.started = self.last = self.clock()
+
+    def step_done(self) -> bool:
+        """Record a finished step; True when the next one would end past the budget."""
+        now = self.clock()
+        step_s, self.last = now - self.last, now
+        self.stopped = now - self.started + step_s > self.seconds
+        return self.stopped
+
+    @property
+    def elapsed(self) -> float:
+        return self.last - self.started
+
+
+def time_budget_callback(budget: TimeBudget) -> Any:
+    """A TrainerCallback that ends training when ``budget`` says the next step would overrun."""
+    from transformers import TrainerCallback
+
+    class TimeBudgetCallback(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            budget.start()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if budget.step_done():
+                print(f"rlkd-train: time budget {budget.seconds:g}s: stopping after step "
+                      f"{state.global_step} ({budget.elapsed:.1f}s)", file=sys.stderr)
+                control.should_training_stop = True
+
+    return TimeBudgetCallback()
+
+
 def _trainer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"output_dir": args.output_dir, "learning_rate": args.lr,
             "per_device_train_batch_size": args.batch_size,
@@ -319,8 +384,12 @@ def gsrm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {"gsrm": args.gsrm, "on_error": args.gsrm_on_error}
     if args.gsrm == "local":
         kw.update(backend=args.gsrm_backend, judge=args.gsrm_judge, mode=args.gsrm_mode)
-        if args.gsrm_model:
-            kw["backend_kwargs"] = {"model": args.gsrm_model}
+        backend_kw = {key: value for key, value in (
+            ("model", args.gsrm_model), ("device", args.gsrm_device),
+            ("dtype", args.gsrm_dtype), ("max_new_tokens", args.gsrm_max_new_tokens),
+        ) if value is not None}
+        if backend_kw:
+            kw["backend_kwargs"] = backend_kw
     else:
         kw.update(async_=args.gsrm_async, options={"mode": args.gsrm_mode},
                   api_key=args.gsrm_api_key or os.environ.get("GSRM_API_KEY") or None,
@@ -358,10 +427,13 @@ def run_grpo(args: argparse.Namespace) -> int:
     funcs = get_reward_funcs(names, gsrm_kwargs=gsrm_kwargs(args))
     model, tokenizer = load_student(args.init if args.mode == "rlkd" else
                                     (args.model or default_student()), bf16=False)
+    callbacks = [metrics_callback(Path(args.output_dir) / "metrics.jsonl")]
+    budget = TimeBudget(args.time_budget) if args.time_budget else None
+    if budget is not None:
+        callbacks.append(time_budget_callback(budget))
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=config,
                           train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                          peft_config=lora_config(args),
-                          callbacks=[metrics_callback(Path(args.output_dir) / "metrics.jsonl")])
+                          peft_config=lora_config(args), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume_arg(args.resume, args.output_dir))
     final = Path(args.output_dir) / "final"
     trainer.save_model(str(final))
@@ -370,8 +442,12 @@ def run_grpo(args: argparse.Namespace) -> int:
         # the LoRA was trained on top of the merged SFT student: record that, so that
         # load_student merges the SFT adapter first (peft's config names only the base)
         (final / INIT_MARKER).write_text(json.dumps({"init": str(Path(args.init).resolve())}))
-    print(json.dumps({"output_dir": str(final), "steps": trainer.state.global_step,
-                      "rewards": names, "weights": list(config.reward_weights)}))
+    summary: dict[str, Any] = {"output_dir": str(final), "steps": trainer.state.global_step,
+                               "rewards": names, "weights": list(config.reward_weights)}
+    if budget is not None:
+        summary["time_budget"] = {"seconds": budget.seconds, "stopped": budget.stopped,
+                                  "train_s": round(budget.elapsed, 1)}
+    print(json.dumps(summary))
     return 0
 
 

@@ -115,6 +115,36 @@ def test_grpo_config_carries_the_reward_weights() -> None:
     assert (cfg.num_generations, cfg.beta, cfg.temperature) == (4, 0.04, 0.7)
 
 
+@pytest.mark.parametrize(("flags", "expected"), [
+    # nothing given: the backend's own defaults ($GSRM_DEVICE or cpu, float32, 1024 tokens)
+    ([], None),
+    # the GPU check's in-process LM GSRM: device, dtype and token budget reach the backend
+    (["--gsrm-device", "cuda", "--gsrm-dtype", "bfloat16", "--gsrm-max-new-tokens", "256"],
+     {"device": "cuda", "dtype": "bfloat16", "max_new_tokens": 256}),
+    # --gsrm-model alone, as before
+    (["--gsrm-model", "/m"], {"model": "/m"}),
+])
+def test_local_gsrm_backend_flags(flags: list[str], expected: dict[str, Any] | None) -> None:
+    from rl_client.train import gsrm_kwargs
+
+    args = resolve(build_parser().parse_args(["grpo", "--gsrm", "local", *flags]))
+    kw = gsrm_kwargs(args)
+    assert kw.get("backend_kwargs") == expected
+    assert kw["backend"] == "transformers" and kw["judge"] == "embedding"
+
+
+def test_time_budget_stops_before_the_step_that_would_overrun() -> None:
+    from rl_client.train import TimeBudget
+
+    # steps of 40 s (the first, with warm-up, 60 s) under a 150 s budget: after step 2 (100 s)
+    # the next would end at 140 s, inside; after step 3 (140 s) it would end at 180 s: stop
+    ticks = iter([0.0, 60.0, 100.0, 140.0])
+    budget = TimeBudget(150.0, clock=lambda: next(ticks))
+    budget.start()
+    assert [budget.step_done() for _ in range(3)] == [False, False, True]
+    assert budget.stopped and budget.elapsed == 140.0
+
+
 # --------------------------------------------------------------------------- slow
 def _student_or_skip() -> None:
     from gsrm.weights import WeightsNotFoundError, default_model_dir

@@ -1,0 +1,193 @@
+"""Decomposition throughput of the GSRM (traces/s) per trace set, as JSON lines.
+
+Why: in RLKD every student completion is decomposed, so traces per second of
+``GSRM.decompose_many`` (the call the reward makes, with the default backend, adapter and
+decoding safeguards) bounds a GRPO step. Short GSM8K-like traces and long branching traces
+(thousands of characters, DESIGN.md section 7) stress it differently: many short generations
+batch well; long ones are bounded by sequential decoding steps.
+
+Each set is decomposed as one ``decompose_many`` call (the backend batches it by
+``--batch-size``) after one untimed warm-up decomposition of a trace outside the sets; the
+traces are distinct, so nothing is served from the GSRM's content cache. Reported per set:
+traces/s, completion tokens/s, steps per trace, and how decodes ended (``hit_max_new_tokens``,
+loops stopped, resumed). A JSON line is printed after each set, the last one with
+``"complete": true``, so a run cut short by a timeout still reports the sets it finished.
+
+Trace files are JSON lines ``{"problem", "reasoning"}`` (``gpu/synth.py`` writes GSM8K-like and
+long ones); without ``--traces`` the repository's own examples are used.
+
+Example::
+
+    $ python benchmarks/decompose.py --limit 2 --max-new-tokens 64
+    $ python benchmarks/decompose.py --traces gsm8k=/tmp/d/traces/gsm8k.jsonl \\
+          --traces long=/tmp/d/traces/long.jsonl --limit 128 --device cuda --dtype bfloat16 \\
+          --batch-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere: import the checkout's gsrm
+    sys.path.insert(0, str(ROOT))
+
+Item = tuple[str, str]  # (problem, reasoning)
+
+
+def read_traces(path: Path, limit: int | None) -> list[Item]:
+    """(problem, reasoning) pairs from a JSON-lines file, the first ``limit`` of them."""
+    items: list[Item] = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            if not obj.get("problem") or not obj.get("reasoning"):
+                raise ValueError(f"{path}:{n}: needs non-empty 'problem' and 'reasoning'")
+            items.append((obj["problem"], obj["reasoning"]))
+            if limit is not None and len(items) >= limit:
+                break
+    if not items:
+        raise ValueError(f"{path}: no traces")
+    return items
+
+
+def repo_traces() -> list[Item]:
+    """The raw-text traces shipped in the repository (examples/ and eval's sample)."""
+    items: list[Item] = []
+    for name in ("teacher.json", "student_aligned.json", "student_misaligned.json"):
+        obj = json.loads((ROOT / "examples" / name).read_text(encoding="utf-8"))
+        items.append((obj["problem"], obj["reasoning"]))
+    sample = ROOT / "eval" / "data" / "annotated_sample.jsonl"
+    if sample.is_file():
+        items += read_traces(sample, None)
+    return items
+
+
+def parse_set(spec: str) -> tuple[str, Path]:
+    """``name=path`` from the command line.
+
+    >>> parse_set("long=/tmp/long.jsonl")
+    ('long', PosixPath('/tmp/long.jsonl'))
+    """
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--traces wants NAME=FILE, got {spec!r}")
+    return name, Path(path)
+
+
+def measure(gsrm: Any, items: Sequence[Item]) -> dict[str, Any]:
+    """Time one ``decompose_many`` over ``items`` and describe what came out."""
+    t0 = time.perf_counter()
+    structures = gsrm.decompose_many(list(items))
+    wall = time.perf_counter() - t0
+    gens = [s.generation for s in structures]
+    tokens = sum(g.completion_tokens for g in gens if g is not None)
+    steps = [len(s.steps) for s in structures]
+    return {
+        "traces": len(items),
+        "wall_s": round(wall, 3),
+        "traces_per_s": round(len(items) / wall, 3) if wall > 0 else None,
+        "completion_tokens": tokens,
+        "completion_tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
+        "mean_trace_chars": round(statistics.mean(len(r) for _, r in items)),
+        "mean_steps": round(statistics.mean(steps), 2),
+        "min_steps": min(steps),
+        "hit_max_new_tokens": sum(bool(g and g.hit_max_new_tokens) for g in gens),
+        "stopped_in_loop": sum(bool(g and g.stopped_in_loop) for g in gens),
+        "continued": sum(bool(g and g.continued) for g in gens),
+        "input_truncated": sum(bool(g and g.input_truncated) for g in gens),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/decompose.py",
+        description="GSRM decomposition throughput (traces/s) per trace set (JSON lines).",
+    )
+    p.add_argument("--traces", type=parse_set, action="append", default=[],
+                   help="NAME=FILE, a JSON-lines set of {problem, reasoning} (repeatable; "
+                        "default: the repository's examples as one set 'repo')")
+    p.add_argument("--limit", type=int, default=None, help="traces per set (default: all)")
+    p.add_argument("--model", default=None, help="model folder (default: embedded SmolLM2)")
+    p.add_argument("--adapter", default="auto",
+                   help="peft LoRA folder, 'none', or 'auto' (the shipped default adapter)")
+    p.add_argument("--device", default=None,
+                   help="torch device, e.g. cuda (default: $GSRM_DEVICE, else cpu)")
+    p.add_argument("--dtype", default="float32", help="torch dtype name (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8, help="generation batch (default: 8)")
+    p.add_argument("--max-new-tokens", type=int, default=1024,
+                   help="token budget per decomposition (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run and print one JSON line; 2 on bad arguments or trace files, 1 if the model fails."""
+    args = build_parser().parse_args(argv)
+    if (args.limit is not None and args.limit < 1) or args.batch_size < 1 \
+            or args.max_new_tokens < 2:
+        print("error: --limit >= 1, --batch-size >= 1, --max-new-tokens >= 2", file=sys.stderr)
+        return 2
+    try:
+        sets = {name: read_traces(path, args.limit) for name, path in args.traces} or {
+            "repo": repo_traces()[: args.limit]}
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+
+    import torch
+
+    from gsrm.backends import BackendError, TransformersBackend
+    from gsrm.judges import get_judge
+    from gsrm.model import GSRM
+
+    backend = TransformersBackend(model=args.model, adapter=args.adapter, device=args.device,
+                                  dtype=args.dtype, batch_size=args.batch_size,
+                                  max_new_tokens=args.max_new_tokens, threads=args.threads)
+    gsrm = GSRM(backend=backend, judge=get_judge("lexical"))
+    result: dict[str, Any] = {
+        "benchmark": "decompose",
+        "model": backend.model_id,
+        "device": backend.device,
+        "gpu": torch.cuda.get_device_name() if backend.device.startswith("cuda") else None,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        t0 = time.perf_counter()
+        backend.load()
+        result["load_s"] = round(time.perf_counter() - t0, 2)
+        # warm-up outside the timed sets (CUDA context, kernels, lazy imports): a short trace
+        # that no set contains, so the content cache cannot serve a timed one
+        gsrm.decompose_many([("Warm-up: what is 2+3?", "Adding 2 and 3 gives 5. So 5.")])
+        result["sets"] = {}
+        for name, items in sets.items():
+            print(f"decomposing {len(items)} traces of set {name!r}", file=sys.stderr,
+                  flush=True)
+            result["sets"][name] = measure(gsrm, items)
+            result["total_s"] = round(time.perf_counter() - started, 1)
+            result["complete"] = len(result["sets"]) == len(sets)
+            # a line after each set: a run stopped by a timeout still reports the sets done
+            print(json.dumps(result), flush=True)
+    except BackendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
