@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decomposition cache file (default: OUT/decompositions.jsonl)")
     r.add_argument("--annotated", default=None,
                    help="annotated corpus for annotated-jsonl (default: the bundled sample)")
+    r.add_argument("--split", default="test", choices=["test", "dev"],
+                   help="test: report (default); dev: the split to choose rules, thresholds "
+                        "and data mixes on (eval/splits.py)")
+    r.add_argument("--schoenfeld", default=None,
+                   help="a checkout of MingLiiii/Schoenfeld_Reasoning for schoenfeld-r1 "
+                        "(default: $GSRM_SCHOENFELD; the task is skipped without one)")
     r.add_argument("--char-tolerance", type=int, default=defaults.char_tolerance,
                    help="boundary tolerance in characters (default: %(default)s)")
     r.add_argument("--sent-tolerance", type=int, default=defaults.sent_tolerance,
@@ -98,7 +104,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = RunConfig(
         tasks=args.tasks, systems=args.systems, judges=args.judges, limit=args.limit,
         seed=args.seed, data=args.data, out=args.out, cache=args.cache,
-        annotated=args.annotated, char_tolerance=args.char_tolerance,
+        annotated=args.annotated, split=args.split, schoenfeld=args.schoenfeld,
+        char_tolerance=args.char_tolerance,
         sent_tolerance=args.sent_tolerance, judge_url=args.judge_url,
         judge_model=args.judge_model, max_new_tokens=args.max_new_tokens,
         system_options=SystemOptions(

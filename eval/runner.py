@@ -38,8 +38,8 @@ class RunConfig(BaseModel):
 
     tasks: list[str] = Field(default_factory=lambda: list(TASKS))
     systems: list[str] = Field(default_factory=lambda: ["newline", "paragraph", "sentences",
-                                                        "cue-sentences", "smollm2-fewshot",
-                                                        "gsrm-ft"])
+                                                        "cue-sentences", "segmenter",
+                                                        "smollm2-fewshot", "gsrm-ft"])
     judges: list[str] = Field(default_factory=lambda: list(DEFAULT_JUDGES))
     limit: int | None = Field(None, description="at most this many items per task")
     seed: int = 0
@@ -47,6 +47,8 @@ class RunConfig(BaseModel):
     out: str = "eval-out"
     cache: str | None = Field(None, description="decomposition cache file (default: OUT/...)")
     annotated: str | None = None
+    split: str = Field("test", description="test (report) or dev (choose); see eval.splits")
+    schoenfeld: str | None = Field(None, description="Schoenfeld_Reasoning checkout")
     char_tolerance: int = 10
     sent_tolerance: int = 0
     judge_url: str | None = None
@@ -236,6 +238,7 @@ def run(cfg: RunConfig, progress: bool = False,
         limit=cfg.limit, seed=cfg.seed, char_tolerance=cfg.char_tolerance,
         sent_tolerance=cfg.sent_tolerance,
         annotated=Path(cfg.annotated) if cfg.annotated else None,
+        split=cfg.split, schoenfeld=Path(cfg.schoenfeld) if cfg.schoenfeld else None,
     )
     cache_path = Path(cfg.cache) if cfg.cache else Path(cfg.out) / "decompositions.jsonl"
     cache = DecompositionCache(cache_path)

@@ -19,8 +19,10 @@ decides, per unit, whether a new step begins there, reading the whole sequence o
 
 Table lookups, two convolutions and a small GRU: far under a second for a 1,200-token trace
 on a laptop CPU (``benchmarks/segment.py`` prints it), where running the MiniLM encoder over
-every unit cost about a second on its own. The weights ship in
-``gsrm/adapters/segmenter/`` with a model card; ``gsrm-train segmenter`` trains them.
+every unit cost about a second on its own. ``gsrm-train segmenter`` trains the network;
+``gsrm-train export-segmenter`` ships it in ``gsrm/adapters/segmenter/`` (with a model card)
+as float16 weights, the word-piece table already projected, and MiniLM's tokenizer
+(``tokenizer.json``, MIT), so inference reads nothing else.
 
 Rule segmenters stay as named baselines (``units``: one step per unit; ``cues``: a new step
 at each unit that opens with a discourse cue).
@@ -186,7 +188,7 @@ class UnitTokens:
     upper-case, a digit) taken from its surface text.
     """
 
-    def __init__(self, model_dir: str | None = None, max_tokens: int = UNIT_TOKENS) -> None:
+    def __init__(self, model_dir: str | Path | None = None, max_tokens: int = UNIT_TOKENS) -> None:
         self.model_dir = model_dir
         self.max_tokens = max_tokens
         self._tok: Any = None
@@ -237,14 +239,19 @@ class UnitTokens:
         return ids, case
 
 
-def build_network(n_features: int, embedding: Any, hidden: int = 128, layers: int = 2,
-                  dropout: float = 0.1, token_dim: int = 96) -> Any:
+def build_network(n_features: int, embedding: Any = None, hidden: int = 128, layers: int = 2,
+                  dropout: float = 0.1, token_dim: int = 96, vocab_size: int = 30522) -> Any:
     """The boundary network: units' word pieces -> unit vectors -> BiGRU -> a logit per unit.
 
     Unit vector: the frozen word-piece embeddings (plus case flags) projected to
     ``token_dim``, two width-3 convolutions, then [max over the unit's tokens, the first
     three positions] -- how a unit opens carries most of the signal. The unit-level BiGRU
     reads [unit vector, ``unit_features``] over the whole trace.
+
+    Training passes MiniLM's ``embedding`` table (frozen) and learns the projection; the
+    shipped network (``embedding=None``) holds the projected table itself
+    (``token_table``, vocabulary x ``token_dim``: the same function, computed once at
+    export), so inference needs neither the MiniLM weights nor the projection.
     """
     import torch
     from torch import nn
@@ -252,9 +259,11 @@ def build_network(n_features: int, embedding: Any, hidden: int = 128, layers: in
     class BoundaryNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.register_buffer("embedding", embedding, persistent=False)
-            dim = embedding.shape[1]
-            self.tok_proj = nn.Linear(dim, token_dim)
+            if embedding is not None:
+                self.register_buffer("embedding", embedding, persistent=False)
+                self.tok_proj = nn.Linear(embedding.shape[1], token_dim)
+            else:
+                self.register_buffer("token_table", torch.zeros(vocab_size, token_dim))
             self.case_proj = nn.Linear(3, token_dim, bias=False)
             self.conv1 = nn.Conv1d(token_dim, token_dim, 3, padding=1)
             self.conv2 = nn.Conv1d(token_dim, token_dim, 3, padding=1)
@@ -266,10 +275,10 @@ def build_network(n_features: int, embedding: Any, hidden: int = 128, layers: in
 
         def unit_vectors(self, ids: torch.Tensor, case: torch.Tensor) -> torch.Tensor:
             """[n, T] word pieces (+ case flags) of n real units -> [n, 4 * token_dim]."""
-            mask = (ids > 0).unsqueeze(-1).to(self.tok_proj.weight.dtype)
+            mask = (ids > 0).unsqueeze(-1).to(self.case_proj.weight.dtype)
             # project only the distinct word pieces of the batch (the table is frozen)
             uniq, inverse = torch.unique(ids, return_inverse=True)
-            x = self.tok_proj(self.embedding[uniq])[inverse] + self.case_proj(case)
+            x = self.project_tokens(uniq)[inverse] + self.case_proj(case)
             h = nn.functional.gelu(x).transpose(1, 2)
             h = nn.functional.gelu(self.conv1(h))
             h = nn.functional.gelu(self.conv2(h)).transpose(1, 2)
@@ -278,6 +287,11 @@ def build_network(n_features: int, embedding: Any, hidden: int = 128, layers: in
             pooled = (h - (1 - mask) * 1e4).max(dim=1).values * (mask.sum(1) > 0).to(h.dtype)
             opening = h[:, :3, :].reshape(h.shape[0], -1)
             return torch.cat([pooled, opening], dim=-1)
+
+        def project_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+            if hasattr(self, "token_table"):
+                return self.token_table[ids]
+            return self.tok_proj(self.embedding[ids])
 
         def forward(self, ids: torch.Tensor, case: torch.Tensor, feats: torch.Tensor,
                     lengths: torch.Tensor) -> torch.Tensor:
@@ -344,9 +358,12 @@ class TrainedSegmenter(Segmenter):
         self.path = Path(path) if path else SEGMENTER_DIR
         self.device = device
         self._threshold = threshold
-        self.tokens = tokens or UnitTokens()
+        # the shipped folder carries the tokenizer it was trained with (MiniLM's, MIT)
+        has_tok = (self.path / "tokenizer.json").is_file()
+        self.tokens = tokens or UnitTokens(self.path if has_tok else None)
         self._net: Any = None
         self._config: dict[str, Any] | None = None
+        self._digest: str | None = None
         self._lock = threading.Lock()
 
     @property
@@ -364,9 +381,11 @@ class TrainedSegmenter(Segmenter):
         return self._threshold if self._threshold is not None else float(self.config["threshold"])
 
     def identity(self) -> dict[str, Any]:
-        weights = self.path / "model.safetensors"
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else ""
-        return {"segmenter": self.name, "weights": digest, "threshold": self.threshold}
+        if self._digest is None:  # hashed once: every decomposition cache key asks for it
+            weights = self.path / "model.safetensors"
+            self._digest = (hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+                            if weights.is_file() else "")
+        return {"segmenter": self.name, "weights": self._digest, "threshold": self.threshold}
 
     def _load(self) -> Any:
         with self._lock:
@@ -376,9 +395,10 @@ class TrainedSegmenter(Segmenter):
                 weights = self.path / "model.safetensors"
                 if not weights.is_file():
                     raise SegmenterError(f"segmenter weights missing: {weights}")
-                net = build_network(len(FEATURES), self.tokens.embedding_matrix(),
-                                    **self.config.get("network", {}))
-                net.load_state_dict(load_file(str(weights)))
+                net = build_network(len(FEATURES), None, **self.config.get("network", {}))
+                state = {k: v.float() if v.is_floating_point() else v
+                         for k, v in load_file(str(weights)).items()}  # shipped as float16
+                net.load_state_dict(state)
                 net.eval()
                 self._net = net.to(self.device)
         return self._net

@@ -286,13 +286,38 @@ def train(data_root: Path, out: Path, cfg: SegTrainConfig, resume: bool = False,
 
 
 def export(run: Path, name: str = "segmenter") -> Path:
-    """Copy a run's model into ``gsrm/adapters/<name>/`` with its model card."""
+    """Copy a run's model into ``gsrm/adapters/<name>/`` for inference.
+
+    The frozen MiniLM word-piece table and the learned projection become one projected table
+    (``token_table``: the same function, computed once), the weights are stored as float16
+    (cast back to float32 at load), and MiniLM's ``tokenizer.json`` is copied next to them,
+    so the shipped segmenter needs neither the MiniLM weights nor the projection. A
+    hand-written ``MODEL_CARD.md`` already there is kept.
+    """
     import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
 
     from gsrm.segment import SEGMENTER_DIR
 
+    tokens = UnitTokens()
+    cfg = json.loads((run / "config.json").read_text("utf-8"))
+    net = build_network(len(FEATURES), tokens.embedding_matrix(), **cfg.get("network", {}))
+    net.load_state_dict(load_file(str(run / "model.safetensors")))
+    with torch.no_grad():
+        table = net.tok_proj(net.embedding).contiguous()
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("tok_proj.")}
+    state["token_table"] = table
     dest = SEGMENTER_DIR.parent / name
     dest.mkdir(parents=True, exist_ok=True)
-    for f in ("model.safetensors", "config.json", "train.json"):
-        shutil.copyfile(run / f, dest / f)
+    save_file({k: v.to(torch.float16).contiguous() if v.is_floating_point() else v
+               for k, v in state.items()}, str(dest / "model.safetensors"),
+              metadata={"format": "pt"})
+    cfg.setdefault("network", {})["vocab_size"] = int(table.shape[0])
+    (dest / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", "utf-8")
+    shutil.copyfile(run / "train.json", dest / "train.json")
+    shutil.copyfile(tokens._dir() / "tokenizer.json", dest / "tokenizer.json")
+    for f in dest.iterdir():
+        f.chmod(0o644)
     return dest
