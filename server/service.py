@@ -85,9 +85,12 @@ def gsrm_from_settings(settings: Settings) -> GSRM:
     if settings.judge == "llm":
         jkw = {"base_url": settings.judge_url, "model": settings.judge_model,
                "api_key": settings.judge_api_key}
+    from gsrm.cli import segmenter_from_arg
+
     return GSRM(backend=get_backend(settings.backend, **bkw),
                 judge=get_judge(settings.judge, **jkw), mode=settings.mode,
-                use_coverage=settings.coverage, cache_size=settings.cache_size)
+                use_coverage=settings.coverage, cache_size=settings.cache_size,
+                decomposer=settings.decomposer, segmenter=segmenter_from_arg(settings.segmenter))
 
 
 # --------------------------------------------------------------------------- data

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
                                                             description="torch dtype (transformers)")
     threads: int | None = Field(None, gt=0, description="torch intra-op threads (default: "
                                    "torch's choice)")
+    decomposer: Literal["two-stage", "single-pass"] = Field(
+        "two-stage", description="two-stage: the trained segmenter finds the steps and the LM "
+        "describes each; single-pass: the LM writes the whole decomposition")
+    segmenter: str = Field("trained", description="step segmenter for two-stage: 'trained', a "
+                           "folder of one trained with `gsrm-train segmenter`, 'units' or 'cues'")
 
     # ---------------------------------------------------------------- judge and reward
     judge: str = Field("embedding", description="step matcher: embedding, lexical or llm")

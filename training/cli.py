@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     sg.add_argument("--resume", action="store_true", help="continue from the last epoch")
 
+    ds = sub.add_parser("describer-data",
+                        help="write per-span describer SFT data (training/descdata.py)")
+    ds.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ds.add_argument("--out", type=Path, required=True, help="output folder")
+    ds.add_argument("--seed", type=int, default=0)
+
     xs = sub.add_parser("export-segmenter",
                         help="copy a segmenter run into the package (gsrm/adapters/segmenter)")
     xs.add_argument("--run", type=Path, required=True, help="run folder of `gsrm-train segmenter`")
@@ -118,6 +124,18 @@ def _sft(args: argparse.Namespace) -> int:
     info = train(args.data_dir, args.out, args.preset, seed=args.seed, resume=args.resume,
                  overrides=overrides, command="gsrm-train " + " ".join(sys.argv[1:]))
     print(json.dumps({k: v for k, v in dataclasses.asdict(info).items() if k != "log"}))
+    return 0
+
+
+def _describer_data(args: argparse.Namespace) -> int:
+    from training.data import BuildReport, write_dataset
+    from training.descdata import MIX, build
+
+    examples, counts, problems = build(args.data, seed=args.seed)
+    report = BuildReport(counts=counts, problems=problems)
+    manifest = write_dataset(examples, args.out, report, {
+        "data_root": str(args.data), "kind": "describer", "mix": MIX, "seed": args.seed})
+    print(json.dumps({"out": str(args.out), "counts": manifest["counts"]}))
     return 0
 
 
@@ -201,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export(args)
         if args.cmd == "segmenter":
             return _segmenter(args)
+        if args.cmd == "describer-data":
+            return _describer_data(args)
         if args.cmd == "export-segmenter":
             from training.segtrain import export
 

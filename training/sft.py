@@ -97,6 +97,15 @@ PRESETS: dict[str, Preset] = {
         lora_dropout=0.0, max_minutes=55.0, eval_steps=40, save_steps=10, eval_examples=24,
         mix={"gsm8k-socratic": None, "gsm8k-train": 300, "prm800k": 30, "prmbench": 30},
     ),
+    # the per-span describer (training/descdata.py): short rows (~350 tokens: system prompt,
+    # problem, one step's text, one step), so a larger batch and a short context; the
+    # socratic rows carry the only human wording, the rest teach the format and the answer
+    "describer-cpu": Preset(
+        base_model=None, learning_rate=3e-4, batch_size=8, grad_accum=1, max_length=512,
+        lora_dropout=0.0, max_minutes=35.0, eval_steps=40, save_steps=20, eval_examples=32,
+        mix={"gsm8k-socratic": 900, "prm800k": 80, "branching": 80, "math": 60, "bbm": 60,
+             "champ": 30, "prmbench-branch": 60},
+    ),
     "paper": Preset(
         base_model="Qwen/Qwen2.5-7B-Instruct", lora_r=64, lora_alpha=128, learning_rate=5e-5,
         batch_size=1, grad_accum=16, max_length=16384, gradient_checkpointing=True,

@@ -1,0 +1,110 @@
+"""Two-stage decomposition (segment, then describe each span) through GSRM, with a fake LM."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from gsrm.backends import Backend, Generation, cut_at_stop
+from gsrm.describe import DESCRIBE_STOP, first_step, span_text
+from gsrm.model import GSRM
+from gsrm.segment import get_segmenter
+
+
+class EchoLM(Backend):
+    """Describes a span by echoing its first words; records every batch and its stop list."""
+
+    name = "echo"
+    describes_spans = True
+
+    def __init__(self, reply: str | None = None) -> None:
+        super().__init__(shots=0)
+        self.calls: list[tuple[int, int | None, tuple[str, ...]]] = []
+        self.reply = reply
+
+    @property
+    def model_id(self) -> str:
+        return "echo-lm"
+
+    def generate(self, conversations: Sequence[list[dict[str, str]]],
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[Generation]:
+        self.calls.append((len(conversations), max_new_tokens, tuple(stop or ())))
+        out = []
+        for conv in conversations:
+            span = conv[-1]["content"].split("Reasoning to decompose:\n", 1)[1]
+            text = self.reply if self.reply is not None else (
+                f"[Meta-reasoning 1]: Do {span[:12]}\n[Sub-problem 1]: What is {span[:12]}?\n"
+                f"[Answer 1]: {len(span)}\n[Meta-reasoning 2]: more")
+            out.append(Generation(text=cut_at_stop(text, stop or ())[0], completion_tokens=9,
+                                  prompt_tokens=30))
+        return out
+
+
+TRACE = "Add 2 and 3. So we get 5. Wait, check it: 2 + 3 = 5. Yes."
+
+
+def test_every_span_of_every_trace_is_described_in_one_batch() -> None:
+    lm = EchoLM()
+    g = GSRM(backend=lm, segmenter=get_segmenter("units"))
+    a, b = g.decompose_many([("p", TRACE), ("q", "One step only")])
+    # why: the spans decode as one batch, with the describer's budget and stop strings
+    assert lm.calls == [(5, g.describe_max_new_tokens, DESCRIBE_STOP)]
+    assert [TRACE[s.span[0]:s.span[1]] for s in a.steps] == [
+        "Add 2 and 3.", "So we get 5.", "Wait, check it: 2 + 3 = 5.", "Yes."]
+    assert a.steps[0].subproblem == "What is Add 2 and 3.?" and a.steps[0].answer == "12"
+    assert b.n_steps == 1 and b.steps[0].span == (0, 13)
+    assert a.generation is not None and a.generation.completion_tokens == 4 * 9
+
+
+def test_two_stage_and_single_pass_have_different_cache_keys() -> None:
+    lm = EchoLM()
+    two = GSRM(backend=lm, segmenter=get_segmenter("units"))
+    one = GSRM(backend=lm, segmenter=get_segmenter("units"), decomposer="single-pass")
+    cues = GSRM(backend=lm, segmenter=get_segmenter("cues"))
+    keys = {two.cache_key("p", TRACE), one.cache_key("p", TRACE), cues.cache_key("p", TRACE)}
+    assert len(keys) == 3
+
+
+def test_an_unparsable_description_keeps_its_span_and_says_so() -> None:
+    g = GSRM(backend=EchoLM(reply="I cannot do that."), segmenter=get_segmenter("units"))
+    s = g.decompose("p", "First. Second.")
+    assert [st.span for st in s.steps] == [(0, 6), (7, 14)]
+    assert all(not st.is_complete for st in s.steps)
+    assert any("no step could be parsed" in w for w in s.warnings)
+
+
+def test_rule_backends_keep_their_own_steps_with_spans() -> None:
+    g = GSRM.from_names(backend="sentences", judge="lexical")
+    s = g.decompose("p", TRACE)
+    assert s.n_steps == 4 and [st.span for st in s.steps][0] == (0, 12)
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    # a complete first step, the second cut off
+    ("[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]: 5\n[Meta-reasoning 2]: x",
+     ("m", "q?", "5")),
+    # the budget ended inside the next header: it is not part of the answer
+    ("[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]: 5\n[Meta", ("m", "q?", "5")),
+    # nothing parsable: empty parts
+    ("no tags here", ("", "", "")),
+])
+def test_first_step(text: str, want: tuple[str, str, str]) -> None:
+    step, _ = first_step(text)
+    assert (step.meta, step.subproblem, step.answer) == want
+
+
+def test_long_spans_are_elided_in_the_middle() -> None:
+    text = "a" * 50 + "b" * 50
+    assert span_text(text, (0, 100), limit=20) == "a" * 10 + " … " + "b" * 10
+
+
+def _kw(**kw: Any) -> dict[str, Any]:
+    return kw
+
+
+def test_unknown_decomposer_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown decomposer"):
+        GSRM(**_kw(decomposer="three-stage"))

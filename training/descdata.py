@@ -1,0 +1,166 @@
+"""Training data for the step describer: one step span -> its meta-reasoning, sub-problem, answer.
+
+Why per span: the two-stage GSRM (DESIGN.md section 7) asks the LM to describe one span at a
+time (``gsrm.describe``), with the prompt the backend sends for an adapter
+(``gsrm.prompts.build_messages(problem, span, shots=())``). The describer is trained on
+exactly that job: each example's "reasoning" is one step's text, its target one step::
+
+    [Meta-reasoning 1]: Next, with that known, work out how many eggs are left.
+    [Sub-problem 1]: How many eggs are left?
+    [Answer 1]: 9 eggs
+
+Where the parts come from:
+
+- **Sub-problem and meta-reasoning wording** only from human text: GSM8K socratic
+  sub-questions (items < 1000, train split), the meta-reasoning naming that question as a
+  plan (``describe_meta``: "Next, find how many eggs Janet sells."). The other sources' wording is weak (the step's first
+  sentence) and ``training.sft`` masks it: they teach the format and the answer.
+- **Answer**: the step's result stated briefly (``short_answer``): the value after the
+  step's last "=" with the unit words that follow it ("72 eggs", "$18"), or, for a step
+  with no calculation, its last sentence without its arithmetic, cut to a few words -- never
+  a copied sentence of the trace.
+- **Span text** as the segmenter would give it: GSM8K socratic steps with and without a
+  planning sentence in front (``training.segdata.plan_sentence``), checks and reflections
+  of the branching traces, PRM800K lines, MATH paragraphs, BIG-Bench Mistake steps.
+
+Splits are by problem (``eval.splits``); only train-split problems are written as ``train``,
+dev-split ones as ``validation``.
+
+Example::
+
+    >>> short_answer("Natalia sold 48/2 = 24 clips in May.")
+    '24 clips'
+    >>> short_answer("She makes 9 * 2 = $18 every day at the farmer's market.")
+    '$18'
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from gsrm.calibrate import brief_answer
+from gsrm.prompts import render_structure
+from gsrm.structure import Step, Structure
+from training.data import SFTExample, weak_step
+from training.segdata import SOURCES, StepTrace, plan_sentence
+
+_RESULT = re.compile(r"=\s*\(?(-?\$?\s*-?[\d,]*\.?\d+\s*%?)\)?\s*([A-Za-z][A-Za-z'\- ]{0,40})?")
+_STOP_UNIT = re.compile(r"\b(?:and|so|which|for|in|on|at|to|per|each|every|if|then|that|"
+                        r"is|are|was|were|of|from|with|by|a|an|the)\b.*$", re.IGNORECASE)
+MAX_WORDS = 10
+
+
+def short_answer(text: str) -> str:
+    """The step's result, briefly (see the module docstring)."""
+    found = list(_RESULT.finditer(text))
+    if found:
+        m = found[-1]
+        value = " ".join(m.group(1).split())
+        unit = _STOP_UNIT.sub("", (m.group(2) or "")).strip()
+        unit = " ".join(unit.split()[:3])
+        return f"{value} {unit}".strip()
+    brief = brief_answer(re.split(r"(?<=[.!?])\s+", text.strip())[-1]).rstrip(".")
+    words = brief.split()
+    return " ".join(words[-MAX_WORDS:]) if len(words) > MAX_WORDS else brief
+
+
+def describe_meta(index: int, n_steps: int, question: str, rng: random.Random) -> str:
+    """Meta-reasoning that names the step's sub-problem as a plan ("Next, find how many eggs
+    are left."), from the human question; its position only picks the opening word.
+
+    >>> describe_meta(1, 3, "How many eggs does Janet sell?", random.Random(0))
+    'Then, work out how many eggs Janet sells.'
+    """
+    from training.segdata import question_body
+
+    body = question_body(question)
+    lead = ("To start," if index == 0 else "Finally," if index == n_steps - 1 and n_steps > 1
+            else rng.choice(("Next,", "Then,", "Now,")))
+    if body is None:
+        return f"{lead} answer this: {question.strip()}"
+    return f"{lead} {rng.choice(('find', 'work out', 'figure out'))} {body}."
+
+
+def target_for(meta: str, subproblem: str, answer: str) -> str:
+    """The one-step completion the describer is trained to write."""
+    return render_structure(Structure(steps=[Step(meta=meta, subproblem=subproblem,
+                                                  answer=answer)]))
+
+
+def socratic_examples(tr: StepTrace, rng: random.Random) -> Iterator[SFTExample]:
+    """Human-worded examples: one per step of a socratic item (questions are human)."""
+    assert tr.questions is not None
+    n = len(tr.steps)
+    for k, (step, q) in enumerate(zip(tr.steps, tr.questions, strict=True)):
+        if not q:
+            continue
+        span = step if rng.random() < 0.5 else f"{plan_sentence(q, k, n, rng)} {step}"
+        yield SFTExample(id=f"{tr.id}:{k}", source="gsm8k-socratic",
+                         split="train" if tr.split == "train" else "validation",
+                         problem=tr.problem, reasoning=span,
+                         target=target_for(describe_meta(k, n, q, rng), q, short_answer(step)),
+                         layout="span", n_steps=1)
+
+
+def weak_examples(tr: StepTrace, rng: random.Random, per_trace: int = 2) -> Iterator[SFTExample]:
+    """Format-and-answer examples from boundary-only sources (wording masked in SFT)."""
+    from training.data import weak_meta
+
+    n = len(tr.steps)
+    for k in sorted(rng.sample(range(n), min(per_trace, n))):
+        step = tr.steps[k]
+        sub, _ = weak_step(step)
+        yield SFTExample(id=f"{tr.id}:{k}", source=tr.source,
+                         split="train" if tr.split == "train" else "validation",
+                         problem=tr.problem, reasoning=step,
+                         target=target_for(weak_meta(k, n, step), sub, short_answer(step)),
+                         layout="span", n_steps=1)
+
+
+#: examples per source (train split); the socratic ones are the only human wording
+MIX: dict[str, int] = {"gsm8k-socratic": 1200, "prm800k": 150, "branching": 150, "math": 100,
+                       "bbm": 100, "champ": 50, "prmbench-branch": 100}
+
+
+def build(root: Path, mix: dict[str, int] | None = None, seed: int = 0
+          ) -> tuple[list[SFTExample], Counter[str], list[str]]:
+    """Train and validation examples per ``mix`` (sampled with ``seed``), and what was skipped."""
+    mix = MIX if mix is None else mix
+    rng = random.Random(seed)
+    problems: list[str] = []
+    pools: dict[str, list[SFTExample]] = {}
+    for name, reader in SOURCES.items():
+        wanted = {s for s in mix if s == name or (name == "gsm8k" and s == "gsm8k-socratic")}
+        if not wanted:
+            continue
+        for tr in reader(root, problems):
+            if tr.split not in ("train", "dev"):
+                continue
+            r = random.Random(f"{seed}:{tr.id}")
+            if name == "gsm8k":
+                if tr.id.startswith("gsm8k-soc-"):
+                    exs: Sequence[SFTExample] = list(socratic_examples(tr, r))
+                else:
+                    continue
+            else:
+                exs = list(weak_examples(tr, r))
+            for e in exs:
+                pools.setdefault(e.source, []).append(e)
+    out: list[SFTExample] = []
+    counts: Counter[str] = Counter()
+    for source, n in mix.items():
+        rows = pools.get(source, [])
+        train = [e for e in rows if e.split == "train"]
+        val = [e for e in rows if e.split == "validation"]
+        rng.shuffle(train)
+        rng.shuffle(val)
+        picked = train[:n] + val[: max(4, n // 20)]
+        counts[f"{source}/train"] = min(n, len(train))
+        counts[f"{source}/validation"] = len(picked) - counts[f"{source}/train"]
+        out.extend(picked)
+    rng.shuffle(out)
+    return out, counts, problems
