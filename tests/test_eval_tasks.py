@@ -343,3 +343,67 @@ def test_every_task_is_registered():
                           "prmbench-structure", "reward-sanity"}
     with pytest.raises(ValueError, match="unknown task"):
         get_task("mmlu")
+
+
+# --------------------------------------------------------------------------- branching, schoenfeld
+def test_branching_trace_opens_the_retry_at_the_reflection():
+    import random
+
+    from eval.tasks.branching import BranchTree, branch_steps
+
+    tree = BranchTree("p", ["A is 1.", "B is 2.", "C is 3."], {1: ["B is 5.", "B is 7."]})
+    steps = branch_steps(tree, random.Random(3), ["Wait, no."], max_branches=1,
+                         max_attempts=2, p_none=0)
+    # why: the chain keeps its order, wrong attempts come before the chosen step, and every
+    # retry after the first attempt is opened by a reflection (its own step boundary)
+    assert steps[0] == "A is 1." and steps[-2:] == ["Wait, no. B is 2.", "C is 3."]
+    wrong = steps[1:-2]
+    assert wrong[0] in ("B is 5.", "B is 7.")
+    assert all(w.startswith("Wait, no. B is") for w in wrong[1:])
+
+
+def test_branching_task_test_split_uses_held_out_wording():
+    from eval.tasks.branching import REFLECTIONS_TEST, REFLECTIONS_TRAIN
+
+    # why: a figure on branching-steps must not be the memory of a training phrase
+    assert not set(REFLECTIONS_TEST) & set(REFLECTIONS_TRAIN)
+    loaded = get_task("branching-steps").load(TaskContext(limit=3))
+    if not loaded.items:
+        pytest.skip("no PRM800K data here")
+    assert all(len(it.spans) >= 2 for it in loaded.items)
+
+
+def _schoenfeld_checkout(root):
+    import json as _json
+
+    (root / "responses_original").mkdir(parents=True)
+    (root / "responses_labeled").mkdir()
+    text = ("Okay, I need x. Hmm, right. Let me plan: solve it.\n\nSo x = 2.\n\nWait, check: "
+            "2 works.</think>Final: 2")
+    (root / "responses_original" / "SAT_deepseekR1_results.json").write_text(_json.dumps(
+        [{"Question ID": "q1", "Instruction": "Find x.", "deepseek-reasoner (response)": text}]))
+    labels = [("Okay, I need x.", "Read"), ("Hmm, right.", "Monitor"),
+              ("Let me plan: solve it.", "Plan"), ("So x = 2.", "Implement"),
+              ("Wait, check: 2 works.</think>Final: 2", "Verify")]
+    (root / "responses_labeled" / "1.json").write_text(_json.dumps(
+        {"Question ID": "q1", "data": [{"text": t, "gt-class-2": c} for t, c in labels]}))
+    return text
+
+
+def test_schoenfeld_steps_come_from_episode_changes(tmp_path):
+    from eval.tasks.schoenfeld import load_schoenfeld
+
+    text = _schoenfeld_checkout(tmp_path)
+    loaded = load_schoenfeld(tmp_path)
+    assert loaded.problems == [] and len(loaded.items) == 1
+    it = loaded.items[0]
+    # why: the trace ends at </think>; "Hmm, right." (Monitor) opens the Plan step
+    assert it.reasoning == text.split("</think>")[0]
+    starts = [it.reasoning[s.start:s.end][:12] for s in it.spans]
+    assert starts == ["Okay, I need", "Hmm, right. ", "So x = 2.", "Wait, check:"]
+
+
+def test_schoenfeld_is_skipped_without_a_checkout(monkeypatch):
+    monkeypatch.delenv("GSRM_SCHOENFELD", raising=False)
+    with pytest.raises(DataMissing, match="Schoenfeld"):
+        get_task("schoenfeld-r1").load(TaskContext())

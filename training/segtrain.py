@@ -285,7 +285,7 @@ def train(data_root: Path, out: Path, cfg: SegTrainConfig, resume: bool = False,
     return summary
 
 
-def export(run: Path, name: str = "segmenter") -> Path:
+def export(run: Path, name: str = "segmenter", dest: Path | None = None) -> Path:
     """Copy a run's model into ``gsrm/adapters/<name>/`` for inference.
 
     The frozen MiniLM word-piece table and the learned projection become one projected table
@@ -309,7 +309,7 @@ def export(run: Path, name: str = "segmenter") -> Path:
         table = net.tok_proj(net.embedding).contiguous()
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("tok_proj.")}
     state["token_table"] = table
-    dest = SEGMENTER_DIR.parent / name
+    dest = dest or SEGMENTER_DIR.parent / name
     dest.mkdir(parents=True, exist_ok=True)
     save_file({k: v.to(torch.float16).contiguous() if v.is_floating_point() else v
                for k, v in state.items()}, str(dest / "model.safetensors"),
