@@ -397,6 +397,22 @@ def gsrm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kw
 
 
+def local_gsrm_info(funcs: Sequence[Any]) -> dict[str, Any] | None:
+    """What the in-process GSRM (``--gsrm local``) ran: its decomposer (``two-stage``: the
+    trained segmenter, then the LM per span; or ``single-pass``), the segmenter's identity,
+    and how many decompositions it made and served from its cache. None without one."""
+    for func in funcs:
+        gsrm = getattr(getattr(func, "scorer", None), "gsrm", None)
+        if gsrm is None or not hasattr(gsrm, "decomposer"):
+            continue
+        info: dict[str, Any] = {"decomposer": "two-stage" if gsrm.two_stage else "single-pass",
+                                "backend": gsrm.backend.name, **gsrm.stats}
+        if gsrm.two_stage:
+            info["segmenter"] = gsrm.segmenter.identity()
+        return info
+    return None
+
+
 def grpo_config(args: argparse.Namespace, names: Sequence[str]) -> Any:
     """The ``GRPOConfig`` for resolved ``args`` and reward component ``names``."""
     from trl import GRPOConfig
@@ -447,6 +463,9 @@ def run_grpo(args: argparse.Namespace) -> int:
     if budget is not None:
         summary["time_budget"] = {"seconds": budget.seconds, "stopped": budget.stopped,
                                   "train_s": round(budget.elapsed, 1)}
+    gsrm_info = local_gsrm_info(funcs)
+    if gsrm_info is not None:
+        summary["gsrm"] = gsrm_info
     print(json.dumps(summary))
     return 0
 
