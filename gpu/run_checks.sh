@@ -116,12 +116,12 @@ if [ "$MODE" = gpu ]; then
   THROUGHPUT_ARGS=(--limit 128 --batch-size 128 --max-new-tokens 1024 --decomposer two-stage)
   GRPO_BUDGET=${GRPO_BUDGET_S:-200}
   GRPO_ARGS=(--limit 1024 --max-completion-length "${GRPO_MAX_COMPLETION:-512}"
-             --save-steps 100000)
+             --save-steps 100000 --gsrm-batch-size 128)
 else
   # generous per stage (a shared 2-core CPU); CHECKS_TOTAL_S bounds the sum
   T_INSTALL=60; T_ENV=30; T_WEIGHTS=90; T_SEG=30; T_SLOW=90; T_DECODE=60; T_THROUGHPUT=60
   T_GRPO=120
-  N_GSM8K=64; N_LONG=1; LONG_CHARS=1200
+  N_GSM8K=64; N_LONG=1; LONG_CHARS=600   # one "long" trace of ~650 characters, 7 spans
   SLOW_TESTS=(tests/test_backends.py::test_prompt_lookup_matches_plain_greedy)
   XDIST=()
   DECODE_ARGS=(--batch-sizes 1 2 --repeats 1 --max-new-tokens 4 --tokens 60 --threads 1)
@@ -131,7 +131,7 @@ else
                    --describe-max-new-tokens 16)
   GRPO_ARGS=(--limit 4 --max-steps 1 --batch-size 2 --num-generations 2
              --max-completion-length 8 --lora-r 8 --lora-alpha 16 --no-bf16
-             --gsrm-max-new-tokens 12)
+             --gsrm-max-new-tokens 12 --gsrm-batch-size 16)
   GRPO_BUDGET=60
 fi
 

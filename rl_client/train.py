@@ -213,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gsrm-max-new-tokens", type=int, default=None,
                    help="--gsrm local: token budget of one decomposition (default: the "
                    "backend's, 1024)")
+    g.add_argument("--gsrm-batch-size", type=int, default=None,
+                   help="--gsrm local, transformers backend: rows decoded together (default: "
+                   "the backend's, 8); the two-stage decomposer describes every step span of "
+                   "a batch's completions as one generation each, so a GPU wants far more")
     g.add_argument("--gsrm-mode", choices=("paper", "normalized"), default="paper",
                    help="reward mode (paper: sum of step rewards)")
     g.add_argument("--gsrm-api-key", default=None, help="endpoint API key (or GSRM_API_KEY)")
@@ -387,6 +391,7 @@ def gsrm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         backend_kw = {key: value for key, value in (
             ("model", args.gsrm_model), ("device", args.gsrm_device),
             ("dtype", args.gsrm_dtype), ("max_new_tokens", args.gsrm_max_new_tokens),
+            ("batch_size", args.gsrm_batch_size),
         ) if value is not None}
         if backend_kw:
             kw["backend_kwargs"] = backend_kw

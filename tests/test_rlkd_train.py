@@ -121,6 +121,8 @@ def test_grpo_config_carries_the_reward_weights() -> None:
     # the GPU check's in-process LM GSRM: device, dtype and token budget reach the backend
     (["--gsrm-device", "cuda", "--gsrm-dtype", "bfloat16", "--gsrm-max-new-tokens", "256"],
      {"device": "cuda", "dtype": "bfloat16", "max_new_tokens": 256}),
+    # and the rows its two-stage decomposer describes together
+    (["--gsrm-device", "cuda", "--gsrm-batch-size", "128"], {"device": "cuda", "batch_size": 128}),
     # --gsrm-model alone, as before
     (["--gsrm-model", "/m"], {"model": "/m"}),
 ])
