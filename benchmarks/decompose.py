@@ -6,11 +6,16 @@ decoding safeguards) bounds a GRPO step. Short GSM8K-like traces and long branch
 (thousands of characters, DESIGN.md section 7) stress it differently: many short generations
 batch well; long ones are bounded by sequential decoding steps.
 
-Each set is decomposed as one ``decompose_many`` call (the backend batches it by
-``--batch-size``) after one untimed warm-up decomposition of a trace outside the sets; the
-traces are distinct, so nothing is served from the GSRM's content cache. Reported per set:
-traces/s, completion tokens/s, steps per trace, and how decodes ended (``hit_max_new_tokens``,
-loops stopped, resumed). A JSON line is printed after each set, the last one with
+The GSRM decomposes as it does by default: two-stage (``--decomposer``), i.e. the trained
+segmenter (``gsrm.segment``) cuts each trace into step spans, then the LM describes every span
+of every trace in one batch (``gsrm.describe``); ``--decomposer single-pass`` times the LM
+writing whole decompositions instead. The JSON says which ran (``decomposer``, with the
+segmenter's identity). Each set is decomposed as one ``decompose_many`` call (the backend
+batches the generations by ``--batch-size``) after one untimed warm-up decomposition of a trace
+outside the sets; the traces are distinct, so nothing is served from the GSRM's content cache.
+Reported per set: traces/s, completion tokens/s, steps per trace, how decodes ended
+(``hit_max_new_tokens``, loops stopped, resumed), and ``segment_s``, the segmenter's own time
+over the set, measured again after the timed call (its share of ``wall_s``). A JSON line is printed after each set, the last one with
 ``"complete": true``, so a run cut short by a timeout still reports the sets it finished.
 
 Trace files are JSON lines ``{"problem", "reasoning"}`` (``gpu/synth.py`` writes GSM8K-like and
@@ -126,17 +131,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", help="torch dtype name (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="generation batch (default: 8)")
     p.add_argument("--max-new-tokens", type=int, default=1024,
-                   help="token budget per decomposition (default: %(default)s)")
+                   help="single-pass: token budget per decomposition; the backend's cap "
+                        "(default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--decomposer", choices=("two-stage", "single-pass"), default="two-stage",
+                   help="the GSRM's decomposer (default: %(default)s, the GSRM's default: the "
+                        "trained segmenter finds the step spans, the LM describes each)")
+    p.add_argument("--describe-max-new-tokens", type=int, default=None,
+                   help="two-stage: token budget per span (default: the GSRM's, 128)")
     return p
+
+
+def decomposer_info(gsrm: Any) -> dict[str, Any]:
+    """Which decomposer the GSRM runs (two-stage only with an LM backend that describes spans),
+    with the segmenter's identity (name, weights hash, threshold) and where it runs."""
+    if not gsrm.two_stage:
+        return {"decomposer": "single-pass"}
+    seg = gsrm.segmenter
+    return {"decomposer": "two-stage", "segmenter": seg.identity(),
+            "segmenter_device": getattr(seg, "device", None),
+            "describe_max_new_tokens": gsrm.describe_max_new_tokens}
+
+
+def segment_seconds(gsrm: Any, items: Sequence[Item]) -> float | None:
+    """Seconds the segmenter alone takes over ``items`` (two-stage; its share of the wall)."""
+    if not gsrm.two_stage:
+        return None
+    t0 = time.perf_counter()
+    gsrm.segmenter.segment_many([r for _, r in items])
+    return round(time.perf_counter() - t0, 3)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run and print one JSON line; 2 on bad arguments or trace files, 1 if the model fails."""
     args = build_parser().parse_args(argv)
     if (args.limit is not None and args.limit < 1) or args.batch_size < 1 \
-            or args.max_new_tokens < 2:
-        print("error: --limit >= 1, --batch-size >= 1, --max-new-tokens >= 2", file=sys.stderr)
+            or args.max_new_tokens < 2 or (args.describe_max_new_tokens or 2) < 2:
+        print("error: --limit >= 1, --batch-size >= 1, --max-new-tokens >= 2, "
+              "--describe-max-new-tokens >= 2", file=sys.stderr)
         return 2
     try:
         sets = {name: read_traces(path, args.limit) for name, path in args.traces} or {
@@ -155,9 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend = TransformersBackend(model=args.model, adapter=args.adapter, device=args.device,
                                   dtype=args.dtype, batch_size=args.batch_size,
                                   max_new_tokens=args.max_new_tokens, threads=args.threads)
-    gsrm = GSRM(backend=backend, judge=get_judge("lexical"))
+    gsrm = GSRM(backend=backend, judge=get_judge("lexical"), decomposer=args.decomposer,
+                describe_max_new_tokens=args.describe_max_new_tokens)
     result: dict[str, Any] = {
         "benchmark": "decompose",
+        **decomposer_info(gsrm),
         "model": backend.model_id,
         "device": backend.device,
         "gpu": torch.cuda.get_device_name() if backend.device.startswith("cuda") else None,
@@ -179,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"decomposing {len(items)} traces of set {name!r}", file=sys.stderr,
                   flush=True)
             result["sets"][name] = measure(gsrm, items)
+            result["sets"][name]["segment_s"] = segment_seconds(gsrm, items)
             result["total_s"] = round(time.perf_counter() - started, 1)
             result["complete"] = len(result["sets"]) == len(sets)
             # a line after each set: a run stopped by a timeout still reports the sets done

@@ -13,6 +13,10 @@ Subcommands (each prints one JSON line or updates the summary; run_checks.sh cal
   in the bundle or preinstalled).
 - ``weights``: load the default GSRM base model (``$GSRM_WEIGHTS`` when set) on a device and
   decode a few tokens greedily: the check that the carried weights load.
+- ``segmenter``: the GSRM's default decomposer is two-stage, and its first stage is the
+  trained step segmenter shipped in ``gsrm/adapters/segmenter/`` (its weights and tokenizer:
+  it needs torch, ``tokenizers`` and ``safetensors``, all preinstalled on the GPU machine):
+  load it and segment the example trace, so that a failure there is told apart from the LM's.
 - ``pytest-outcomes``: per-test outcomes from a ``pytest -v`` log (also of a run that was killed).
 - ``grpo-report``: reward curves (PNG, if matplotlib is there) and per-step figures from
   ``rlkd-train``'s ``metrics.jsonl``.
@@ -115,6 +119,14 @@ def _figures(data: dict[str, Any], rec: dict[str, Any]) -> None:
     elif rec["name"] == "throughput" and "sets" in res:
         fig["decompose_traces_per_s"] = {k: v["traces_per_s"] for k, v in res["sets"].items()}
         fig["decompose_batch_size"] = res.get("batch_size")
+        fig.setdefault("decomposer", {})["throughput"] = res.get("decomposer")
+        fig["decompose_segment_s"] = {k: v.get("segment_s") for k, v in res["sets"].items()}
+    elif rec["name"] == "grpo" and isinstance(res.get("gsrm"), dict):
+        fig.setdefault("decomposer", {})["grpo"] = res["gsrm"].get("decomposer")
+        fig["grpo_gsrm_decompositions"] = res["gsrm"].get("decompositions")
+    elif rec["name"] == "segmenter" and res:
+        fig["segmenter"] = {"identity": res.get("segmenter"), "spans": res.get("spans"),
+                            "segment_s": res.get("segment_s")}
     elif rec["name"] == "grpo_report" and res:
         fig["grpo_steps"] = res.get("steps")
         fig["grpo_mean_step_s"] = res.get("mean_step_s")
@@ -193,6 +205,35 @@ def weights_check(device: str, dtype: str, max_new_tokens: int = 16) -> dict[str
             "load_s": round(load_s, 2), "generate_s": round(time.perf_counter() - t2, 2),
             "device": backend.device, "dtype": dtype, "text": gen.text,
             "completion_tokens": gen.completion_tokens}
+
+
+def segmenter_check(device: str = "cpu") -> dict[str, Any]:
+    """Load the shipped step segmenter (stage 1 of the two-stage decomposer) and segment the
+    repository's example trace: its identity, the spans, the seconds, and what it imported."""
+    import importlib.metadata as md
+
+    from gsrm.model import GSRM
+    from gsrm.segment import get_segmenter
+
+    root = Path(__file__).resolve().parents[1]
+    example = json.loads((root / "examples" / "teacher.json").read_text("utf-8"))
+    t0 = time.perf_counter()
+    seg = get_segmenter(device=device)
+    spans = seg.segment_many([example["reasoning"]])[0]
+    seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    seg.segment_many([example["reasoning"]])
+    versions = {}
+    for name in ("tokenizers", "safetensors", "torch"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    return {"decomposer": GSRM().decomposer, "segmenter": seg.identity(),
+            "device": device, "spans": len(spans), "trace_chars": len(example["reasoning"]),
+            "first_span": example["reasoning"][slice(*spans[0])][:120] if spans else None,
+            "load_and_segment_s": round(seconds, 3),
+            "segment_s": round(time.perf_counter() - t1, 4), "packages": versions}
 
 
 _WORDS = "PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS"
@@ -311,6 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     w = sub.add_parser("weights")
     w.add_argument("--device", default="cpu")
     w.add_argument("--dtype", default="float32")
+    sg = sub.add_parser("segmenter")
+    sg.add_argument("--device", default="cpu", help="where the segmenter runs (the GSRM's "
+                    "default: cpu)")
     po = sub.add_parser("pytest-outcomes")
     po.add_argument("--log", type=Path, required=True)
     g = sub.add_parser("grpo-report")
@@ -333,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = env_report()
     elif args.cmd == "weights":
         out = weights_check(args.device, args.dtype)
+    elif args.cmd == "segmenter":
+        out = segmenter_check(args.device)
     elif args.cmd == "pytest-outcomes":
         out = pytest_outcomes(args.log.read_text(errors="replace") if args.log.is_file() else "")
         if not out["seen"] and not out["final_line"]:

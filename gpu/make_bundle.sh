@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the GPU bundle: the wheels the offline GPU machine lacks (gpu/wheels.txt, versions from
-# constraints.txt) and the embedded SmolLM2 GGUF, xz-compressed and cut into parts that each fit
-# one device run together with this checkout (gpu/README.md says why and how to carry them).
+# constraints.txt) and the embedded SmolLM2 GGUF, xz-compressed and cut into as many parts as
+# needed for each to fit one device run together with this checkout; it prints the parts'
+# sizes and the device tool's run calls that carry them (gpu/README.md says why and how).
 #
 # usage: gpu/make_bundle.sh [--out DIR] [--limit-mib MIB] [--gguf FILE]
 #   --out        where the parts go (default: gpu/bundle, git-ignored)
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --limit-mib) LIMIT=$2; shift 2 ;;
     --gguf) GGUF=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -115,8 +116,10 @@ fi
 "$PY" "$HERE/bundle.py" pack --out "$OUT" --xz "$XZ" --gguf "$GGUF" --wheels "$WORK/wheels" \
   --repo "$REPO" --limit-mib "$LIMIT" >"$WORK/pack.json" || die "packing failed"
 
-"$PY" - "$OUT" "$WORK/pack.json" <<'PYEOF'
+"$PY" - "$OUT" "$WORK/pack.json" "$HERE" <<'PYEOF'
 import json, sys
+sys.path.insert(0, sys.argv[3])
+import bundle
 out, m = sys.argv[1], json.load(open(sys.argv[2]))
 mib = lambda n: n / 2**20
 print(f"bundle in {out}  (GGUF {m['gguf']['name']}: {mib(m['gguf']['bytes']):.1f} MiB, "
@@ -126,4 +129,15 @@ print(f"bundle in {out}  (GGUF {m['gguf']['name']}: {mib(m['gguf']['bytes']):.1f
 for p in m["parts"]:
     print(f"  {p['name']}: {p['mib']:.2f} MiB, {p['with_repo_mib']:.2f} MiB with the repository "
           f"(limit {mib(m['limit_bytes']):.0f})")
+try:
+    runs = bundle.device_runs(m)
+except bundle.BundleError as exc:
+    print(f"no device commands: {exc}")
+    sys.exit(0)
+n = len(runs)
+print(f"device commands: {n} run calls, each sent as soon as the one before returns (the "
+      "machine keeps files only while warm, about 30 s)")
+for r in runs:
+    print(f"  run {r['run']}/{n}: command={json.dumps(r['command'])} "
+          f"carry={json.dumps(r['carry'])} timeout_s={r['timeout_s']}")
 PYEOF

@@ -2,15 +2,17 @@
 # The GPU check in one command: install the carried bundle offline, then run the slow tests,
 # the decode benchmark, the decomposition throughput and a short GRPO run, each stage under
 # its own timeout; every stage's outcome, figures and failures go to OUTDIR/summary.json, and
-# a failed or timed-out stage does not stop the next. gpu/README.md has the device commands.
+# a failed or timed-out stage does not stop the next. The throughput and GRPO stages use the
+# GSRM's default decomposer, two-stage (the trained segmenter, then the LM per span); the
+# summary's figures say which ran. gpu/README.md has the device commands (the last of N runs).
 #
 # usage: gpu/run_checks.sh OUTDIR [--cpu] [--bundle DIR]
 #   OUTDIR    summary.json, checks.log, slow_tests.log, grpo_metrics.jsonl, grpo_rewards.png
 #             (at most 8 files: what the device tool returns)
 #   --cpu     dry mode on this machine: the same stages at toy sizes (about a minute); the
 #             cp312 wheels are installed into a scratch folder, not put on the path
-#   --bundle  folder with part1/, part2/ (default: gpu/bundle); parts carried by an earlier
-#             run are also looked for in /tmp/gsrm-bundle (`gpu/bundle.py stash` puts them there)
+#   --bundle  folder with part1/ .. partN/ (default: gpu/bundle); parts carried by earlier
+#             runs are also looked for in /tmp/gsrm-bundle (`gpu/bundle.py stash` puts them there)
 # Environment: CHECKS_TOTAL_S (default 480 on the GPU, 240 with --cpu) bounds the whole run;
 # GRPO_MAX_COMPLETION (default 512) the GRPO completions; GRPO_BUDGET_S (default 200) its
 # training time; CHECKS_KEEP_WORK=1 keeps the scratch folder; PYTHON (default python3).
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) MODE=cpu; shift ;;
     --bundle) BUNDLE=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option: $1 (see --help)" ;;
     *) [ -z "$OUTDIR" ] || die "one OUTDIR only"; OUTDIR=$1; shift ;;
   esac
@@ -103,28 +105,33 @@ trap 'helper finish --summary "$SUMMARY" >/dev/null 2>&1 || true; cleanup' EXIT
 
 # sizes: GPU run / --cpu dry run
 if [ "$MODE" = gpu ]; then
-  T_INSTALL=30; T_ENV=15; T_WEIGHTS=45; T_SLOW=100; T_DECODE=45; T_THROUGHPUT=60; T_GRPO=240
+  T_INSTALL=30; T_ENV=15; T_WEIGHTS=45; T_SEG=20; T_SLOW=100; T_DECODE=45; T_THROUGHPUT=60
+  T_GRPO=240
   N_GSM8K=2000; N_LONG=16; LONG_CHARS=4700
   SLOW_TESTS=(tests/test_backends.py tests/test_weights.py tests/test_server.py tests/test_cli.py
               tests/test_rlkd_train.py tests/test_train_data.py tests/test_eval_cli.py
               tests/test_experiment.py)
   XDIST=(-n 4)
   DECODE_ARGS=(--batch-sizes 1 32 128 --repeats 2 --max-new-tokens 128 --tokens 300)
-  THROUGHPUT_ARGS=(--limit 128 --batch-size 128 --max-new-tokens 1024)
+  THROUGHPUT_ARGS=(--limit 128 --batch-size 128 --max-new-tokens 1024 --decomposer two-stage)
   GRPO_BUDGET=${GRPO_BUDGET_S:-200}
   GRPO_ARGS=(--limit 1024 --max-completion-length "${GRPO_MAX_COMPLETION:-512}"
-             --save-steps 100000)
+             --save-steps 100000 --gsrm-batch-size 128)
 else
   # generous per stage (a shared 2-core CPU); CHECKS_TOTAL_S bounds the sum
-  T_INSTALL=60; T_ENV=30; T_WEIGHTS=90; T_SLOW=90; T_DECODE=60; T_THROUGHPUT=60; T_GRPO=120
-  N_GSM8K=64; N_LONG=1; LONG_CHARS=1200
+  T_INSTALL=60; T_ENV=30; T_WEIGHTS=90; T_SEG=30; T_SLOW=90; T_DECODE=60; T_THROUGHPUT=60
+  T_GRPO=120
+  N_GSM8K=64; N_LONG=1; LONG_CHARS=600   # one "long" trace of ~650 characters, 7 spans
   SLOW_TESTS=(tests/test_backends.py::test_prompt_lookup_matches_plain_greedy)
   XDIST=()
   DECODE_ARGS=(--batch-sizes 1 2 --repeats 1 --max-new-tokens 4 --tokens 60 --threads 1)
-  THROUGHPUT_ARGS=(--limit 1 --batch-size 2 --max-new-tokens 8 --threads 1)
+  # two-stage: every span of a trace is a generation; 16 tokens a span (128 on the GPU), and a
+  # batch that holds a long trace's spans
+  THROUGHPUT_ARGS=(--limit 1 --batch-size 16 --max-new-tokens 8 --threads 1 --decomposer two-stage
+                   --describe-max-new-tokens 16)
   GRPO_ARGS=(--limit 4 --max-steps 1 --batch-size 2 --num-generations 2
              --max-completion-length 8 --lora-r 8 --lora-alpha 16 --no-bf16
-             --gsrm-max-new-tokens 12)
+             --gsrm-max-new-tokens 12 --gsrm-batch-size 16)
   GRPO_BUDGET=60
 fi
 
@@ -173,6 +180,10 @@ need_lm() {  # skip stage $1 when the LM could not be loaded
   return 1
 }
 
+# the step segmenter, stage 1 of the GSRM's default two-stage decomposer (shipped in the
+# checkout: gsrm/adapters/segmenter/; torch, tokenizers and safetensors from the machine)
+stage segmenter "$T_SEG" "$PY" "$HERE/checks.py" segmenter
+
 # 4. data that travels: generated GSM8K-style problems and long traces (gpu/synth.py)
 stage data 30 "$PY" "$HERE/synth.py" --out "$WORK/data" --gsm8k "$N_GSM8K" --long "$N_LONG" \
   --long-chars "$LONG_CHARS"
@@ -206,14 +217,16 @@ if need_lm decode; then
     --device "$DEVICE" --dtype "$DTYPE" --adapter cpu-small --lookup "${DECODE_ARGS[@]}"
 fi
 
-# 7. decomposition throughput (traces/s), GSM8K-like and long traces
+# 7. decomposition throughput (traces/s), GSM8K-like and long traces, two-stage (the GSRM's
+#    default: the segmenter on the CPU, then the LM describes every span on the device)
 if need_lm throughput; then
   stage throughput "$T_THROUGHPUT" "$PY" "$REPO/benchmarks/decompose.py" \
     --traces "gsm8k=$WORK/data/traces/gsm8k.jsonl" --traces "long=$WORK/data/traces/long.jsonl" \
     --device "$DEVICE" --dtype "$DTYPE" "${THROUGHPUT_ARGS[@]}"
 fi
 
-# 8. GRPO with the gpu preset, the LM GSRM in-process on the device, for a fixed time
+# 8. GRPO with the gpu preset, the LM GSRM in-process on the device (its default decomposer,
+#    two-stage; rlkd-train's closing JSON says which ran), for a fixed time
 if need_lm grpo; then
   # training time: the budget, or less when earlier stages ran long (40 s kept for loading
   # the models before the first step and saving after the last)

@@ -213,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gsrm-max-new-tokens", type=int, default=None,
                    help="--gsrm local: token budget of one decomposition (default: the "
                    "backend's, 1024)")
+    g.add_argument("--gsrm-batch-size", type=int, default=None,
+                   help="--gsrm local, transformers backend: rows decoded together (default: "
+                   "the backend's, 8); the two-stage decomposer describes every step span of "
+                   "a batch's completions as one generation each, so a GPU wants far more")
     g.add_argument("--gsrm-mode", choices=("paper", "normalized"), default="paper",
                    help="reward mode (paper: sum of step rewards)")
     g.add_argument("--gsrm-api-key", default=None, help="endpoint API key (or GSRM_API_KEY)")
@@ -387,6 +391,7 @@ def gsrm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         backend_kw = {key: value for key, value in (
             ("model", args.gsrm_model), ("device", args.gsrm_device),
             ("dtype", args.gsrm_dtype), ("max_new_tokens", args.gsrm_max_new_tokens),
+            ("batch_size", args.gsrm_batch_size),
         ) if value is not None}
         if backend_kw:
             kw["backend_kwargs"] = backend_kw
@@ -395,6 +400,22 @@ def gsrm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                   api_key=args.gsrm_api_key or os.environ.get("GSRM_API_KEY") or None,
                   timeout=args.gsrm_timeout, max_retries=args.gsrm_retries)
     return kw
+
+
+def local_gsrm_info(funcs: Sequence[Any]) -> dict[str, Any] | None:
+    """What the in-process GSRM (``--gsrm local``) ran: its decomposer (``two-stage``: the
+    trained segmenter, then the LM per span; or ``single-pass``), the segmenter's identity,
+    and how many decompositions it made and served from its cache. None without one."""
+    for func in funcs:
+        gsrm = getattr(getattr(func, "scorer", None), "gsrm", None)
+        if gsrm is None or not hasattr(gsrm, "decomposer"):
+            continue
+        info: dict[str, Any] = {"decomposer": "two-stage" if gsrm.two_stage else "single-pass",
+                                "backend": gsrm.backend.name, **gsrm.stats}
+        if gsrm.two_stage:
+            info["segmenter"] = gsrm.segmenter.identity()
+        return info
+    return None
 
 
 def grpo_config(args: argparse.Namespace, names: Sequence[str]) -> Any:
@@ -447,6 +468,9 @@ def run_grpo(args: argparse.Namespace) -> int:
     if budget is not None:
         summary["time_budget"] = {"seconds": budget.seconds, "stopped": budget.stopped,
                                   "train_s": round(budget.elapsed, 1)}
+    gsrm_info = local_gsrm_info(funcs)
+    if gsrm_info is not None:
+        summary["gsrm"] = gsrm_info
     print(json.dumps(summary))
     return 0
 

@@ -33,8 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
     (100, 10, 60, [55, 45]),
     # odd total: the first part takes the extra byte
     (100, 11, 60, [56, 44]),
-    # the real bundle's shape: 86.2 MiB of weights, 8.3 MiB of wheels, 49.1 MiB per run
+    # three parts of 37: 37 | 37 | 26 + 11
+    (100, 11, 40, [37, 37, 26]),
+    # the total one byte over two parts' room: three parts, not two
+    (100, 21, 60, [41, 40, 19]),
+    # wheels larger than a balanced part ride alone in the last one
+    (60, 39, 40, [30, 30, 0]),
+    # the first bundle's shape: 86.2 MiB of weights, 8.3 MiB of wheels, 49.1 MiB per run
     (90_400_000, 8_700_000, 51_500_000, [49_550_000, 40_850_000]),
+    # today's: the same weights and wheels beside a 22 MiB repository (38 MiB per run)
+    (90_400_000, 8_700_000, 39_845_888, [33_033_334, 33_033_333, 24_333_333]),
 ])
 def test_split_sizes(xz: int, wheels: int, room: int, expected: list[int]) -> None:
     sizes = bundle.split_sizes(xz, wheels, room)
@@ -42,16 +50,37 @@ def test_split_sizes(xz: int, wheels: int, room: int, expected: list[int]) -> No
     assert all(s <= room for s in sizes[:-1]) and sizes[-1] + wheels <= room
 
 
-def test_split_sizes_refuses_what_two_runs_cannot_carry() -> None:
-    with pytest.raises(bundle.BundleError, match="need 2 x 65 bytes; each part has room for 60"):
-        bundle.split_sizes(100, 30, 60)
+def test_split_sizes_is_minimal_and_balanced() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        room = rng.randint(1, 500)
+        wheels = rng.randint(0, room)
+        xz = rng.randint(1, 5000)
+        sizes = bundle.split_sizes(xz, wheels, room)
+        loads = sizes[:-1] + [sizes[-1] + wheels]
+        assert sum(sizes) == xz and min(sizes) >= 0 and max(loads) <= room
+        assert len(sizes) == -(-(xz + wheels) // room)  # no more parts than the bytes need
+        assert sizes[:-1] == sorted(sizes[:-1], reverse=True)  # the larger parts first
+        if max(loads) - min(loads) > 1:  # unbalanced only when the wheels ride alone in the
+            # last part, the weights shared evenly by the others
+            assert sizes[-1] == 0 and wheels > (xz + wheels) // len(sizes)
+            assert max(sizes[:-1]) - min(sizes[:-1]) <= 1
 
 
-@pytest.fixture
-def packed(tmp_path: Path) -> tuple[Path, bytes, dict]:
-    """A two-part bundle of a made-up 'GGUF' (random bytes) and two made-up wheels."""
+def test_split_sizes_refuses_wheels_that_fill_more_than_a_run() -> None:
+    with pytest.raises(bundle.BundleError, match=r"the wheels alone \(61 bytes\) pass the room "
+                                                 r"of one part \(60 bytes\)"):
+        bundle.split_sizes(100, 61, 60)
+    with pytest.raises(bundle.BundleError, match="fills the"):
+        bundle.pack(Path("/nonexistent"), Path("/nonexistent.xz"), "x.gguf", "0", 1, [],
+                    repo_bytes=100, limit_bytes=100)
+
+
+def _make_bundle(tmp_path: Path, parts: int, seed: int = 0) -> tuple[Path, bytes, dict]:
+    """A bundle of ``parts`` parts: a made-up 'GGUF' (random bytes), two made-up wheels."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     gguf = tmp_path / "tiny.gguf"
-    raw = random.Random(0).randbytes(200_000)
+    raw = random.Random(seed).randbytes(200_000)
     gguf.write_bytes(raw)
     xz = tmp_path / "tiny.gguf.xz"
     xz.write_bytes(lzma.compress(raw))
@@ -60,54 +89,135 @@ def packed(tmp_path: Path) -> tuple[Path, bytes, dict]:
         (tmp_path / name).write_bytes(name.encode() * 100)
         wheels.append(tmp_path / name)
     out = tmp_path / "bundle"
-    room = (xz.stat().st_size + sum(w.stat().st_size for w in wheels)) // 2 + 10
+    room = (xz.stat().st_size + sum(w.stat().st_size for w in wheels)) // parts + 10
     manifest = bundle.pack(out, xz, gguf.name, bundle.sha256(gguf), len(raw), wheels,
                            repo_bytes=1000, limit_bytes=room + 1000)
+    assert len(manifest["parts"]) == parts
     return out, raw, manifest
+
+
+@pytest.fixture(params=[2, 3, 5], ids=lambda n: f"{n}parts")
+def packed(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, bytes, dict]:
+    return _make_bundle(tmp_path, request.param)
 
 
 def test_pack_then_assemble_gives_the_same_bytes(packed: tuple[Path, bytes, dict],
                                                  tmp_path: Path) -> None:
     out, raw, manifest = packed
-    assert [p["name"] for p in manifest["parts"]] == ["part1", "part2"]
-    assert sorted(f.name for f in (out / "part1").iterdir()) == ["manifest.json",
-                                                                 "weights.gguf.xz.00"]
-    assert (out / "part2" / "wheels" / "a-1.0-py3-none-any.whl").is_file()
+    n = len(manifest["parts"])
+    assert [p["name"] for p in manifest["parts"]] == [f"part{k}" for k in range(1, n + 1)]
+    for k in range(1, n):  # a chunk and the manifest in each part; the wheels in the last
+        assert sorted(f.name for f in (out / f"part{k}").iterdir()) == [
+            "manifest.json", f"weights.gguf.xz.{k - 1:02d}"]
+    assert manifest["wheels_part"] == f"part{n}"
+    assert (out / f"part{n}" / "wheels" / "a-1.0-py3-none-any.whl").is_file()
+    sizes = [p["bytes"] for p in manifest["parts"]]
+    assert max(sizes) - min(sizes) <= 1  # balanced, the wheels counted
     for p in manifest["parts"]:  # each part, with the repository, within the limit
         assert p["with_repo_bytes"] <= manifest["limit_bytes"]
+    for k in range(1, n + 1):  # every part carries the whole manifest
+        assert json.loads((out / f"part{k}" / "manifest.json").read_text()) == manifest
     got = bundle.assemble([out], tmp_path / "w")
     assert Path(got["gguf"]).read_bytes() == raw and got["sha256"] == manifest["gguf"]["sha256"]
     assert [w.name for w in bundle.wheels([out])] == [w["file"] for w in manifest["wheels"]]
 
 
-def test_a_part_from_an_earlier_run_is_found_in_the_stash(packed: tuple[Path, bytes, dict],
-                                                          tmp_path: Path) -> None:
-    out, raw, _ = packed
-    stash = tmp_path / "stash"
-    assert bundle.stash(out, stash) == ["part1", "part2"]
-    # run 2 carries only part2; part1 is where run 1 stashed it
+def _carry_only(full: Path, machine: Path, k: int) -> None:
+    """The repository copy on the GPU machine during run k: part k alone is carried."""
     import shutil
 
-    shutil.rmtree(out / "part1")
-    got = bundle.assemble([out, stash], tmp_path / "w")
+    if machine.exists():
+        shutil.rmtree(machine)
+    machine.mkdir(parents=True)
+    shutil.copytree(full / f"part{k}", machine / f"part{k}")
+
+
+def test_runs_1_to_n_minus_1_stash_and_run_n_assembles(packed: tuple[Path, bytes, dict],
+                                                       tmp_path: Path) -> None:
+    full, raw, manifest = packed
+    n = len(manifest["parts"])
+    machine, stash = tmp_path / "machine" / "gpu" / "bundle", tmp_path / "stash"
+    for k in range(1, n):  # runs 1..N-1: carry part k, stash it
+        _carry_only(full, machine, k)
+        r = bundle.stash(machine, stash)
+        assert r["stashed"] == [f"part{k}"] and r["lost"] == []
+        assert r["in_stash"] == [f"part{j}" for j in range(1, k + 1)]
+        assert r["to_come"] == [f"part{j}" for j in range(k + 1, n + 1)]
+    _carry_only(full, machine, n)  # run N carries the last part and finds the rest
+    got = bundle.assemble([machine, stash], tmp_path / "w")
     assert Path(got["gguf"]).read_bytes() == raw
-    assert got["chunks"][0].startswith(str(stash))
+    assert [Path(c).parent.name for c in got["chunks"]] == [f"part{k}" for k in range(1, n + 1)]
+    assert all(c.startswith(str(stash)) for c in got["chunks"][:-1])
+    assert [w.name for w in bundle.wheels([machine, stash])] == [w["file"] for w in
+                                                                 manifest["wheels"]]
+    # stashing again is idempotent: an intact copy is not copied twice
+    _carry_only(full, machine, 1)
+    assert bundle.stash(machine, stash)["stashed"] == []
 
 
-def test_a_lost_or_damaged_part_is_a_clear_error(packed: tuple[Path, bytes, dict],
-                                                 tmp_path: Path) -> None:
-    out, _, _ = packed
+def test_stash_says_when_an_earlier_part_was_lost(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    full, _, _ = _make_bundle(tmp_path, 3)
+    machine, stash = tmp_path / "machine", tmp_path / "stash"
+    _carry_only(full, machine, 1)
+    bundle.stash(machine, stash)
+    shutil.rmtree(stash)  # the machine was recycled between runs 1 and 2
+    _carry_only(full, machine, 2)
+    rc = bundle.main(["stash", "--bundle", str(machine), "--stash", str(stash)])
+    out, err = capsys.readouterr()
+    assert rc == 3 and json.loads(out)["lost"] == ["part1"]
+    assert "send the runs again from run 1" in err
+    # a stash left by another bundle is cleared, not mixed in
+    other, _, _ = _make_bundle(tmp_path / "other", 3, seed=1)
+    _carry_only(other, machine, 1)
+    assert bundle.stash(machine, stash)["in_stash"] == ["part1"]
+    assert not (stash / "part2").exists()
+
+
+def test_device_runs_come_from_the_manifest(packed: tuple[Path, bytes, dict],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out, _, manifest = packed
+    n = len(manifest["parts"])
+    runs = bundle.device_runs({**manifest, "bundle_dir": "gpu/bundle"})
+    assert [r["run"] for r in runs] == list(range(1, n + 1)) and {r["of"] for r in runs} == {n}
+    for k, r in enumerate(runs[:-1], start=1):
+        assert r["command"] == ("python3 gpu/bundle.py stash --bundle gpu/bundle "
+                                "--stash /tmp/gsrm-bundle")
+        assert r["carry"] == [f"gpu/bundle/part{k}"] and r["timeout_s"] == 60
+    assert runs[-1] == {"run": n, "of": n, "command": "bash gpu/run_checks.sh $OUT",
+                        "carry": [f"gpu/bundle/part{n}"], "timeout_s": 560}
+    # a bundle elsewhere in the checkout: named in the carry and passed to run_checks.sh
+    other = bundle.device_runs({**manifest, "bundle_dir": "build/b"})
+    assert other[0]["carry"] == ["build/b/part1"] and "--bundle build/b " in other[0]["command"]
+    assert other[-1]["command"] == "bash gpu/run_checks.sh $OUT --bundle build/b"
+    # one the device tool cannot carry (outside the checkout, as the fixture's): no commands
+    assert manifest["bundle_dir"] == "gpu/bundle"  # pack's default
+    with pytest.raises(bundle.BundleError, match="outside the checkout"):
+        bundle.device_runs({**manifest, "bundle_dir": None})
+    assert bundle.main(["runs", "--bundle", str(out)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == runs
+
+
+def test_a_lost_or_damaged_part_is_a_clear_error(tmp_path: Path) -> None:
+    import shutil
+
+    out, _, _ = _make_bundle(tmp_path, 3)
     chunk = out / "part2" / "weights.gguf.xz.01"
     data = bytearray(chunk.read_bytes())
     data[10] ^= 0xFF
     chunk.write_bytes(bytes(data))
     with pytest.raises(bundle.BundleError, match="sha256 differs from the manifest"):
         bundle.assemble([out], tmp_path / "w")
-    import shutil
-
-    shutil.rmtree(out / "part1")  # the machine was recycled between the two runs
-    with pytest.raises(bundle.BundleError, match="part1 was not carried, or the machine was "
-                                                 "recycled"):
+    with pytest.raises(bundle.BundleError, match="its chunk is missing or differs"):
+        bundle.stash(out, tmp_path / "stash")
+    shutil.rmtree(out / "part1")  # the machine was recycled between the runs
+    shutil.rmtree(out / "part2")
+    with pytest.raises(bundle.BundleError, match="part1, part2 of 3 not found in .*: part1 "
+                                                 "and part2 were not carried, or the machine "
+                                                 "was recycled.* in 3 consecutive runs"):
         bundle.assemble([out, tmp_path / "empty"], tmp_path / "w")
     assert not (tmp_path / "w" / "tiny.gguf").exists()  # nothing half-written is left
 
@@ -232,6 +342,9 @@ def test_bundle_installs_offline_and_its_weights_load(tmp_path: Path) -> None:
     manifest = json.loads((out / "part1" / "manifest.json").read_text())
     for p in manifest["parts"]:
         assert p["with_repo_bytes"] <= 60 * 2**20, p
+    assert manifest["wheels_part"] == manifest["parts"][-1]["name"]
+    assert manifest["bundle_dir"] is None  # built outside the checkout: it cannot travel
+    assert "no device commands" in proc.stdout
     names = {w["file"].split("-")[0].lower() for w in manifest["wheels"]}
     assert {"pydantic", "pydantic_core", "fastapi", "starlette", "uvicorn", "trl", "math_verify",
             "gguf", "prometheus_client", "pydantic_settings"} <= names
@@ -244,7 +357,8 @@ def test_bundle_installs_offline_and_its_weights_load(tmp_path: Path) -> None:
     code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     vsite = subprocess.run([str(vpy), "-c", code], capture_output=True, text=True,
                            check=True).stdout.strip()
-    pure = sorted(str(w) for w in (out / "part2" / "wheels").glob("*-py3-none-any.whl"))
+    pure = sorted(str(w) for w in (out / manifest["wheels_part"] / "wheels")
+                  .glob("*-py3-none-any.whl"))
     assert len(pure) >= 15
     subprocess.run([sys.executable, "-m", "pip", "--python", str(vpy), "install", "-q",
                     "--disable-pip-version-check", "--no-index", "--no-deps", "--no-compile",
@@ -307,19 +421,24 @@ def test_run_checks_cpu_dry_mode(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((out / "summary.json").read_text())
     stages = {s["name"]: s for s in data["stages"]}
-    assert list(stages) == ["install", "env", "assemble", "weights", "data", "slow_tests",
-                            "decode", "throughput", "grpo", "grpo_report"]
+    assert list(stages) == ["install", "env", "assemble", "weights", "segmenter", "data",
+                            "slow_tests", "decode", "throughput", "grpo", "grpo_report"]
     bundled = (ROOT / "gpu" / "bundle" / "part1" / "manifest.json").is_file()
     for name in ("install", "assemble"):
         assert stages[name]["status"] == ("ok" if bundled else "skipped"), stages[name]
-    for name in ("env", "weights", "data", "slow_tests", "decode", "throughput", "grpo",
-                 "grpo_report"):
+    for name in ("env", "weights", "segmenter", "data", "slow_tests", "decode", "throughput",
+                 "grpo", "grpo_report"):
         assert stages[name]["status"] == "ok", stages[name]
     assert stages["weights"]["result"]["from_setting"] is bundled
     assert stages["slow_tests"]["result"]["counts"] == {"passed": 1}
     assert set(data["figures"]["decode_tokens_per_s"]) == {"1", "2"}
     assert set(data["figures"]["decompose_traces_per_s"]) == {"gsm8k", "long"}
     assert stages["grpo"]["result"]["steps"] == 1 and data["figures"]["grpo_steps"] == 1
+    # the GSRM's default decomposer ran in both: the trained segmenter, then the LM per span
+    assert data["figures"]["decomposer"] == {"throughput": "two-stage", "grpo": "two-stage"}
+    assert stages["grpo"]["result"]["gsrm"]["decompositions"] >= 1
+    assert data["figures"]["segmenter"]["identity"]["segmenter"] == "trained"
+    assert stages["segmenter"]["result"]["spans"] >= 2
     assert data["all_ok"] is True
     files = sorted(p.name for p in out.iterdir())
     assert files == ["checks.log", "grpo_metrics.jsonl", "grpo_rewards.png", "slow_tests.log",

@@ -121,6 +121,8 @@ def test_grpo_config_carries_the_reward_weights() -> None:
     # the GPU check's in-process LM GSRM: device, dtype and token budget reach the backend
     (["--gsrm-device", "cuda", "--gsrm-dtype", "bfloat16", "--gsrm-max-new-tokens", "256"],
      {"device": "cuda", "dtype": "bfloat16", "max_new_tokens": 256}),
+    # and the rows its two-stage decomposer describes together
+    (["--gsrm-device", "cuda", "--gsrm-batch-size", "128"], {"device": "cuda", "batch_size": 128}),
     # --gsrm-model alone, as before
     (["--gsrm-model", "/m"], {"model": "/m"}),
 ])
@@ -131,6 +133,29 @@ def test_local_gsrm_backend_flags(flags: list[str], expected: dict[str, Any] | N
     kw = gsrm_kwargs(args)
     assert kw.get("backend_kwargs") == expected
     assert kw["backend"] == "transformers" and kw["judge"] == "embedding"
+
+
+@pytest.mark.parametrize(("backend", "decomposer"), [
+    # an LM backend: the GSRM's default, the trained segmenter then the LM per span
+    ("transformers", "two-stage"),
+    # a rule backend writes whole decompositions
+    ("sentences", "single-pass"),
+])
+def test_grpo_summary_says_which_decomposer_the_local_gsrm_ran(backend: str,
+                                                               decomposer: str) -> None:
+    from rl_client.rewards import get_reward_funcs
+    from rl_client.train import gsrm_kwargs, local_gsrm_info
+
+    args = resolve(build_parser().parse_args(["grpo", "--gsrm", "local", "--gsrm-backend",
+                                              backend, "--gsrm-judge", "lexical"]))
+    funcs = get_reward_funcs(["accuracy", "gsrm"], gsrm_kwargs=gsrm_kwargs(args))
+    info = local_gsrm_info(funcs)  # nothing is loaded: the backend is lazy
+    assert info is not None and info["decomposer"] == decomposer
+    assert info["backend"] == backend and info["decompositions"] == 0
+    assert ("segmenter" in info) is (decomposer == "two-stage")
+    if decomposer == "two-stage":
+        assert info["segmenter"]["segmenter"] == "trained" and info["segmenter"]["weights"]
+    assert local_gsrm_info(get_reward_funcs(["accuracy"])) is None
 
 
 def test_time_budget_stops_before_the_step_that_would_overrun() -> None:
