@@ -151,3 +151,50 @@ def test_raw_text_examples_with_default_model(tmp_path: Path) -> None:
     assert r["teacher"]["generation"]["completion_tokens"] > 0
     assert r["reward"] >= 0 and len(r["step_rewards"]) == min(
         len(r["teacher"]["steps"]), len(r["student"]["steps"]))
+
+
+def _check_spans(rows: list[dict], traces: list[dict]) -> None:
+    for row, t in zip(rows, traces, strict=True):
+        text = t["reasoning"].split("</think>")[0].replace("<think>", "").strip()
+        spans = [s["span"] for s in row["steps"]]
+        assert spans and all(isinstance(s, list) and len(s) == 2 for s in spans)
+        covered = "".join(text[a:b] for a, b in spans).replace(" ", "").replace("\n", "")
+        assert covered == text.replace(" ", "").replace("\n", "")
+
+
+SPAN_TRACES = [{"problem": "p", "reasoning": "First add 2 and 3. So 5.\n\nWait, check: 2 + 3 = 5."},
+               {"problem": "q", "reasoning": "<think>Only one step</think> answer"}]
+
+
+def test_decompose_jsonl_writes_spans(tmp_path) -> None:
+    """``gsrm decompose --jsonl IN --out OUT``: one structure a line, every step with its span,
+    the spans covering the trace (the model-free sentences backend; the two-stage default
+    with the real model is the slow test below)."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(t) + "\n" for t in SPAN_TRACES))
+    out = tmp_path / "out.jsonl"
+    assert main(["decompose", "--jsonl", str(src), "--out", str(out),
+                 "--backend", "sentences"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2
+    _check_spans(rows, SPAN_TRACES)
+
+
+@pytest.mark.slow
+def test_decompose_two_stage_default_writes_described_spans(tmp_path) -> None:
+    """The default: the shipped segmenter's spans, each described by the default LM."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(t) + "\n" for t in SPAN_TRACES))
+    out = tmp_path / "out.jsonl"
+    assert main(["decompose", "--jsonl", str(src), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    _check_spans(rows, SPAN_TRACES)
+    assert rows[0]["generation"]["backend"] == "transformers"
+    assert sum(1 for st in rows[0]["steps"] if st["subproblem"] and st["answer"]) >= 1
+
+
+def test_bad_segmenter_exits_2(tmp_path, capsys) -> None:
+    src = tmp_path / "t.json"
+    src.write_text(json.dumps({"problem": "p", "reasoning": "Add 2."}))
+    assert main(["decompose", str(src), "--segmenter", str(tmp_path / "nowhere")]) == 2
+    assert "segmenter" in capsys.readouterr().err
