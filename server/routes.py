@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from gsrm.validation import check_teacher
 from server.errors import BadRequest, ValidationFailed
 from server.protocol import (
     ChatCompletionRequest,
@@ -279,16 +280,14 @@ async def get_reward(body: GetRewardRequest, request: Request) -> JSONResponse:
         prompt = body.prompts[i] if body.prompts is not None else None
         problem = problem_text(prompt)
         if isinstance(label, str):
-            if not label.strip():
-                raise ValidationFailed(f"labels[{i}] is empty (it must hold the teacher "
-                                       f"reasoning)", param=f"labels[{i}]")
-            teacher: Any = label
+            try:
+                teacher: Any = check_teacher(label, f"labels[{i}]")
+            except ValueError as exc:
+                raise ValidationFailed(f"{exc} (it must hold the teacher reasoning)",
+                                       param=f"labels[{i}]") from None
         else:
             teacher = label.steps if label.steps is not None else label.reasoning
             problem = label.problem or problem
-            if isinstance(teacher, list) and not teacher:
-                raise ValidationFailed(f"labels[{i}].steps has no steps",
-                                       param=f"labels[{i}].steps")
         pairs.append(Pair(problem, teacher, response_text(q, prompt),
                           (f"prompts[{i}]", f"labels[{i}]", f"query[{i}]")))
     outs = await svc.score_pairs(pairs, opts)
