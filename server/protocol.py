@@ -101,6 +101,9 @@ class RewardData(BaseModel):
     truncated: bool = Field(False, description="the server cut this item's input (truncate)")
     warnings: list[str] = Field(default_factory=list,
                                 description="decomposition and truncation warnings, by side")
+    flags: list[str] = Field(default_factory=list, description="what the reward rests on less "
+                             "than the whole input for, by name (gsrm.flags): truncated, "
+                             "hit_budget, loop, empty_student")
     teacher: Structure | None = None
     student: Structure | None = None
     verdicts: list[StepVerdicts] | None = None
@@ -173,6 +176,8 @@ class ScoreData(BaseModel):
                             "(options.truncate or --truncate); see warnings (gsrm extension)")
     warnings: list[str] = Field(default_factory=list, description="truncation and "
                                 "decomposition warnings, by side (gsrm extension)")
+    flags: list[str] = Field(default_factory=list, description="gsrm.flags names: truncated, "
+                             "hit_budget, loop, empty_student (gsrm extension)")
 
 
 class ScoreResponse(BaseModel):

@@ -41,6 +41,7 @@ from typing import Any
 
 from gsrm.align import combine
 from gsrm.backends import Backend, Generation
+from gsrm.flags import result_flags
 from gsrm.model import GSRM
 from gsrm.prompts import USER_TEMPLATE
 from gsrm.structure import ScoreResult, Step
@@ -118,6 +119,11 @@ class Outcome:
     mode: str
     truncated: bool = False
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def flags(self) -> list[str]:
+        """``gsrm.flags`` names for this pair (``truncated`` also when the server cut it)."""
+        return result_flags(self.result, cut=self.truncated)
 
 
 @dataclass
