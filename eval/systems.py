@@ -63,7 +63,8 @@ class SystemOptions(BaseModel):
     batch_size: int = Field(64, description="rows decoded together (continuous batching)")
     prompt_lookup: int = Field(0, description="prompt-lookup speculation n-gram size (0: off)")
     device: str = "cpu"
-    dtype: str = Field("auto", description="torch dtype; auto: bfloat16 where native")
+    dtype: str = Field("float32", description="torch dtype; float32 (default) is "
+                       "batch-invariant; auto: bfloat16 where native (faster, batch-dependent)")
     max_input_tokens: int = Field(6144, description="prompt limit; longer traces are cut")
     threads: int | None = Field(None, description="torch threads (default: torch's choice)")
 

@@ -14,10 +14,17 @@ across problems); ``coverage`` = min(1, n_student / n_teacher) is always reporte
 ``use_coverage`` it is added to the ``paper`` reward (the authors computed it and left the
 addition commented out) or averaged with the ``normalized`` reward so that stays in [0, 1].
 
-Decisions the released code left implicit, made explicit here: a part missing on either side
-(empty text) is a mismatch and is not sent to the judge; sub-problem and answer are judged only
-for steps whose meta-reasoning matched (for the others r_i is already 0), which is what lets
-``score_structures`` batch the meta verdicts first and skip the rest.
+Decisions the released code left implicit, made explicit here, none of them sent to the judge:
+  * a part missing on one side only (empty text) is a mismatch;
+  * a part missing on both sides is a match: nothing differs (counting it a mismatch made a
+    student identical to its teacher score below the maximum whenever the decomposition left
+    a part empty: reward-sanity ``self_max`` 0.84);
+  * identical parts (equal up to whitespace) match, whatever the judge would say: a judge
+    decides whether two texts say the same thing, and a text says what it says; so a student
+    identical to its teacher always gets the maximum, in both modes, with every judge.
+Sub-problem and answer are judged only for steps whose meta-reasoning matched (for the others
+r_i is already 0), which is what lets ``score_structures`` batch the meta verdicts first and
+skip the rest.
 
 Example::
 
@@ -106,8 +113,20 @@ def combine(
     return reward, norm, cov
 
 
-def _missing_verdict() -> Verdict:
-    return Verdict(match=False, score=0.0)
+def settled_verdict(a: str, b: str) -> Verdict | None:
+    """The verdict on a part pair that needs no judge, or None when the judge must decide.
+
+    >>> settled_verdict("", " ").match, settled_verdict("x", "").match
+    (True, False)
+    >>> settled_verdict("add  2 and 3", "add 2 and 3").match, settled_verdict("a", "b") is None
+    (True, True)
+    """
+    a, b = " ".join(a.split()), " ".join(b.split())
+    if a == b:  # identical, or missing on both sides: nothing differs
+        return Verdict(match=True, score=1.0)
+    if not a or not b:  # missing on one side only
+        return Verdict(match=False, score=0.0)
+    return None
 
 
 def _judge_positions(
@@ -116,7 +135,8 @@ def _judge_positions(
     jobs: list[tuple[int, int]],
     pairs: Sequence[tuple[Structure, Structure]],
 ) -> dict[tuple[int, int], Verdict]:
-    """Judge part ``kind`` of (item, step) positions in one batch; empty parts never reach it."""
+    """Judge part ``kind`` of (item, step) positions in one batch; settled pairs (empty or
+    identical parts, ``settled_verdict``) never reach it."""
     out: dict[tuple[int, int], Verdict] = {}
     to_ask: list[tuple[int, int]] = []
     texts: list[tuple[str, str]] = []
@@ -124,8 +144,9 @@ def _judge_positions(
         teacher, student = pairs[item]
         a = teacher.steps[i].part(kind).strip()
         b = student.steps[i].part(kind).strip()
-        if not a or not b:
-            out[(item, i)] = _missing_verdict()
+        settled = settled_verdict(a, b)
+        if settled is not None:
+            out[(item, i)] = settled
         else:
             to_ask.append((item, i))
             texts.append((a, b))

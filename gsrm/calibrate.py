@@ -1,16 +1,28 @@
-"""Choose the per-kind decision thresholds of the threshold judges from human-labelled steps.
+"""Choose the per-part decision thresholds of the threshold judges from labelled step pairs.
 
 Why: the embedding and lexical judges turn a similarity score into a yes/no verdict, and a
 threshold picked by eye silently biases every reward (a too-strict ``meta`` threshold zeroes
-all later steps through the gating rule). GSM8K's *socratic* solutions give labelled pairs
-for free: each solution line is ``sub-question ** solution sentence``, written by people,
-so the sub-question and the sentence of the *same* step certainly agree and those of two
-*different* steps of the same problem (a hard negative: same story, same numbers) do not.
+all later steps through the gating rule; a too-loose one lets a different step through).
 
-Protocol (also quoted in ``gsrm.judges``' docstring):
+Protocol ``prmbench`` (the default; issue 17): **like for like**. The reward compares a
+teacher's step i with a student's step i, part by part, so the thresholds are fitted on such
+pairs. PRMBench gives, for a human step-by-step solution, a copy with some steps perturbed
+(``modified_process``, ``error_steps``): an original step against the modified process's step
+in its place is *same* when the perturbation left it alone and *different* when it is an
+error step (``aligned_steps`` says how the two are paired, and why steps after the first error
+are left out unless the perturbation changes nothing downstream). A step's parts are built as
+the model-free decomposers build them (``text_step``: meta = sub-problem = the text, answer =
+its number, else the text), so meta and sub-problem share their pairs. Identical parts are
+settled by the reward without a judge (``gsrm.align.settled_verdict``) and two numeric
+answers are compared as numbers, so the threshold is fitted on the remaining pairs of
+``prmbench/prm800k_train_*`` (Youden's J, rounded down to 2 decimals) and reported on
+``prmbench/prm800k_test_*``, the evaluation's held-out items (``prmbench-structure``), never
+fitted on: the judge's balanced accuracy on the pairs it decides, and the balanced accuracy of
+the reward's verdict over all pairs (``like_for_like``).
 
-- data: ``gsm8k/test_socratic.jsonl`` items 0-999 only; items >= 1000 are held out for
-  evaluation and never read here;
+Protocol ``socratic`` (the earlier one, kept for comparison): GSM8K's socratic solutions
+(``gsm8k/test_socratic.jsonl`` items 0-999; items >= 1000 are held out for evaluation):
+
 - ``meta`` and ``subproblem``: positive ``(sub-question_i, sentence_i)``, negative
   ``(sub-question_i, sentence_j)``, j != i, for problems with at least two steps;
 - ``answer``: positive ``(sentence_i, brief_i)``, negative ``(sentence_i, brief_j)``, where
@@ -20,17 +32,20 @@ Protocol (also quoted in ``gsrm.judges``' docstring):
   they never reach the threshold being calibrated;
 - pairs whose two texts are identical are left out (they score 1 under any judge and say
   nothing about where the threshold sits), and so are negatives whose texts equal the
-  positive's (a repeated step is not a different step);
-- the threshold is the candidate score maximising balanced accuracy (Youden's J) with the
-  verdict ``score >= threshold``; ties go to the lowest threshold, because a false "no" costs
-  more than a false "yes" under the reward's gating.
+  positive's (a repeated step is not a different step).
 
-The script prints one JSON object (per judge and kind: n_pos, n_neg, ROC AUC, the chosen
-threshold rounded to 2 decimals and the balanced accuracy there) and a table on stderr.
+It paired a question with a solution sentence and applied the result to meta-vs-meta and
+question-vs-question pairs, which is what issue 17 replaced.
+
+In both, the threshold is the candidate score maximising balanced accuracy (Youden's J) with
+the verdict ``score >= threshold``; ties go to the lowest threshold, because a false "no" costs
+more than a false "yes" under the reward's gating. The script prints one JSON object and a
+table on stderr.
 
 Example::
 
-    $ python -m gsrm.calibrate --data ../shared/data --judges lexical --limit 200
+    $ python -m gsrm.calibrate --data ../shared/data --judges lexical embedding
+    $ python -m gsrm.calibrate --data ../shared/data --protocol socratic --limit 200
 
     >>> from gsrm.calibrate import brief_answer, choose_threshold
     >>> brief_answer("Janet sells 16 - 3 - 4 = 9 duck eggs a day.")
@@ -53,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from gsrm.judges import JUDGES, ThresholdJudge, answer_number, get_judge
-from gsrm.structure import KINDS, Kind
+from gsrm.structure import KINDS, Kind, Step
 
 Pair = tuple[str, str]
 
@@ -355,6 +370,237 @@ def load_items(path: Path, limit: int = CALIBRATION_ITEMS) -> list[SocraticItem]
     return items
 
 
+# --------------------------------------------------------------------------- PRMBench (like for like)
+PRMBENCH_DIR = Path("prmbench")
+#: the files thresholds are fitted on, and the files reported on (the evaluation's held-out
+#: items of ``prmbench-structure``: never fitted on)
+FIT_GLOB = "prm800k_train_*.jsonl"
+REPORT_GLOB = "prm800k_test_*.jsonl"
+_STEP_NUMBER = re.compile(r"^\s*\d+\s*[.)]\s+")
+#: perturbations whose error steps leave the rest of the solution as it was (PRMBench:
+#: redundant steps "without changing the correctness"; its files spell it "redundency")
+NO_DOWNSTREAM_CHANGE = frozenset({"redundency", "redundancy"})
+
+
+def strip_numbering(step: str) -> str:
+    """Drop the "3. " prefix PRMBench added to every step.
+
+    >>> strip_numbering("3. Then 2 + 2 = 4."), strip_numbering("3.5 is the value.")
+    ('Then 2 + 2 = 4.', '3.5 is the value.')
+    """
+    return _STEP_NUMBER.sub("", step, count=1).strip()
+
+
+def text_step(text: str) -> Step:
+    """The parts of a step given as one text, built as every model-free decomposer builds them
+    (``gsrm.backends.SentenceBackend``, the rule systems of ``eval.systems``): the
+    meta-reasoning and the sub-problem are the text, the answer its number
+    (``gsrm.judges.answer_number``, written ``%g``) or, without one, the text.
+
+    >>> text_step("So 2p = 0.58, and p = 0.29.").answer, text_step("Add them up.").answer
+    ('0.29', 'Add them up.')
+    """
+    num = answer_number(text)
+    return Step(meta=text, subproblem=text, answer=f"{num:g}" if num is not None else text)
+
+
+@dataclass(frozen=True)
+class StepPair:
+    """An original step and the modified process's step in its place; ``same``: the label."""
+
+    original: str
+    modified: str
+    same: bool
+    perturbation: str
+    where: str
+
+
+def aligned_steps(n_original: int, n_modified: int, modified_steps: Sequence[int],
+                  error_steps: Sequence[int], after_error: bool = False,
+                  ) -> list[tuple[int, int, bool]]:
+    """(original, modified, same) step pairs (1-based) of one PRMBench row.
+
+    Labels: a step the perturbation left alone is *same*; a step listed in ``error_steps``
+    is *different*. An error's consequences run on into the steps after it ("so n is 71.5"
+    becomes "so n is 45" without being listed as modified), so *same* steps after the first
+    error step are kept only with ``after_error`` (for perturbations that change nothing
+    downstream: PRMBench's redundancy). The data says which steps changed, not which original
+    step a modified one stands for, so the pairing follows the two shapes the rows take:
+
+    - replacement (as many steps as the original): step i against step i; *same* where i is
+      not in ``modified_steps``, *different* where it is in ``error_steps`` (a modified step
+      that is not an error is left out: neither label is certain);
+    - insertion (the unmodified steps are exactly as many as the original's): the unmodified
+      steps against the original ones in order (*same*; often reworded: "So 2p = 0.58" for
+      "This simplifies to 2p = 0.58"), and each inserted error step k against original step k,
+      the step a positional reward compares it with (*different*);
+    - anything else: the steps before the first modified one (*same*) and the first error
+      step against the original step in its place (*different*).
+
+    >>> aligned_steps(4, 4, [2], [2], after_error=True)
+    [(1, 1, True), (3, 3, True), (4, 4, True), (2, 2, False)]
+    >>> aligned_steps(3, 4, [3], [3], after_error=True)
+    [(1, 1, True), (2, 2, True), (3, 4, True), (3, 3, False)]
+    >>> aligned_steps(4, 4, [2], [2])  # the steps after the error may carry it: left out
+    [(1, 1, True), (2, 2, False)]
+    """
+    mod, err = set(modified_steps), set(error_steps)
+    same: list[tuple[int, int, bool]] = []
+    diff: list[tuple[int, int, bool]] = []
+    if n_modified == n_original:
+        same = [(i, i, True) for i in range(1, n_original + 1) if i not in mod]
+        diff = [(i, i, False) for i in sorted(err) if i <= n_original]
+    elif n_modified - len(mod & set(range(1, n_modified + 1))) == n_original:
+        kept = [k for k in range(1, n_modified + 1) if k not in mod]
+        same = [(j, k, True) for j, k in zip(range(1, n_original + 1), kept)]
+        diff = [(k, k, False) for k in sorted(err) if k <= n_original]
+    else:
+        first = min(mod) if mod else n_original + 1
+        same = [(i, i, True) for i in range(1, min(first, n_original + 1, n_modified + 1))]
+        k = min(err) if err else 0
+        if 1 <= k <= min(n_original, n_modified):
+            diff = [(k, k, False)]
+    if not after_error and err:
+        same = [t for t in same if t[1] < min(err)]
+    return same + diff
+
+
+def load_step_pairs(folder: Path, pattern: str, limit: int | None = None) -> list[StepPair]:
+    """Labelled step pairs from the PRMBench files matching ``pattern`` (``limit`` rows per
+    file); a malformed row is skipped, since a guessed label would be a wrong one."""
+    files = sorted(folder.glob(pattern))
+    out: list[StepPair] = []
+    for f in files:
+        with f.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if limit is not None and n > limit:
+                    break
+                try:
+                    row = json.loads(line)
+                    original = [strip_numbering(x) for x in row["original_process"]]
+                    modified = [strip_numbering(x) for x in row["modified_process"]]
+                    mod = [int(x) for x in row.get("modified_steps", [])]
+                    err = [int(x) for x in row.get("error_steps", [])]
+                    kind = str(row.get("classification", "unknown"))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                downstream_safe = kind in NO_DOWNSTREAM_CHANGE
+                for i, k, same in aligned_steps(len(original), len(modified), mod, err,
+                                                after_error=downstream_safe):
+                    a, b = original[i - 1], modified[k - 1]
+                    if a and b:
+                        out.append(StepPair(a, b, same, kind, f"{f.name}:{n}:{k}"))
+    return out
+
+
+def part_pairs(pairs: Sequence[StepPair], kind: Kind) -> list[Pair]:
+    """The (teacher part, student part) texts of each step pair for one part kind."""
+    return [(text_step(p.original).part(kind), text_step(p.modified).part(kind)) for p in pairs]
+
+
+def _route(pair: Pair, kind: Kind) -> str:
+    """How the reward decides a part pair: ``settled`` (identical or empty: ``gsrm.align``),
+    ``numeric`` (two answers with numbers: ``Judge.judge_many``) or ``judge`` (the threshold)."""
+    from gsrm.align import settled_verdict
+
+    if settled_verdict(*pair) is not None:
+        return "settled"
+    if kind == "answer" and answer_number(pair[0]) is not None \
+            and answer_number(pair[1]) is not None:
+        return "numeric"
+    return "judge"
+
+
+def like_for_like(judge: ThresholdJudge, fit: Sequence[StepPair], report: Sequence[StepPair],
+                  kinds: Sequence[Kind] = KINDS) -> dict[str, dict[str, Any]]:
+    """Per part: the threshold fitted on ``fit``, and its balanced accuracy on ``report``.
+
+    Only the pairs the threshold decides (``_route`` = judge) are fitted on. On the report
+    split two accuracies are given: ``judge``, over those pairs (how well the threshold
+    separates what it is asked about), and ``verdict``, over every pair with the reward's own
+    routing (identical and empty parts settled, numbers compared, the rest thresholded): how
+    often the part's verdict in the reward agrees with the label. Meta and sub-problem see the
+    same texts (``text_step``), so their figures agree.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    scored: dict[tuple[str, ...], list[float]] = {}
+
+    def scores_of(pairs: list[Pair], kind: Kind) -> list[float]:
+        key = (kind if kind == "answer" else "text", *(a + "\0" + b for a, b in pairs))
+        if key not in scored:
+            scored[key] = judge.scores(pairs, kind) if pairs else []
+        return scored[key]
+
+    for kind in kinds:
+        splits: dict[str, dict[str, Any]] = {}
+        for name, data in (("fit", fit), ("report", report)):
+            texts = part_pairs(data, kind)
+            routes = [_route(t, kind) for t in texts]
+            jidx = [i for i, r in enumerate(routes) if r == "judge"]
+            js = scores_of([texts[i] for i in jidx], kind)
+            splits[name] = {"texts": texts, "routes": routes, "jidx": jidx, "scores": js,
+                            "labels": [p.same for p in data]}
+        f = splits["fit"]
+        pos = [s for i, s in zip(f["jidx"], f["scores"]) if f["labels"][i]]
+        neg = [s for i, s in zip(f["jidx"], f["scores"]) if not f["labels"][i]]
+        if not pos or not neg:
+            out[kind] = {"n_pos": len(pos), "n_neg": len(neg), "error": "not enough pairs"}
+            continue
+        choice = choose_threshold(pos, neg)
+        threshold = floor2(choice.threshold)
+        r = splits["report"]
+        rpos = [s for i, s in zip(r["jidx"], r["scores"]) if r["labels"][i]]
+        rneg = [s for i, s in zip(r["jidx"], r["scores"]) if not r["labels"][i]]
+        tpr, tnr = rates(rpos, rneg, threshold)
+        verdict = _verdict_accuracy(r, kind, threshold)
+        current = judge.thresholds.get(kind)
+        entry: dict[str, Any] = {
+            "threshold": threshold,
+            "fit": {"n_pos": len(pos), "n_neg": len(neg),
+                    "balanced_accuracy": round(balanced_accuracy(pos, neg, threshold), 4)},
+            "report": {
+                "n_pos": len(rpos), "n_neg": len(rneg),
+                "auc": round(roc_auc(rpos, rneg), 4) if rpos and rneg else None,
+                "judge_balanced_accuracy": round((tpr + tnr) / 2, 4),
+                "tpr": round(tpr, 4), "tnr": round(tnr, 4),
+                **verdict,
+            },
+        }
+        if current is not None:
+            entry["current_threshold"] = current
+            entry["report"]["judge_balanced_accuracy_at_current"] = round(
+                balanced_accuracy(rpos, rneg, current), 4)
+            entry["report"]["verdict_balanced_accuracy_at_current"] = _verdict_accuracy(
+                r, kind, current)["verdict_balanced_accuracy"]
+        out[kind] = entry
+    return out
+
+
+def _verdict_accuracy(split: dict[str, Any], kind: Kind, threshold: float) -> dict[str, Any]:
+    """Balanced accuracy of the reward's verdicts (settled, numeric, thresholded) vs labels."""
+    from gsrm.align import settled_verdict
+    from gsrm.judges import numbers_equal
+
+    score_at = dict(zip(split["jidx"], split["scores"]))
+    hits = {True: [0, 0], False: [0, 0]}  # label -> [correct, total]
+    for i, ((a, b), route, same) in enumerate(zip(split["texts"], split["routes"],
+                                                  split["labels"])):
+        if route == "settled":
+            v = settled_verdict(a, b)
+            match = bool(v and v.match)
+        elif route == "numeric":
+            match = numbers_equal(answer_number(a), answer_number(b))  # type: ignore[arg-type]
+        else:
+            match = score_at[i] >= threshold
+        hits[same][0] += match == same
+        hits[same][1] += 1
+    tpr = hits[True][0] / hits[True][1] if hits[True][1] else 0.0
+    tnr = hits[False][0] / hits[False][1] if hits[False][1] else 0.0
+    return {"verdict_n_pos": hits[True][1], "verdict_n_neg": hits[False][1],
+            "verdict_balanced_accuracy": round((tpr + tnr) / 2, 4),
+            "verdict_tpr": round(tpr, 4), "verdict_tnr": round(tnr, 4)}
+
+
 def threshold_judges() -> list[str]:
     """Registry names of the judges that have thresholds to calibrate."""
     return [
@@ -386,22 +632,54 @@ def _table(report: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def _like_table(report: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The like-for-like report as a table: fitted threshold, then test-split figures."""
+    head = (f"{'judge':<10} {'part':<11} {'thr':>5} {'n_pos':>6} {'n_neg':>6} {'auc':>6} "
+            f"{'judge':>6} {'verdict':>7} | {'now':>5} {'judge':>6} {'verdict':>7}")
+    title = ("test split (prm800k_test_*); thresholds fitted on prm800k_train_*; balanced "
+             "accuracy of the judge (pairs it decides) and of the reward's verdict (all pairs)")
+    lines = [title, head, "-" * len(head)]
+    for judge, kinds in report.items():
+        for kind, r in kinds.items():
+            if "error" in r:
+                lines.append(f"{judge:<10} {kind:<11} {r['error']}")
+                continue
+            t = r["report"]
+            auc = t["auc"] if t["auc"] is not None else float("nan")
+            lines.append(
+                f"{judge:<10} {kind:<11} {r['threshold']:>5.2f} {t['n_pos']:>6} {t['n_neg']:>6} "
+                f"{auc:>6.3f} {t['judge_balanced_accuracy']:>6.3f} "
+                f"{t['verdict_balanced_accuracy']:>7.3f} | "
+                f"{r.get('current_threshold', float('nan')):>5.2f} "
+                f"{t.get('judge_balanced_accuracy_at_current', float('nan')):>6.3f} "
+                f"{t.get('verdict_balanced_accuracy_at_current', float('nan')):>7.3f}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gsrm.calibrate",
-        description="Choose per-kind thresholds for the threshold judges on GSM8K socratic "
-        "steps (items 0-999 of test_socratic.jsonl; items >= 1000 are held out).",
+        description="Choose per-part thresholds for the threshold judges. Default protocol "
+        "'prmbench': like-for-like step pairs (an original step against the modified "
+        "process's step in its place: unchanged = same, error step = different), fitted on "
+        "prmbench/prm800k_train_*, reported on prmbench/prm800k_test_*. Protocol 'socratic' "
+        "(the earlier one): GSM8K socratic sub-question vs solution-sentence pairs, items "
+        "0-999 of test_socratic.jsonl.",
     )
     p.add_argument(
         "--data",
         default=DEFAULT_DATA,
-        help="data root holding gsm8k/test_socratic.jsonl (default: %(default)s)",
+        help="data root holding prmbench/ (and gsm8k/test_socratic.jsonl) (default: "
+        "%(default)s)",
     )
+    p.add_argument("--protocol", choices=("prmbench", "socratic"), default="prmbench",
+                   help="which labelled pairs (default: %(default)s)")
     p.add_argument(
         "--limit",
         type=int,
-        default=CALIBRATION_ITEMS,
-        help="use only the first N items (capped at %(default)s, the calibration split)",
+        default=None,
+        help="prmbench: rows per file; socratic: the first N items (capped at "
+        f"{CALIBRATION_ITEMS}, the calibration split); default: all",
     )
     p.add_argument(
         "--judges",
@@ -413,6 +691,86 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _judge(name: str) -> ThresholdJudge:
+    judge = get_judge(name)
+    assert isinstance(judge, ThresholdJudge)
+    return judge
+
+
+def _main_prmbench(args: argparse.Namespace, names: list[str]) -> int:
+    folder = Path(args.data) / PRMBENCH_DIR
+    fit = load_step_pairs(folder, FIT_GLOB, args.limit) if folder.is_dir() else []
+    report_pairs = load_step_pairs(folder, REPORT_GLOB, args.limit) if folder.is_dir() else []
+    if not fit or not report_pairs:
+        print(f"error: PRMBench data not found: {folder} needs {FIT_GLOB} and {REPORT_GLOB} "
+              f"(pass --data DIR, the folder that holds {PRMBENCH_DIR}/)", file=sys.stderr)
+        return 2
+    report: dict[str, dict[str, dict[str, Any]]] = {}
+    timing: dict[str, float] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            report[name] = like_for_like(_judge(name), fit, report_pairs)
+        except (RuntimeError, ImportError, OSError, ValueError) as exc:  # e.g. model missing
+            print(f"error: judge {name!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        timing[name] = round(time.perf_counter() - t0, 2)
+
+    def counts(pairs: list[StepPair]) -> dict[str, int]:
+        return {"same": sum(p.same for p in pairs), "different": sum(not p.same for p in pairs)}
+
+    out = {
+        "protocol": "prmbench like-for-like",
+        "data": str(folder),
+        "fit": {"files": FIT_GLOB, "pairs": counts(fit)},
+        "report": {"files": REPORT_GLOB, "pairs": counts(report_pairs)},
+        "parts": "meta = sub-problem = the step text; answer = its number, else the text "
+                 "(gsrm.calibrate.text_step, as the model-free decomposers build steps)",
+        "rule": "match iff score >= threshold; threshold maximises balanced accuracy on the "
+                "fit split's judge-decided pairs, rounded down to 2 decimals",
+        "judges": report,
+        "seconds": timing,
+    }
+    print(_like_table(report), file=sys.stderr)
+    print(json.dumps(out))
+    return 0
+
+
+def _main_socratic(args: argparse.Namespace, names: list[str]) -> int:
+    path = Path(args.data) / SOCRATIC_FILE
+    if not path.is_file():
+        print(
+            f"error: calibration data not found: {path} (pass --data DIR, the folder that "
+            f"holds {SOCRATIC_FILE})",
+            file=sys.stderr,
+        )
+        return 2
+    limit = CALIBRATION_ITEMS if args.limit is None else args.limit
+    items = load_items(path, limit)
+    report: dict[str, dict[str, dict[str, Any]]] = {}
+    timing: dict[str, float] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            report[name] = calibrate_judge(_judge(name), items)
+        except (RuntimeError, ImportError, OSError, ValueError) as exc:  # e.g. model missing
+            print(f"error: judge {name!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        timing[name] = round(time.perf_counter() - t0, 2)
+    out = {
+        "protocol": "socratic",
+        "data": str(path),
+        "items": len(items),
+        "split": f"test_socratic[0:{min(limit, CALIBRATION_ITEMS)}]",
+        "rule": "match iff score >= threshold; threshold maximises balanced accuracy",
+        "judges": report,
+        "seconds": timing,
+    }
+    print(_table(report), file=sys.stderr)
+    print(json.dumps(out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the calibration and print the JSON report; 2 on bad input, 1 if a judge fails."""
     args = build_parser().parse_args(argv)
@@ -422,41 +780,12 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"error: cannot calibrate {bad}: choose from {allowed}", file=sys.stderr)
         return 2
-    if args.limit < 1:
+    if args.limit is not None and args.limit < 1:
         print("error: --limit must be at least 1", file=sys.stderr)
         return 2
-    path = Path(args.data) / SOCRATIC_FILE
-    if not path.is_file():
-        print(
-            f"error: calibration data not found: {path} (pass --data DIR, the folder that "
-            f"holds {SOCRATIC_FILE})",
-            file=sys.stderr,
-        )
-        return 2
-    items = load_items(path, args.limit)
-    report: dict[str, dict[str, dict[str, Any]]] = {}
-    timing: dict[str, float] = {}
-    for name in names:
-        t0 = time.perf_counter()
-        try:
-            judge = get_judge(name)
-            assert isinstance(judge, ThresholdJudge)
-            report[name] = calibrate_judge(judge, items)
-        except (RuntimeError, ImportError, OSError, ValueError) as exc:  # e.g. model missing
-            print(f"error: judge {name!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
-        timing[name] = round(time.perf_counter() - t0, 2)
-    out = {
-        "data": str(path),
-        "items": len(items),
-        "split": f"test_socratic[0:{min(args.limit, CALIBRATION_ITEMS)}]",
-        "rule": "match iff score >= threshold; threshold maximises balanced accuracy",
-        "judges": report,
-        "seconds": timing,
-    }
-    print(_table(report), file=sys.stderr)
-    print(json.dumps(out))
-    return 0
+    if args.protocol == "prmbench":
+        return _main_prmbench(args, names)
+    return _main_socratic(args, names)
 
 
 if __name__ == "__main__":

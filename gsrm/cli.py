@@ -3,8 +3,10 @@
 Why a thin layer: the CLI only parses arguments and files and prints JSON; decomposition and
 scoring are ``gsrm.model.GSRM`` calls, the same ones the server and the RL client make.
 
-Exit codes: 0 success; 2 bad input (missing file, bad JSON, missing/empty field: one line on
-stderr naming the file, line and field); 1 a model or judge failure (one line on stderr).
+Exit codes: 0 success; 2 bad input (missing file, bad JSON, missing/empty field, text that is
+not valid Unicode: one line on stderr naming the file, line and field; a flag out of range,
+e.g. ``--max-new-tokens 0``: argparse's usage and error); 1 a model or judge failure (one line
+on stderr). The input rules are ``gsrm.validation``'s, the server's too.
 
 Examples::
 
@@ -34,6 +36,14 @@ from gsrm.io import (
     write_text_atomic,
 )
 from gsrm.judges import DEFAULT_JUDGE, JUDGES
+from gsrm.validation import (
+    GenBatchSize,
+    MaxInputTokens,
+    MaxNewTokens,
+    PromptLookup,
+    Threads,
+    arg_type,
+)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -49,19 +59,22 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                         "fine-tuned adapter on the embedded base model")
     g.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (openai backend)")
     g.add_argument("--api-key", default=None, help="API key for --base-url (default: EMPTY)")
-    g.add_argument("--max-new-tokens", type=int, default=1024,
+    g.add_argument("--max-new-tokens", type=arg_type(MaxNewTokens, "--max-new-tokens"),
+                   default=1024,
                    help="generation limit per decomposition; hitting it is flagged")
-    g.add_argument("--max-input-tokens", type=int, default=6144,
+    g.add_argument("--max-input-tokens", type=arg_type(MaxInputTokens, "--max-input-tokens"),
+                   default=6144,
                    help="prompt limit; longer reasoning is cut at the end and flagged")
     g.add_argument("--shots", default=None,
                    help="few-shot domains, comma-separated (math,code,science,puzzle), or a "
                         "count; default: none with an adapter, else math,puzzle")
-    g.add_argument("--batch-size", type=int, default=8, help="generation batch (transformers)")
-    g.add_argument("--prompt-lookup", type=int, default=0,
+    g.add_argument("--batch-size", type=arg_type(GenBatchSize, "--batch-size"), default=8,
+                   help="generation batch (transformers)")
+    g.add_argument("--prompt-lookup", type=arg_type(PromptLookup, "--prompt-lookup"), default=0,
                    help="prompt-lookup speculation n-gram size (transformers; 0 = off)")
     g.add_argument("--device", default=None,
                    help="torch device (transformers; default: $GSRM_DEVICE, else cpu)")
-    g.add_argument("--threads", type=int, default=None,
+    g.add_argument("--threads", type=arg_type(Threads, "--threads"), default=None,
                    help="torch CPU threads (transformers; default: torch's choice). On a CPU "
                         "shared with other busy processes, 1 avoids thread oversubscription")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gsrm.structure import Step, Trace
+from gsrm.validation import check_reasoning, unpaired_surrogate
 
 
 class InputError(ValueError):
@@ -63,6 +64,8 @@ def _loads(text: str, path: Path, line: int | None = None) -> Any:
     except json.JSONDecodeError as exc:
         ln = exc.lineno if line is None else line
         raise InputError(path, None, f"invalid JSON: {exc.msg} (column {exc.colno})", ln) from None
+    except RecursionError:  # e.g. 100,000 nested brackets: no trace is shaped like that
+        raise InputError(path, None, "invalid JSON: nested too deeply", line) from None
 
 
 def trace_from_obj(obj: Any, path: Path, line: int | None = None, prefix: str = "") -> Trace:
@@ -94,9 +97,10 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
 def side_from_obj(obj: Any, path: Path, line: int, field: str) -> str | list[Step]:
     """A pairs-file side: raw reasoning text or a list of step objects."""
     if isinstance(obj, str):
-        if not obj.strip():
-            raise InputError(path, field, "is empty", line)
-        return obj
+        try:
+            return check_reasoning(obj, "it")
+        except ValueError as exc:  # the message names "it": the field comes first in ours
+            raise InputError(path, field, str(exc).removeprefix("it "), line) from None
     if isinstance(obj, list):
         if not obj:
             raise InputError(path, field, "has no steps", line)
@@ -124,6 +128,8 @@ def load_pairs(path: str | os.PathLike[str]) -> list[tuple[str, str | list[Step]
         problem = obj.get("problem", "")
         if not isinstance(problem, str):
             raise InputError(p, "problem", "must be a string", n)
+        if unpaired_surrogate(problem) is not None:
+            raise InputError(p, "problem", "is not valid Unicode (unpaired surrogate)", n)
         out.append((problem, side_from_obj(obj.get("teacher"), p, n, "teacher"),
                     side_from_obj(obj.get("student"), p, n, "student")))
     if not out:

@@ -6,28 +6,38 @@ sentence-embedding judge, with a model-free lexical judge and an LLM judge for a
 OpenAI-compatible endpoint. Every judge is batched: ``judge_many(pairs, kind)`` takes all the
 (teacher text, student text) pairs of one part kind and returns one ``Verdict`` each.
 
-Thresholds (``embedding`` cosine, ``lexical`` token F1) were chosen by
-``python -m gsrm.calibrate`` on step pairs built from GSM8K socratic data (items 0-999 of
-``test_socratic.jsonl``; the items >= 1000 are held out for evaluation): for each step, the
-human sub-question and the human solution sentence of the *same* step are a positive pair,
-and the sub-question against a *different* step of the same problem is a (hard) negative;
-for answers, the solution sentence against its brief result ("Janet sells 9 duck eggs a day")
-of the same step is positive, of another step negative. The threshold maximises balanced
-accuracy (Youden's J), rounded down to 2 decimals. Measured (``python -m gsrm.calibrate``,
-3615 positive / 10950 negative meta and sub-problem pairs, 1062 / 3829 answer pairs):
+Thresholds (``embedding`` cosine, ``lexical`` token F1) are calibrated like for like
+(issue 17) by ``python -m gsrm.calibrate --data ../shared/data``: PRMBench gives an original
+solution and a perturbed copy of it, step by step, so each part is calibrated on the pairs it
+is applied to in the reward, a teacher step against the student step in its place. A step the
+perturbation left alone is *same* (before the first error step; after it too for redundancy,
+which changes nothing downstream), an error step is *different*; the parts of a step are
+built as the model-free decomposers build them (meta = sub-problem = the step's text, answer
+= its number, else the text: ``gsrm.calibrate.text_step``). Identical parts never reach a
+judge (``gsrm.align.settled_verdict``), nor do two answers with numbers (below), so the
+threshold is fitted on the rest: the candidate maximising balanced accuracy (Youden's J) on
+``prmbench/prm800k_train_*``, rounded down to 2 decimals; reported on
+``prmbench/prm800k_test_*`` (the evaluation's held-out items, never fitted on). Measured
+(meta and sub-problem share their pairs):
 
-=========  ===========  =====  =========  =================
-judge      kind         AUC    threshold  balanced accuracy
-=========  ===========  =====  =========  =================
-embedding  meta, sub    0.775  0.62       0.713
-embedding  answer       0.994  0.86       0.963
-lexical    meta, sub    0.786  0.26       0.717
-lexical    answer       0.999  0.70       0.990
-=========  ===========  =====  =========  =================
+=========  ===========  =========  ======  ===============  =================
+judge      part         threshold  AUC     judge bal. acc.  verdict bal. acc.
+=========  ===========  =========  ======  ===============  =================
+embedding  meta, sub    0.91       0.705   0.663            0.860
+embedding  answer       0.89       0.681   0.638            0.850
+lexical    meta, sub    0.81       0.699   0.649            0.877
+lexical    answer       0.70       0.691   0.632            0.842
+=========  ===========  =========  ======  ===============  =================
 
-The socratic data has no separate meta-reasoning text, so meta and sub-problem share one
-calibration set; the answer pairs are near-copies, so their figures are optimistic. The LLM
-judge is the stronger option where an endpoint is available.
+(test split: 501 same / 4,194 different judged meta pairs, 17,381 / 4,390 pairs in all.)
+*judge* is over the pairs the threshold decides; *verdict* over every pair with the reward's
+own routing (identical parts settled, numbers compared, the rest thresholded), i.e. how often
+the part's verdict in the reward agrees with the label. The previous thresholds (0.62 / 0.86
+embedding, 0.26 / 0.70 lexical) came from GSM8K question-vs-solution-sentence pairs
+(``--protocol socratic``) and gave meta verdicts of 0.681 (embedding) and 0.658 (lexical) on
+these pairs. Perturbed steps are mostly near-copies with one thing changed, which is what the
+high thresholds reflect, and what a similarity judge separates only weakly (AUC ~0.7): the
+LLM judge is the stronger option where an endpoint is available.
 
 Answers are compared numerically first by every judge: when both answers carry a number
 (the value after the last ``=``, or the only number in the text), they match iff the numbers are
@@ -38,7 +48,8 @@ Example::
 
     >>> from gsrm.judges import get_judge
     >>> j = get_judge("lexical")
-    >>> [v.match for v in j.judge_many([("How many eggs are sold?", "How many eggs does she sell?"),
+    >>> [v.match for v in j.judge_many([("How many eggs are sold each day?",
+    ...                                  "How many eggs are sold a day?"),
     ...                                 ("How many eggs are sold?", "What is the price of a muffin?")],
     ...                                "subproblem")]
     [True, False]
@@ -210,7 +221,7 @@ class LexicalJudge(ThresholdJudge):
     """Token-overlap F1 against a per-kind threshold; no model, microseconds per pair."""
 
     name = "lexical"
-    thresholds = {"meta": 0.26, "subproblem": 0.26, "answer": 0.70}
+    thresholds = {"meta": 0.81, "subproblem": 0.81, "answer": 0.70}
 
     def scores(self, pairs: Sequence[Pair], kind: Kind) -> list[float]:
         return [token_f1(a, b) for a, b in pairs]
@@ -225,7 +236,7 @@ class EmbeddingJudge(ThresholdJudge):
     """
 
     name = "embedding"
-    thresholds = {"meta": 0.62, "subproblem": 0.62, "answer": 0.86}
+    thresholds = {"meta": 0.91, "subproblem": 0.91, "answer": 0.89}
 
     def __init__(
         self,

@@ -26,11 +26,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
 from gsrm.align import SCORE_MODES, score_structures
-from gsrm.backends import Backend, get_backend
+from gsrm.backends import Backend, BackendError, get_backend
 from gsrm.judges import Judge, get_judge
 from gsrm.parse import parse_structure
 from gsrm.segment import Segmenter, get_segmenter
 from gsrm.structure import GenerationInfo, ScoreMode, ScoreResult, Step, Structure
+from gsrm.validation import EMPTY_REASONING, check_teacher, strip_think
+
+__all__ = ["GSRM", "Side", "as_structure", "empty_structure", "strip_think"]
 
 DECOMPOSERS: tuple[str, ...] = ("two-stage", "single-pass")
 """``two-stage``: segment the trace into step spans, then describe each span with the LM (the
@@ -41,14 +44,9 @@ vLLM/openai), and its steps get spans by alignment (``gsrm.projection.assign_spa
 Side = Union[str, Structure, Sequence[Step], Sequence[Mapping[str, Any]]]
 
 
-def strip_think(text: str) -> str:
-    """The reasoning part of a completion: text before ``</think>``, without ``<think>``.
-
-    >>> strip_think("<think>add 2 and 3</think> The answer is 5.")
-    'add 2 and 3'
-    """
-    head = text.split("</think>", 1)[0]
-    return head.replace("<think>", "", 1).strip()
+def empty_structure() -> Structure:
+    """The decomposition of a text with no reasoning: no steps, and a warning saying so."""
+    return Structure(warnings=[EMPTY_REASONING])
 
 
 def as_structure(side: Side) -> Structure | None:
@@ -143,10 +141,17 @@ class GSRM:
 
     # ------------------------------------------------------------------ decomposition
     def cache_key(self, problem: str, reasoning: str) -> str:
+        """sha256 over length-prefixed parts (backend identity, problem, reasoning).
+
+        Length prefixes, not separators: with parts joined by ``\\0`` the items
+        ``("Q\\0", "T")`` and ``("Q", "\\0T")`` hashed the same bytes and shared a
+        decomposition.
+        """
         h = hashlib.sha256()
         for part in (self.backend.cache_key(), self.decomposer_identity(), problem, reasoning):
-            h.update(part.encode("utf-8"))
-            h.update(b"\x00")
+            data = part.encode("utf-8", "surrogatepass")
+            h.update(len(data).to_bytes(8, "big"))
+            h.update(data)
         return h.hexdigest()
 
     def decompose(self, problem: str, reasoning: str) -> Structure:
@@ -154,8 +159,17 @@ class GSRM:
         return self.decompose_many([(problem, reasoning)])[0]
 
     def decompose_many(self, items: Sequence[tuple[str, str]]) -> list[Structure]:
-        """Decompose many traces; distinct uncached texts go to the backend as one batch."""
+        """Decompose many traces; distinct uncached texts go to the backend as one batch.
+
+        The empty-text rule (DESIGN.md section 1): a text with no reasoning (blank, or only
+        think tags) gets ``empty_structure()`` without a model call; a model given nothing
+        invents steps.
+        """
         cleaned = [(p, strip_think(r)) for p, r in items]
+        if not all(r for _, r in cleaned):
+            live = [k for k, (_, r) in enumerate(cleaned) if r]
+            decs = iter(self.decompose_many([cleaned[k] for k in live]) if live else [])
+            return [next(decs) if r else empty_structure() for _, r in cleaned]
         keys = [self.cache_key(p, r) for p, r in cleaned]
         results: dict[str, Structure] = {}
         todo: dict[str, tuple[str, str]] = {}
@@ -171,6 +185,9 @@ class GSRM:
         if todo:
             todo_keys = list(todo)
             structs = self._decompose_uncached([todo[k] for k in todo_keys])
+            if len(structs) != len(todo_keys):
+                raise BackendError(f"backend {self.backend.name!r} returned {len(structs)} "
+                                   f"decompositions for {len(todo_keys)} texts")
             with self._lock:
                 for key, struct in zip(todo_keys, structs, strict=True):
                     results[key] = struct
@@ -199,6 +216,9 @@ class GSRM:
         from gsrm.projection import assign_spans
 
         gens = self.backend.decompose_many(items)
+        if len(gens) != len(items):
+            raise BackendError(f"backend {self.backend.name!r} returned {len(gens)} "
+                               f"decompositions for {len(items)} texts")
         out: list[Structure] = []
         for (_, reasoning), gen in zip(items, gens, strict=True):
             struct = parse_structure(gen.text)
@@ -240,25 +260,39 @@ class GSRM:
 
     # ------------------------------------------------------------------ scoring
     def resolve(self, items: Sequence[tuple[str, Side]]) -> list[Structure]:
-        """Structures for (problem, side) items, decomposing the raw-text ones in one batch."""
+        """Structures for (problem, side) items, in order, decomposing raw text in one batch.
+
+        Exactly one Structure per item, at the item's position, or an error: a short answer
+        from the decomposition can never shift the sides onto other items.
+        """
         out: list[Structure | None] = [as_structure(side) for _, side in items]
         raw_idx = [i for i, s in enumerate(out) if s is None]
         if raw_idx:
             decs = self.decompose_many([(items[i][0], str(items[i][1])) for i in raw_idx])
-            for i, d in zip(raw_idx, decs):
+            if len(decs) != len(raw_idx):
+                raise BackendError(f"{len(decs)} decompositions for {len(raw_idx)} texts")
+            for i, d in zip(raw_idx, decs, strict=True):
                 out[i] = d
-        return [s for s in out if s is not None]
+        resolved = [s for s in out if s is not None]
+        if len(resolved) != len(items):  # pragma: no cover - guarded by the checks above
+            raise RuntimeError(f"resolved {len(resolved)} sides for {len(items)} items")
+        return resolved
 
     def score(self, problem: str, teacher: Side, student: Side) -> ScoreResult:
         """Score one student against one teacher (either may be text or steps)."""
         return self.score_many([(problem, teacher, student)])[0]
 
     def score_many(self, items: Sequence[tuple[str, Side, Side]]) -> list[ScoreResult]:
-        """Score (problem, teacher, student) triples with one backend batch and batched judging."""
-        sides: list[tuple[str, Side]] = []
-        for problem, teacher, student in items:
-            sides.append((problem, teacher))
-            sides.append((problem, student))
-        structs = self.resolve(sides)
-        pairs = [(structs[2 * i], structs[2 * i + 1]) for i in range(len(items))]
+        """Score (problem, teacher, student) triples with one backend batch and batched judging.
+
+        A teacher with no reasoning or no steps raises ValueError (there is nothing to
+        distil: bad input, never a reward); a student with none is a scored 0 with a warning.
+        """
+        for i, (_, teacher, _) in enumerate(items):
+            check_teacher(teacher, f"item {i}: teacher")
+        structs = self.resolve([(p, side) for p, t, s in items for side in (t, s)])
+        teachers, students = structs[0::2], structs[1::2]
+        pairs = list(zip(teachers, students, strict=True))
+        if len(pairs) != len(items):  # pragma: no cover - resolve returns one per side
+            raise RuntimeError(f"{len(pairs)} pairs for {len(items)} items")
         return score_structures(pairs, self.judge, self.mode, self.use_coverage)

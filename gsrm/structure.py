@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from gsrm.validation import check_reasoning, check_steps, check_unicode
 
 Kind = Literal["meta", "subproblem", "answer"]
 KINDS: tuple[Kind, ...] = ("meta", "subproblem", "answer")
@@ -39,6 +48,11 @@ class Step(BaseModel):
         if v is not None and not 0 <= v[0] < v[1]:
             raise ValueError(f"span {list(v)} must satisfy 0 <= start < end")
         return v
+
+    @field_validator("meta", "subproblem", "answer")
+    @classmethod
+    def _encodable(cls, v: str, info: ValidationInfo) -> str:
+        return check_unicode(v, str(info.field_name))
 
     def part(self, kind: Kind) -> str:
         """The text of one part by kind name (meta / subproblem / answer)."""
@@ -101,12 +115,26 @@ class Trace(BaseModel):
     steps: list[Step] | None = Field(None, description="already-decomposed steps (no generation)")
     final_answer: str | None = None
 
+    # the rules of gsrm.validation, shared with the server: an input trace must hold something
     @field_validator("reasoning")
     @classmethod
     def _reasoning_not_blank(cls, v: str | None) -> str | None:
-        if v is not None and not v.strip():
-            raise ValueError("reasoning is empty")
-        return v
+        return v if v is None else check_reasoning(v, "reasoning")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_not_empty(cls, v: list[Step] | None) -> list[Step] | None:
+        return v if v is None else list(check_steps(v, "steps"))
+
+    @field_validator("problem")
+    @classmethod
+    def _problem_encodable(cls, v: str) -> str:
+        return check_unicode(v, "problem")
+
+    @field_validator("final_answer")
+    @classmethod
+    def _final_encodable(cls, v: str | None) -> str | None:
+        return v if v is None else check_unicode(v, "final_answer")
 
     @model_validator(mode="after")
     def _one_of(self) -> Trace:

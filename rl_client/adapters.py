@@ -8,7 +8,11 @@ explicit ``on_error="skip"`` turns it into ``None`` (TRL's "skip this sample").
 - **TRL** (``GRPOTrainer(reward_funcs=[...])``): :func:`make_trl_reward` returns
   ``f(prompts, completions, **kwargs) -> list[float | None]``; the dataset's ``problem`` and
   ``teacher_reasoning`` columns arrive as keyword arguments. ``async_=True`` returns an
-  ``async def`` variant, which TRL runs concurrently with the other reward functions.
+  ``async def`` variant, which TRL runs concurrently with the other reward functions. What a
+  reward rests on less than the whole input for reaches the trainer: per batch, the count of
+  items with each ``gsrm.flags`` name as a metric (``gsrm/truncated``, ``gsrm/hit_budget``,
+  ``gsrm/loop``, ``gsrm/empty_student``, through TRL's ``log_metric``), per item the warnings
+  (``gsrm_warnings`` in TRL's completions table via ``log_extra``, and ``f.last_results``).
 - **verl** (``custom_reward_function.path=.../rl_client/adapters.py``,
   ``custom_reward_function.name=compute_score``): :func:`compute_score` per sample, or
   :func:`compute_score_batch` for verl's batch reward manager. The endpoint is read from
@@ -80,6 +84,37 @@ def _log_skipped(name: str, rewards: Sequence[float | None], kwargs: Mapping[str
         log_metric(f"{name}/skipped", sum(r is None for r in rewards) / len(rewards))
 
 
+def log_flags(name: str, results: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Count each ``gsrm.flags`` name over a batch into TRL's metrics, and the warnings per item.
+
+    ``log_metric("gsrm/hit_budget", 3.0)``: 3 of this call's items stopped at the token
+    budget (TRL averages the value over the calls of a logging step); ``log_extra`` adds a
+    ``gsrm_warnings`` column to TRL's completions table, one entry per sample. Results are
+    ``RewardResult``-like (``flags``, ``warnings``) or None (skipped).
+    """
+    from gsrm.flags import FLAGS
+
+    log_metric = kwargs.get("log_metric")
+    if callable(log_metric) and results:
+        for flag in FLAGS:
+            n = sum(flag in getattr(r, "flags", ()) for r in results if r is not None)
+            log_metric(f"{name}/{flag}", float(n))
+    log_extra = kwargs.get("log_extra")
+    if callable(log_extra) and results:
+        log_extra(f"{name}_warnings", ["; ".join(getattr(r, "warnings", ()))
+                                       if r is not None else "" for r in results])
+
+
+def _scores(scorer: Any, items: list[dict[str, Any]], on_error: OnError) -> tuple[
+        list[float | None], list[Any]]:
+    """(rewards, full results) from a scorer with ``score`` (warnings and flags kept), else
+    rewards only from one with just ``rewards``."""
+    if hasattr(scorer, "score"):
+        results = list(scorer.score(items, on_error=on_error))
+        return [None if r is None else r.reward for r in results], results
+    return list(scorer.rewards(items, on_error=on_error)), []
+
+
 class TrlReward:
     """Synchronous TRL reward function backed by a scorer (``.rewards(items, on_error=)``)."""
 
@@ -90,6 +125,8 @@ class TrlReward:
         self.on_error = on_error
         self.problem_key = problem_key
         self.teacher_key = teacher_key
+        #: the last call's per-item results (reward, warnings, flags; None where skipped)
+        self.last_results: list[Any] = []
 
     def _items(self, prompts: Any, completions: Any, kwargs: Mapping[str, Any]) -> list[dict]:
         return build_items(prompts, completions, kwargs.get(self.problem_key),
@@ -98,8 +135,9 @@ class TrlReward:
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (),
                  **kwargs: Any) -> list[float | None]:
         items = self._items(prompts, completions, kwargs)
-        out = self.scorer.rewards(items, on_error=self.on_error)
+        out, self.last_results = _scores(self.scorer, items, self.on_error)
         _log_skipped(self.__name__, out, kwargs)
+        log_flags(self.__name__, self.last_results, kwargs)
         return out
 
 
@@ -124,8 +162,10 @@ class AsyncTrlReward(TrlReward):
     async def __call__(self, prompts: Sequence[Any] | None = None,  # type: ignore[override]
                        completions: Sequence[Any] = (), **kwargs: Any) -> list[float | None]:
         items = self._items(prompts, completions, kwargs)
-        out = await self._client().rewards(items, on_error=self.on_error)
+        self.last_results = list(await self._client().score(items, on_error=self.on_error))
+        out = [None if r is None else r.reward for r in self.last_results]
         _log_skipped(self.__name__, out, kwargs)
+        log_flags(self.__name__, self.last_results, kwargs)
         return out
 
 

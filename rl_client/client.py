@@ -117,7 +117,12 @@ def build_rewards_payload(items: Sequence[ItemLike], model: str | None = None,
 
 @dataclass
 class RewardResult:
-    """One scored pair as the server reported it (``data[i]`` of the response)."""
+    """One scored pair as the server reported it (``data[i]`` of the response).
+
+    ``warnings`` and ``flags`` say what the reward rests on less than the whole input for (a
+    cut trace, a decomposition stopped at the budget or in a loop, an empty student); the TRL
+    adapter counts the flags into the trainer's metrics.
+    """
 
     reward: float
     step_rewards: list[float] = field(default_factory=list)
@@ -125,6 +130,8 @@ class RewardResult:
     student_steps: int = 0
     normalized_reward: float | None = None
     warnings: list[str] = field(default_factory=list)
+    #: ``gsrm.flags`` names (truncated, hit_budget, loop, empty_student): what the trainer counts
+    flags: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -166,7 +173,8 @@ def parse_rewards_response(body: Any, n_items: int) -> list[RewardResult]:
             teacher_steps=int(d.get("teacher_steps", 0)),
             student_steps=int(d.get("student_steps", 0)),
             normalized_reward=d.get("normalized_reward"),
-            warnings=list(d.get("warnings", [])),
+            warnings=[str(w) for w in d.get("warnings", [])],
+            flags=[str(f) for f in d.get("flags", [])],
             raw=dict(d),
         )
     return [r for r in out if r is not None]

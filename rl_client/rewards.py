@@ -189,19 +189,34 @@ class LocalScorer:
                                    backend_kwargs=backend_kwargs, judge_kwargs=judge_kwargs)
         self.gsrm = gsrm
 
-    def rewards(self, items: Sequence[Any], *, on_error: str = "raise",
-                **kwargs: Any) -> list[float | None]:
-        """One reward per item; with ``on_error="skip"`` a failed batch gives ``None``s."""
-        from rl_client.client import normalize_item
+    def score(self, items: Sequence[Any], *, on_error: str = "raise",
+              **kwargs: Any) -> list[Any]:
+        """Full results (:class:`~rl_client.client.RewardResult`, warnings and flags included)
+        per item, as the HTTP client returns them; ``on_error="skip"``: ``None``s for a
+        failed batch."""
+        from gsrm.flags import result_flags
+        from rl_client.client import RewardResult, normalize_item
 
         triples = [(it["problem"], it["teacher"], it["student"])
                    for it in (normalize_item(x) for x in items)]
         try:
-            return [r.reward for r in self.gsrm.score_many(triples)]
+            scored = self.gsrm.score_many(triples)
         except Exception:
             if on_error == "skip":
                 return [None] * len(triples)
             raise
+        return [RewardResult(
+            reward=r.reward, step_rewards=list(r.step_rewards), teacher_steps=r.teacher.n_steps,
+            student_steps=r.student.n_steps, normalized_reward=r.normalized_reward,
+            warnings=[f"teacher: {w}" for w in r.teacher.warnings]
+            + [f"student: {w}" for w in r.student.warnings],
+            flags=result_flags(r)) for r in scored]
+
+    def rewards(self, items: Sequence[Any], *, on_error: str = "raise",
+                **kwargs: Any) -> list[float | None]:
+        """One reward per item; with ``on_error="skip"`` a failed batch gives ``None``s."""
+        return [None if r is None else r.reward
+                for r in self.score(items, on_error=on_error)]
 
 
 def make_gsrm_reward(gsrm: str | Any = "http://127.0.0.1:8000", *, async_: bool = False,

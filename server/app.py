@@ -40,7 +40,12 @@ from fastapi import FastAPI
 
 from server.errors import install_handlers
 from server.metrics import Metrics
-from server.middleware import GuardMiddleware, MetricsMiddleware, route_paths
+from server.middleware import (
+    GuardMiddleware,
+    MetricsMiddleware,
+    ShutdownMiddleware,
+    route_paths,
+)
 from server.routes import router
 from server.service import RewardService
 from server.settings import Settings, parse_settings
@@ -89,6 +94,7 @@ def create_app(settings: Settings | None = None, gsrm: GSRM | None = None) -> Fa
     app.include_router(router)
     app.add_middleware(GuardMiddleware, api_key=settings.api_key,
                        max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(ShutdownMiddleware, retry_after=settings.retry_after_s)
     # added last = outermost: it also counts the 401/413 answers of the guard
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=route_paths([*app.routes, *router.routes]))
     return app

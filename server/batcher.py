@@ -40,8 +40,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import queue
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +65,62 @@ class Job:
 
 
 RunFn = Callable[[Sequence[Job]], Sequence[Any]]
+
+
+class WorkerThread(Executor):
+    """A one-thread executor whose thread is a daemon: it never holds the process open.
+
+    Why not ``ThreadPoolExecutor(1)``: the interpreter joins its (non-daemon) worker at exit,
+    so a server told to stop while a long model batch runs would exit only when the batch
+    ends, whatever ``--graceful-timeout-s`` says. The batch's requests have been answered
+    (503) by then; nobody waits for its result.
+    """
+
+    def __init__(self, name: str = "gsrm-worker") -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self._closed:
+            raise RuntimeError("cannot submit to a worker that was shut down")
+        fut: Future[Any] = Future()
+        self._queue.put((fut, fn, args, kwargs))
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fut, fn, args, kwargs = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - delivered to the caller
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        self._queue.put(None)
+        if wait:
+            self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
 
 class DynamicBatcher:
@@ -96,12 +154,18 @@ class DynamicBatcher:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="gsrm-batcher")
 
     async def stop(self, drain_timeout: float = 0.0) -> None:
-        """Refuse new jobs, let queued ones run for up to ``drain_timeout`` s, fail the rest."""
+        """Refuse new jobs, let queued ones run for up to ``drain_timeout`` s, fail the rest.
+
+        Only jobs someone still waits for are waited for: behind uvicorn, which has already
+        spent the graceful timeout on the open requests (and cancelled the rest) when the
+        app's shutdown runs, a batch left running for cancelled requests is not waited out
+        a second time (that doubled the time to exit).
+        """
         self._closed = True
         if drain_timeout > 0:
             loop = asyncio.get_running_loop()
             end = loop.time() + drain_timeout
-            while (self._pending or self._running) and loop.time() < end:
+            while self.awaited_jobs and loop.time() < end:
                 await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
@@ -116,6 +180,11 @@ class DynamicBatcher:
         self._pending.clear()
         self._running = []
         self.queued = self.in_flight = 0
+
+    @property
+    def awaited_jobs(self) -> int:
+        """Jobs queued or running whose caller still waits for the answer."""
+        return sum(not j.future.done() for j in (*self._running, *self._pending))
 
     @property
     def open_jobs(self) -> int:

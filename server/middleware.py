@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request metrics, API-key auth and the body size limit.
+"""Pure ASGI middleware: request metrics, API-key auth, the body size limit, shutdown answers.
 
 Why pure ASGI (not ``BaseHTTPMiddleware``): these run on every request of a server that takes
 thousands per training step; they must not buffer bodies, and they must reject a request
@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Iterable
@@ -21,7 +22,7 @@ from typing import Any
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import PayloadTooLarge, Unauthorized, error_response
+from server.errors import PayloadTooLarge, ShuttingDown, Unauthorized, error_response
 from server.metrics import Metrics
 
 #: paths that never need the API key (probes, scrapers, the API description)
@@ -85,6 +86,44 @@ class GuardMiddleware:
             return msg
 
         await self.app(scope, counted, send)
+
+
+class ShutdownMiddleware:
+    """A request cancelled by the server's shutdown gets 503 ``shutting_down``, not a bare 500.
+
+    Why: when work runs past ``--graceful-timeout-s``, uvicorn cancels the request's task.
+    Left alone, the ``CancelledError`` reaches uvicorn, which logs a traceback and answers a
+    plain-text ``500 Internal Server Error``: a client cannot tell that from a failed reward.
+    Only the server cancels a request task (a client that disconnects is not cancelled), so a
+    cancellation here means the server is going away; the client gets the OpenAI-shaped 503
+    with ``Retry-After``, which it retries elsewhere or later.
+    """
+
+    def __init__(self, app: ASGIApp, retry_after: int = 1) -> None:
+        self.app = app
+        self.retry_after = retry_after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if started:  # half a response is out: nothing better to say than closing it
+                raise
+            err = ShuttingDown("the server is shutting down: the request did not finish "
+                               "within the graceful shutdown timeout; retry it",
+                               retry_after=self.retry_after)
+            await error_response(err)(scope, receive, send)
 
 
 class MetricsMiddleware:

@@ -24,17 +24,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gsrm.structure import Step, StepVerdicts, Structure, Trace
+from gsrm.validation import check_teacher
 
 Side = str | list[Step]
 Mode = Literal["paper", "normalized"]
 
 
-def _not_blank(v: Any, what: str) -> Any:
-    if isinstance(v, str) and not v.strip():
-        raise ValueError(f"{what} is empty")
-    if isinstance(v, list) and not v:
-        raise ValueError(f"{what} has no steps")
-    return v
+def _teacher(v: Any, what: str) -> Any:
+    """A teacher side must hold reasoning or steps (``gsrm.validation.check_teacher``, the rule
+    the CLI and the library apply too): blank text, think tags only, or an answer after
+    ``</think>`` only is a 422, like an empty list."""
+    return check_teacher(v, what)
 
 
 # --------------------------------------------------------------------------- options
@@ -57,7 +57,8 @@ class ScoreOptions(BaseModel):
 
 # --------------------------------------------------------------------------- /v1/rewards
 class RewardItem(BaseModel):
-    """One (problem, teacher, student) pair. The student may be empty (scored 0)."""
+    """One (problem, teacher, student) pair. The student may be empty (scored 0 with a warning);
+    the teacher may not (422: there is nothing to distil)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -69,7 +70,7 @@ class RewardItem(BaseModel):
     @field_validator("teacher")
     @classmethod
     def _teacher(cls, v: Side) -> Side:
-        return _not_blank(v, "teacher")
+        return _teacher(v, "teacher")
 
 
 class RewardsRequest(BaseModel):
@@ -100,6 +101,9 @@ class RewardData(BaseModel):
     truncated: bool = Field(False, description="the server cut this item's input (truncate)")
     warnings: list[str] = Field(default_factory=list,
                                 description="decomposition and truncation warnings, by side")
+    flags: list[str] = Field(default_factory=list, description="what the reward rests on less "
+                             "than the whole input for, by name (gsrm.flags): truncated, "
+                             "hit_budget, loop, empty_student")
     teacher: Structure | None = None
     student: Structure | None = None
     verdicts: list[StepVerdicts] | None = None
@@ -152,9 +156,9 @@ class ScoreRequest(BaseModel):
             if not v:
                 raise ValueError("text_1 is an empty list")
             for t in v:
-                _not_blank(t, "text_1")
+                _teacher(t, "text_1")
             return v
-        return _not_blank(v, "text_1")
+        return _teacher(v, "text_1")
 
     @field_validator("text_2")
     @classmethod
@@ -172,6 +176,8 @@ class ScoreData(BaseModel):
                             "(options.truncate or --truncate); see warnings (gsrm extension)")
     warnings: list[str] = Field(default_factory=list, description="truncation and "
                                 "decomposition warnings, by side (gsrm extension)")
+    flags: list[str] = Field(default_factory=list, description="gsrm.flags names: truncated, "
+                             "hit_budget, loop, empty_student (gsrm extension)")
 
 
 class ScoreResponse(BaseModel):

@@ -23,6 +23,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from gsrm.flags import FLAGS
+from gsrm.validation import check_teacher
 from server.errors import BadRequest, ValidationFailed
 from server.protocol import (
     ChatCompletionRequest,
@@ -96,6 +98,7 @@ def reward_data(index: int, o: Outcome, details: bool) -> dict[str, Any]:
         "normalized_reward": r.normalized_reward, "coverage": r.coverage, "mode": o.mode,
         "step_rewards": r.step_rewards, "teacher_steps": r.teacher.n_steps,
         "student_steps": r.student.n_steps, "truncated": o.truncated, "warnings": o.warnings,
+        "flags": o.flags,
     }
     if details:
         d["teacher"] = r.teacher.model_dump(mode="json")
@@ -240,7 +243,7 @@ async def _score(body: ScoreRequest, request: Request) -> JSONResponse:
         "id": _id("score"), "object": "list", "created": int(time.time()),
         "model": svc.settings.served_model_name,
         "data": [{"index": i, "object": "score", "score": o.reward, "truncated": o.truncated,
-                  "warnings": o.warnings} for i, o in enumerate(outs)],
+                  "warnings": o.warnings, "flags": o.flags} for i, o in enumerate(outs)],
         "usage": {k: u[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
     })
 
@@ -279,20 +282,19 @@ async def get_reward(body: GetRewardRequest, request: Request) -> JSONResponse:
         prompt = body.prompts[i] if body.prompts is not None else None
         problem = problem_text(prompt)
         if isinstance(label, str):
-            if not label.strip():
-                raise ValidationFailed(f"labels[{i}] is empty (it must hold the teacher "
-                                       f"reasoning)", param=f"labels[{i}]")
-            teacher: Any = label
+            try:
+                teacher: Any = check_teacher(label, f"labels[{i}]")
+            except ValueError as exc:
+                raise ValidationFailed(f"{exc} (it must hold the teacher reasoning)",
+                                       param=f"labels[{i}]") from None
         else:
             teacher = label.steps if label.steps is not None else label.reasoning
             problem = label.problem or problem
-            if isinstance(teacher, list) and not teacher:
-                raise ValidationFailed(f"labels[{i}].steps has no steps",
-                                       param=f"labels[{i}].steps")
         pairs.append(Pair(problem, teacher, response_text(q, prompt),
                           (f"prompts[{i}]", f"labels[{i}]", f"query[{i}]")))
     outs = await svc.score_pairs(pairs, opts)
     rewards_ = [o.reward for o in outs]
+    flags = [o.flags for o in outs]
     return JSONResponse({
         "rewards": rewards_,
         "scores": [o.result.normalized_reward for o in outs],
@@ -302,6 +304,8 @@ async def get_reward(body: GetRewardRequest, request: Request) -> JSONResponse:
             "gsrm_coverage": [o.result.coverage for o in outs],
             "gsrm_teacher_steps": [float(o.result.teacher.n_steps) for o in outs],
             "gsrm_student_steps": [float(o.result.student.n_steps) for o in outs],
-            "gsrm_truncated": [float(o.truncated) for o in outs],
+            # one 0/1 list per gsrm.flags name: the trainer's counts of cut, budget-bound,
+            # looping and empty items (gsrm_truncated also counts the backend's cuts)
+            **{f"gsrm_{flag}": [float(flag in f) for f in flags] for flag in FLAGS},
         },
     })

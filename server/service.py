@@ -36,16 +36,17 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from gsrm.align import combine
 from gsrm.backends import Backend, Generation
-from gsrm.model import GSRM, strip_think
+from gsrm.flags import result_flags
+from gsrm.model import GSRM
 from gsrm.prompts import USER_TEMPLATE
 from gsrm.structure import ScoreResult, Step
-from server.batcher import DynamicBatcher, Job
+from gsrm.validation import check_unicode
+from server.batcher import DynamicBatcher, Job, WorkerThread
 from server.errors import (
     BadRequest,
     ChatNotSupported,
@@ -122,6 +123,11 @@ class Outcome:
     truncated: bool = False
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def flags(self) -> list[str]:
+        """``gsrm.flags`` names for this pair (``truncated`` also when the server cut it)."""
+        return result_flags(self.result, cut=self.truncated)
+
 
 @dataclass
 class ChatWork:
@@ -156,12 +162,11 @@ def split_user_message(text: str) -> tuple[str, str]:
 
 
 def _check_text(text: str, where: str) -> None:
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValidationFailed(f"{where} is not valid Unicode (unpaired surrogate)",
-                                   param=where) from None
+    """422 for text that is not valid Unicode (``gsrm.validation.check_unicode``)."""
+    try:
+        check_unicode(text, where)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), param=where) from None
 
 
 # --------------------------------------------------------------------------- the service
@@ -176,7 +181,7 @@ class RewardService:
         self.status = "loading"
         self.error: str | None = None
         self.created = int(time.time())
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: WorkerThread | None = None
         self.batcher: DynamicBatcher | None = None
         self._load: asyncio.Future[Any] | None = None
 
@@ -186,7 +191,7 @@ class RewardService:
         s = self.settings
         if self.gsrm is None:
             self.gsrm = gsrm_from_settings(s)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsrm-worker")
+        self._executor = WorkerThread("gsrm-worker")
         m = self.metrics
         self.batcher = b = DynamicBatcher(
             self._run_batch, self._executor, window_s=s.batch_window_ms / 1000.0,
@@ -292,13 +297,7 @@ class RewardService:
 
     def _fit_steps(self, steps: list[Step], where: str, truncate: bool,
                    notes: list[str]) -> list[Step]:
-        s = self.settings
-        for i, st in enumerate(steps):
-            # hot path (every step of every request): ASCII needs no check, and the error
-            # location is only formatted when a part does need one
-            if not (st.meta.isascii() and st.subproblem.isascii() and st.answer.isascii()):
-                for part in (st.meta, st.subproblem, st.answer):
-                    _check_text(part, f"{where}[{i}]")
+        s = self.settings  # step parts were checked for valid Unicode by Step itself (422)
         if len(steps) > s.max_steps:
             if not truncate:
                 raise PayloadTooLarge(f"{where} has {len(steps)} steps; the limit is "
@@ -325,12 +324,10 @@ class RewardService:
 
     def _fit_side(self, side: Any, where: str, truncate: bool, cuts: list[str],
                   notes: list[str]) -> Any:
+        # an empty student text is the library's rule (GSRM.decompose_many: no model call, no
+        # steps, a warning); an empty teacher never gets here (protocol: 422)
         if isinstance(side, str):
-            text = self._fit_text(side, where, truncate, cuts)
-            if not strip_think(text):  # nothing to decompose: no steps, a scored 0
-                notes.append(f"{where}: empty reasoning (no steps)")
-                return []
-            return text
+            return self._fit_text(side, where, truncate, cuts)
         return self._fit_steps(list(side), where, truncate, cuts)
 
     # ------------------------------------------------------------------ scoring

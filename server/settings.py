@@ -26,6 +26,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gsrm.validation import GenBatchSize, MaxInputTokens, MaxNewTokens, PromptLookup, Threads
+
 ENV_PREFIX = "GSRM_"
 
 #: groups for ``--help``: field name -> group title (fields not listed go to "server")
@@ -79,22 +81,18 @@ class Settings(BaseSettings):
     backend_url: str | None = Field(None, description="OpenAI-compatible /v1 URL for the "
                                        "openai backend")
     backend_api_key: str | None = Field(None, description="API key for --backend-url")
-    max_new_tokens: int = Field(1024, gt=0, description="generation limit per decomposition "
-                                "(and the cap for chat max_tokens); hitting it is flagged")
-    max_input_tokens: int = Field(6144, gt=0, description="prompt limit; longer reasoning is "
-                                  "cut at the end by the backend and flagged")
+    # the limits are gsrm.validation's annotated types: the `gsrm` CLI flags check the same
+    max_new_tokens: MaxNewTokens = 1024
+    max_input_tokens: MaxInputTokens = 6144
     shots: str | None = Field(None, description="few-shot domains, comma-separated "
                                  "(math,code,science,puzzle), or a count; default: none with an "
                                  "adapter, else math,puzzle")
-    gen_batch_size: int = Field(8, gt=0, description="sequences per generate() call inside the "
-                                "transformers backend")
-    prompt_lookup: int = Field(0, ge=0, description="prompt-lookup speculation n-gram size "
-                               "(transformers; 0 = off)")
+    gen_batch_size: GenBatchSize = 8
+    prompt_lookup: PromptLookup = 0
     device: str = Field("cpu", description="torch device (transformers)")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32",
                                                             description="torch dtype (transformers)")
-    threads: int | None = Field(None, gt=0, description="torch intra-op threads (default: "
-                                   "torch's choice)")
+    threads: Threads = None
     decomposer: Literal["two-stage", "single-pass"] = Field(
         "two-stage", description="two-stage: the trained segmenter finds the steps and the LM "
         "describes each; single-pass: the LM writes the whole decomposition")
@@ -180,8 +178,15 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
     if origin in (typing.Union, getattr(types, "UnionType", ())):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) == 1:
-            return args[0], True
-    return annotation, False
+            return _unannotated(args[0]), True
+    return _unannotated(annotation), False
+
+
+def _unannotated(annotation: Any) -> Any:
+    """``X`` for ``Annotated[X, ...]`` (a constrained type shared from ``gsrm.validation``)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return typing.get_args(annotation)[0]
+    return annotation
 
 
 def build_parser(prog: str = "gsrm-serve") -> argparse.ArgumentParser:

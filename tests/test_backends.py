@@ -311,3 +311,78 @@ def test_asked_in_a_row_threshold() -> None:
     assert repeated_step_start(four, in_a_row=4) == four.index("[Meta-reasoning 4]")
     same = _steps(("A?", "1"), ("A?", "1"))  # an identical step still is a loop
     assert repeated_step_start(same, in_a_row=4) == same.index("[Meta-reasoning 2]")
+
+
+# --------------------------------------------------------------------------- issue 17, row 11
+def test_every_default_path_decodes_in_float32() -> None:
+    # the batch-invariant dtype is the default everywhere a GSRM is built: the library, the
+    # CLI, gsrm-serve, the RL client's --gsrm local, and the evaluation (bfloat16 stays an
+    # explicit option there)
+    import argparse
+
+    from eval.cli import build_parser as eval_parser
+    from eval.systems import SystemOptions
+    from gsrm.backends import TransformersBackend
+    from gsrm.cli import build_parser as cli_parser
+    from gsrm.model import GSRM
+    from rl_client.rewards import LocalScorer
+    from server.service import gsrm_from_settings
+    from server.settings import Settings
+
+    assert TransformersBackend().dtype == "float32"
+    assert GSRM().backend.dtype == "float32"  # type: ignore[attr-defined]
+    assert cli_parser().parse_args(["decompose", "x.json"]).dtype == "float32"
+    assert gsrm_from_settings(Settings()).backend.dtype == "float32"  # type: ignore[attr-defined]
+    assert LocalScorer().gsrm.backend.dtype == "float32"
+    ns = eval_parser().parse_args(["run", "--out", "unused"])
+    assert isinstance(ns, argparse.Namespace) and ns.dtype == "float32"
+    assert SystemOptions().dtype == "float32"
+
+
+@pytest.mark.slow
+def test_default_decoding_is_batch_invariant() -> None:
+    """The same trace gets the same decomposition, hence the same reward, alone or batched
+    with other traces of other lengths (padding, continuous-batching refills, the shared
+    prefix cache), on the library's default path (float32). In bfloat16 the eval README
+    measured outputs shifting with the batch."""
+    from gsrm.judges import LexicalJudge
+    from gsrm.model import GSRM
+    from gsrm.structure import Step
+
+    problem = "Janet's ducks lay 16 eggs per day. How much does she make every day?"
+    trace = ("Janet's ducks lay 16 eggs. She eats 3 for breakfast and bakes muffins with 4, "
+             "so she uses 3 + 4 = 7 eggs. She sells the remainder: 16 - 7 = 9 eggs. Each egg "
+             "sells for $2, so she makes 9 * 2 = $18 every day.")
+    robe = ("It takes 2/2 = 1 bolt of white fiber. So the total is 2 + 1 = 3 bolts.")
+    house = ("The cost of the house and repairs came out to 80,000 + 50,000 = $130,000. He "
+             "increased the value of the house by 80,000 * 1.5 = 120,000. So the new value of "
+             "the house is 120,000 + 80,000 = $200,000. So he made a profit of 200,000 - "
+             "130,000 = $70,000.")
+    glasses = ("The discount price of one glass is 60/100 * 5 = $3. If every second glass is "
+               "cheaper, that means Kylar is going to buy 16 / 2 = 8 cheaper glasses. So for "
+               "the cheaper glasses, Kylar is going to pay 8 * 3 = $24. And for the "
+               "regular-priced glasses, Kylar will pay 8 * 5 = $40. So in total Kylar needs to "
+               "pay 24 + 40 = $64 for the glasses he wants to buy.")
+    others = [  # other lengths: shorter and longer prompts than the trace, both sides of it
+        ("How many bolts in total?", robe), ("What is his profit?", house),
+        ("How many meters a week?", "He sprints 3 * 3 = 9 times. So he runs 9 * 60 = 540 m."),
+        ("What is 2 + 3, doubled?", "2 + 3 = 5. Doubled, 10."),
+        ("How much does he pay?", glasses),
+    ]
+    teacher = [Step(meta="Count the eggs she sells first.", subproblem="How many eggs does "
+                    "she sell?", answer="9"),
+               Step(meta="Then the money.", subproblem="How much does she make?", answer="18")]
+
+    def fresh() -> GSRM:  # a new GSRM each time: nothing comes from a cache
+        return GSRM(judge=LexicalJudge(), backend=get_backend("transformers",
+                                                              max_new_tokens=160))
+
+    alone = fresh().decompose(problem, trace)
+    batch = fresh().decompose_many(others[:2] + [(problem, trace)] + others[2:])
+    assert batch[2].raw == alone.raw
+    assert batch[2].model_dump(exclude={"generation"}) == alone.model_dump(exclude={"generation"})
+    r_alone = fresh().score(problem, teacher, trace)
+    r_batch = fresh().score_many([(p, teacher, t) for p, t in others] + [(problem, teacher,
+                                                                            trace)])
+    assert r_batch[-1].reward == r_alone.reward
+    assert r_batch[-1].step_rewards == r_alone.step_rewards

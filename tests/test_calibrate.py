@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -18,16 +19,24 @@ from gsrm.calibrate import (
     CALIBRATION_ITEMS,
     SocraticItem,
     SocraticStep,
+    StepPair,
+    _route,
+    aligned_steps,
     brief_answer,
     build_pairs,
     choose_threshold,
     floor2,
+    like_for_like,
     load_items,
+    load_step_pairs,
     main,
     parse_socratic,
+    part_pairs,
     roc_auc,
     strip_calculator,
+    text_step,
 )
+from gsrm.judges import LexicalJudge, ThresholdJudge
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SOCRATIC = DATA / "gsm8k" / "test_socratic.jsonl"
@@ -241,9 +250,13 @@ def test_load_items_never_reads_held_out(tmp_path):
 
 
 def test_main_missing_data_exits_2(tmp_path, capsys):
-    assert main(["--data", str(tmp_path / "nope"), "--judges", "lexical"]) == 2
+    assert main(["--data", str(tmp_path / "nope"), "--judges", "lexical",
+                 "--protocol", "socratic"]) == 2
     err = capsys.readouterr().err
     assert "test_socratic.jsonl" in err and "--data" in err
+    assert main(["--data", str(tmp_path / "nope"), "--judges", "lexical"]) == 2
+    err = capsys.readouterr().err
+    assert "prm800k_train_" in err and "--data" in err
 
 
 def test_main_rejects_non_threshold_judge(capsys):
@@ -254,7 +267,8 @@ def test_main_rejects_non_threshold_judge(capsys):
 
 @pytest.mark.skipif(not SOCRATIC.is_file(), reason=f"GSM8K socratic data not found at {SOCRATIC}")
 def test_main_on_real_data(capsys):
-    rc = main(["--data", str(DATA), "--limit", "50", "--judges", "lexical"])
+    rc = main(["--data", str(DATA), "--limit", "50", "--judges", "lexical",
+               "--protocol", "socratic"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["items"] == 50
@@ -269,3 +283,164 @@ def test_main_on_real_data(capsys):
         assert r["auc"] > 0.5, kind  # same-step pairs overlap more than cross-step ones
     # meta and subproblem are built from the same human pairs
     assert kinds["meta"]["n_pos"] == kinds["subproblem"]["n_pos"]
+
+
+# --------------------------------------------------------------------------- issue 17, row 13
+PRMBENCH = DATA / "prmbench"
+
+ALIGN_CASES = [
+    # (id, n_original, n_modified, modified_steps, error_steps, after_error, pairs)
+    # replacement: step i vs step i; an error step is "different", an untouched one "same"
+    ("replace", 4, 4, [2], [2], True, [(1, 1, True), (3, 3, True), (4, 4, True),
+                                        (2, 2, False)]),
+    # a modified step that is not an error: neither label is certain, left out
+    ("replace-unsure", 4, 4, [2, 3], [2], True, [(1, 1, True), (4, 4, True), (2, 2, False)]),
+    # insertion: untouched modified steps map onto the original in order; the inserted error
+    # step is compared with the original step in its place, as a positional reward does
+    ("insert", 3, 4, [3], [3], True, [(1, 1, True), (2, 2, True), (3, 4, True),
+                                       (3, 3, False)]),
+    # an error inserted past the original's end has no step to be compared with
+    ("insert-at-end", 3, 4, [4], [4], True, [(1, 1, True), (2, 2, True), (3, 3, True)]),
+    # any other shape: the untouched prefix, and the first error against its original
+    ("other", 6, 7, [3, 4, 5, 6], [3, 4, 5], True, [(1, 1, True), (2, 2, True),
+                                                     (3, 3, False)]),
+    # without after_error, "same" steps after the first error are dropped (they may carry it)
+    ("propagating", 4, 4, [2], [2], False, [(1, 1, True), (2, 2, False)]),
+    ("propagating-insert", 3, 4, [2], [2], False, [(1, 1, True), (2, 2, False)]),
+    # no error at all: every untouched step is "same", whatever after_error says
+    ("no-error", 3, 3, [], [], False, [(1, 1, True), (2, 2, True), (3, 3, True)]),
+]
+
+
+@pytest.mark.parametrize("case", ALIGN_CASES, ids=[c[0] for c in ALIGN_CASES])
+def test_aligned_steps(case):
+    _, n_o, n_m, mod, err, after, expected = case
+    assert aligned_steps(n_o, n_m, mod, err, after_error=after) == expected
+
+
+def test_text_step_builds_parts_like_the_model_free_decomposers():
+    # the same parts SentenceBackend and eval.systems' rule systems give a one-text step
+    from eval.systems import _chunk_steps
+
+    for text in ("So 2p = 0.58, and p = 0.29.", "Add them up.", "It costs $1,250 in all."):
+        assert text_step(text) == _chunk_steps([text])[0]
+
+
+ROUTE_CASES = [
+    # (id, kind, pair, route): how the reward decides a part pair, hence what is fitted on
+    ("identical", "meta", ("Add 2 and 3.", "Add  2 and 3."), "settled"),  # never judged
+    ("empty-side", "meta", ("Add 2 and 3.", ""), "settled"),  # a mismatch without the judge
+    ("text", "meta", ("Add 2 and 3.", "Sum 2 and 3."), "judge"),  # the threshold decides
+    ("numbers", "answer", ("5", "7"), "numeric"),  # answers with numbers: compared as numbers
+    ("number-vs-text", "answer", ("5", "five"), "judge"),  # one side without: the threshold
+]
+
+
+@pytest.mark.parametrize("case", ROUTE_CASES, ids=[c[0] for c in ROUTE_CASES])
+def test_route(case):
+    _, kind, pair, route = case
+    assert _route(pair, kind) == route
+
+
+class TableJudge(ThresholdJudge):
+    """Scores from a table keyed by the pair; records which pairs it was asked about."""
+
+    name = "table"
+    thresholds: ClassVar[dict[str, float]] = {"meta": 0.5, "subproblem": 0.5, "answer": 0.5}
+
+    def __init__(self, table):
+        super().__init__()
+        self.table, self.asked = table, []
+
+    def scores(self, pairs, kind):
+        self.asked += list(pairs)
+        return [self.table[p] for p in pairs]
+
+
+def _sp(a, b, same):
+    return StepPair(a, b, same, "test", "t")
+
+
+def test_like_for_like_fits_on_the_fit_split_and_reports_on_the_other():
+    table = {("a", "a1"): 0.9, ("b", "b1"): 0.8, ("c", "c1"): 0.3, ("d", "d1"): 0.2,  # fit
+             ("e", "e1"): 0.85, ("f", "f1"): 0.1, ("g", "g1"): 0.75, ("h", "h1"): 0.4}  # report
+    fit = [_sp("a", "a1", True), _sp("b", "b1", True), _sp("c", "c1", False),
+           _sp("d", "d1", False), _sp("same", "same", True)]  # identical: never asked
+    report = [_sp("e", "e1", True), _sp("f", "f1", True), _sp("g", "g1", False),
+              _sp("h", "h1", False), _sp("x", "x", True), _sp("y", "y", False)]
+    judge = TableJudge(table)
+    out = like_for_like(judge, fit, report, kinds=("meta",))["meta"]
+    # fitted on the fit split's judged pairs only: 0.8 separates them perfectly
+    assert out["threshold"] == 0.8 and out["fit"]["balanced_accuracy"] == 1.0
+    assert ("same", "same") not in judge.asked and ("x", "x") not in judge.asked
+    r = out["report"]
+    # judged report pairs at 0.8: same e (0.85) yes, f (0.1) no; different g (0.75) no, h no
+    assert (r["tpr"], r["tnr"], r["judge_balanced_accuracy"]) == (0.5, 1.0, 0.75)
+    # the reward's verdicts: x identical -> match (right), y identical -> match (wrong)
+    assert (r["verdict_n_pos"], r["verdict_n_neg"]) == (3, 3)
+    assert r["verdict_tpr"] == round(2 / 3, 4) and r["verdict_tnr"] == round(2 / 3, 4)
+    # the judge's current threshold (0.5) is reported alongside
+    assert out["current_threshold"] == 0.5
+    assert r["judge_balanced_accuracy_at_current"] == 0.5  # e yes, f no; g yes, h no
+
+
+def _row(original, modified, mod, err, kind="deception"):
+    return json.dumps({"original_process": [f"{i}. {s}" for i, s in enumerate(original, 1)],
+                       "modified_process": [f"{i}. {s}" for i, s in enumerate(modified, 1)],
+                       "modified_steps": mod, "error_steps": err, "classification": kind})
+
+
+def test_load_step_pairs_reads_the_split_it_is_given_and_skips_bad_rows(tmp_path):
+    folder = tmp_path / "prmbench"
+    folder.mkdir()
+    (folder / "prm800k_train_p1_4o_deception.jsonl").write_text("\n".join([
+        _row(["Add 2 and 3.", "So 5.", "Double: 10."], ["Add 2 and 3.", "So 6.", "Double: 12."],
+             [2], [2]),
+        "{not json",  # skipped: a guessed label would be a wrong one
+        _row(["A = 1.", "B = 2."], ["A = 1.", "Note A.", "B = 2."], [2], [2], "redundency"),
+    ]) + "\n")
+    (folder / "prm800k_test_p1_4o_deception.jsonl").write_text(
+        _row(["Held out."], ["Held out!"], [1], [1]) + "\n")
+    train = load_step_pairs(folder, "prm800k_train_*.jsonl")
+    assert [(p.original, p.modified, p.same) for p in train] == [
+        ("Add 2 and 3.", "Add 2 and 3.", True), ("So 5.", "So 6.", False),  # numbering gone;
+        # "Double: 12." carries the error on: left out
+        ("A = 1.", "A = 1.", True), ("B = 2.", "B = 2.", True),  # redundancy: kept after it
+        ("B = 2.", "Note A.", False)]
+    assert all("test" not in p.where for p in train)
+    assert [p.original for p in load_step_pairs(folder, "prm800k_test_*.jsonl")] == ["Held out."]
+    # the answer part of a step is its number: "So 5." vs "So 6." are two numbers
+    assert part_pairs(train[1:2], "answer") == [("5", "6")]
+
+
+def test_main_prmbench_prints_per_part_reports(tmp_path, capsys):
+    folder = tmp_path / "prmbench"
+    folder.mkdir()
+    rows = [_row(["Find the total.", "Add the parts.", "It is 9."],
+                 ["Find the total.", "Subtract the parts instead.", "It is 9."], [2], [2]),
+            _row(["Start with the eggs.", "Then count.", "So 3."],
+                 ["Start with eggs.", "Then count.", "So 3."], [], [])]
+    for split in ("train", "test"):
+        (folder / f"prm800k_{split}_p1_4o_x.jsonl").write_text("\n".join(rows) + "\n")
+    assert main(["--data", str(tmp_path), "--judges", "lexical"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["protocol"] == "prmbench like-for-like"
+    assert report["fit"]["files"] == "prm800k_train_*.jsonl"
+    assert report["report"]["files"] == "prm800k_test_*.jsonl"
+    parts = report["judges"]["lexical"]
+    assert set(parts) == {"meta", "subproblem", "answer"}
+    # "same": the step before the first row's error (its last step may carry the error: left
+    # out) and the error-free row's three; "different": the first row's error step
+    assert (parts["meta"]["report"]["verdict_n_pos"], parts["meta"]["report"]["verdict_n_neg"]) \
+        == (4, 1)
+    assert "verdict" in captured.err and "lexical" in captured.err  # the table
+
+
+@pytest.mark.skipif(not PRMBENCH.is_dir(), reason=f"PRMBench data not found at {PRMBENCH}")
+def test_lexical_thresholds_are_the_like_for_like_fit(capsys):
+    # the shipped constants are what the protocol fits on prm800k_train_* (never the test
+    # files); the embedding judge's are fitted the same way (too slow for the fast suite)
+    assert main(["--data", str(DATA), "--judges", "lexical"]) == 0
+    parts = json.loads(capsys.readouterr().out)["judges"]["lexical"]
+    assert {k: v["threshold"] for k, v in parts.items()} == LexicalJudge.thresholds

@@ -147,13 +147,17 @@ def test_embedding_judge_real_model() -> None:
     j = get_judge("embedding")
     v = j.judge_many(
         [
+            # a close rewording matches; since the like-for-like calibration (issue 17: the
+            # negatives are near-copies with one thing changed) a looser paraphrase ("How many
+            # eggs are sold daily?", cosine 0.79) no longer does, at 0.91
+            ("How many eggs does Janet sell each day?", "How many eggs does Janet sell every day?"),
             ("How many eggs does Janet sell each day?", "How many eggs are sold daily?"),
             ("How many eggs does Janet sell each day?", "What is the area of the garden?"),
         ],
         "subproblem",
     )
-    assert v[0].match and not v[1].match
-    assert v[0].score > v[1].score
+    assert [x.match for x in v] == [True, False, False]
+    assert v[0].score > v[1].score > v[2].score
     # cached embeddings give identical scores on a second call
     assert j.judge_many([("How many eggs does Janet sell each day?",
-                          "How many eggs are sold daily?")], "subproblem")[0].score == v[0].score
+                          "How many eggs are sold daily?")], "subproblem")[0].score == v[1].score

@@ -494,7 +494,8 @@ def test_trl_reward_builds_items_from_columns_and_conversations(fs: FaultServer)
     assert fs.reward_requests[0]["body"]["items"] == [
         {"problem": "P", "teacher": TEACHER, "student": "5, so 10"},
         {"problem": "P", "teacher": TEACHER, "student": "ten"}]
-    assert logged == {"gsrm/skipped": 0.0}
+    assert logged == {"gsrm/skipped": 0.0, "gsrm/truncated": 0.0, "gsrm/hit_budget": 0.0,
+                      "gsrm/loop": 0.0, "gsrm/empty_student": 0.0}
 
 
 def test_async_trl_reward_is_async_and_matches(fs: FaultServer) -> None:
@@ -517,7 +518,7 @@ def test_trl_reward_failure_raises_or_skips(fs: FaultServer) -> None:
     logged: dict[str, float] = {}
     skip = make_trl_reward(fs.url, health_timeout=2, on_error="skip")
     assert skip(**kw, log_metric=lambda k, v: logged.__setitem__(k, v)) == [None]
-    assert logged == {"gsrm/skipped": 1.0}
+    assert logged["gsrm/skipped"] == 1.0 and logged["gsrm/hit_budget"] == 0.0
 
 
 def test_trl_reward_needs_the_teacher_column() -> None:
@@ -552,8 +553,8 @@ def test_openrlhf_payload_validates_against_the_server_protocol() -> None:
 
 # --------------------------------------------------------------------------- real server
 @contextmanager
-def real_server() -> Iterator[str]:
-    """gsrm-serve's app (sentences backend, lexical judge) under uvicorn on loopback."""
+def real_server(gsrm: Any = None) -> Iterator[str]:
+    """gsrm-serve's app (sentences backend, lexical judge, or ``gsrm``) under uvicorn on loopback."""
     pytest.importorskip("fastapi")
     uvicorn = pytest.importorskip("uvicorn")
     from gsrm.model import GSRM
@@ -561,7 +562,7 @@ def real_server() -> Iterator[str]:
     from server.settings import Settings
 
     app = create_app(Settings(backend="sentences", judge="lexical", graceful_timeout_s=5),
-                     gsrm=GSRM.from_names(backend="sentences", judge="lexical"))
+                     gsrm=gsrm or GSRM.from_names(backend="sentences", judge="lexical"))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -596,7 +597,7 @@ def test_real_server_rewards_match_the_library(real_url: str, kind: str) -> None
     expected = [g.score(p, t, s).reward for p, t, s in
                 [(items[0]), ("q", TEACHER, TEACHER), ("q", TEACHER, "")]]
     assert run_client(kind, real_url, items=items, max_items_per_request=2) == expected
-    assert expected[2] == 0.0 and expected[0] > 0
+    assert expected[2] == 0.0 and expected[1] == 2.0  # empty: 0; the teacher itself: the max
 
 
 def test_real_server_413_is_not_retried(real_url: str) -> None:
@@ -622,3 +623,82 @@ def test_openrlhf_example_script_against_the_real_server(
     assert set(out) == {"rewards", "scores", "extra_logs"}
     # an unreachable server is a non-zero exit with a message, not a reward
     assert mod.main(["--url", "http://127.0.0.1:9/get_reward", "--timeout", "2"]) == 1
+
+
+# --------------------------------------------------------------------------- issue 17, row 12
+class FlaggingBackend:
+    """Sentence decompositions whose generation facts follow markers in the text: CUT (input
+    truncated), BUDGET (stopped at max_new_tokens), LOOP (stopped in a loop)."""
+
+    def __new__(cls) -> Any:
+        from gsrm.backends import SentenceBackend
+
+        class _Flagging(SentenceBackend):
+            name = "flagging"
+
+            def decompose_many(self, items: Any) -> Any:
+                gens = super().decompose_many(items)
+                for g, (_, text) in zip(gens, items):
+                    g.input_truncated = "CUT" in text
+                    g.hit_max_new_tokens = "BUDGET" in text
+                    g.stopped_in_loop = "LOOP" in text
+                return gens
+
+        return _Flagging()
+
+
+def _flagging_gsrm() -> Any:
+    from gsrm.judges import LexicalJudge
+    from gsrm.model import GSRM
+
+    return GSRM(backend=FlaggingBackend(), judge=LexicalJudge())
+
+
+FLAG_COMPLETIONS = [
+    # (completion, flags its item must carry) -- why each is there:
+    ("<think>Add 2 and 3 to get 5.</think> 5", []),  # a clean item counts nowhere
+    ("<think>Add 2 and 3: BUDGET 5.</think> 5", ["hit_budget"]),  # the student hit the budget
+    ("<think>Add 2 and 3 CUT.</think> 5", ["truncated"]),  # the student's input was cut
+    ("<think>BUDGET and LOOP = 5.</think> 5", ["hit_budget", "loop"]),  # two at once
+    ("<think></think> 5", ["empty_student"]),  # no reasoning: scored 0 without a model call
+]
+FLAG_COUNTS = {"gsrm/skipped": 0.0, "gsrm/truncated": 1.0, "gsrm/hit_budget": 2.0,
+               "gsrm/loop": 1.0, "gsrm/empty_student": 1.0}
+
+
+def _call_trl(f: Any) -> tuple[list[float | None], dict[str, float], dict[str, list[str]]]:
+    metrics: dict[str, float] = {}
+    extra: dict[str, list[str]] = {}
+    kw = {"prompts": ["2+3?"] * len(FLAG_COMPLETIONS),
+          "completions": [c for c, _ in FLAG_COMPLETIONS],
+          "teacher_reasoning": ["Add 2 and 3 to get 5."] * len(FLAG_COMPLETIONS),
+          "log_metric": lambda k, v: metrics.__setitem__(k, v),
+          "log_extra": lambda k, v: extra.__setitem__(k, v)}
+    out = asyncio.run(f(**kw)) if asyncio.iscoroutinefunction(f.__call__) else f(**kw)
+    return out, metrics, extra
+
+
+def _check_flags(f: Any) -> None:
+    out, metrics, extra = _call_trl(f)
+    assert metrics == FLAG_COUNTS  # counted into TRL's metrics (was: only gsrm/skipped)
+    assert [r.flags for r in f.last_results] == [fl for _, fl in FLAG_COMPLETIONS]  # per item
+    assert out == [r.reward for r in f.last_results] and out[-1] == 0.0
+    warnings = extra["gsrm_warnings"]  # one entry per sample in TRL's completions table
+    assert len(warnings) == len(FLAG_COMPLETIONS)
+    assert "max_new_tokens" not in warnings[0] and "loop" not in warnings[0]
+    assert "student: generation stopped at max_new_tokens" in warnings[1]
+    assert "student: empty reasoning" in warnings[-1]
+
+
+def test_local_scorer_keeps_warnings_and_flags_per_item_and_trl_counts_them() -> None:
+    # issue 17 row 12, --gsrm local: rewards.py used to keep the reward only
+    from rl_client.rewards import LocalScorer
+
+    _check_flags(make_trl_reward(LocalScorer(_flagging_gsrm())))
+
+
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+def test_http_client_keeps_warnings_and_flags_per_item_and_trl_counts_them(async_: bool) -> None:
+    # issue 17 row 12 against a live gsrm-serve: client.py used to keep the reward only
+    with real_server(_flagging_gsrm()) as url:
+        _check_flags(make_trl_reward(url, async_=async_, health_timeout=10))

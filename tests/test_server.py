@@ -117,6 +117,7 @@ class Live:
     url: str
     server: Any
     gsrm: GSRM
+    thread: threading.Thread | None = None
 
     def post(self, path: str, body: Any = None, **kw: Any) -> httpx.Response:
         return httpx.post(self.url + path, json=body, timeout=30, **kw)
@@ -126,14 +127,18 @@ class Live:
 
 
 @contextmanager
-def live_server(gsrm: GSRM | None = None, **overrides: Any) -> Iterator[Live]:
-    """Run create_app(Settings(**overrides), gsrm) under uvicorn on 127.0.0.1, a free port."""
+def live_server(gsrm: GSRM | None = None, grace: float = 5, **overrides: Any) -> Iterator[Live]:
+    """Run create_app(Settings(**overrides), gsrm) under uvicorn on 127.0.0.1, a free port.
+
+    ``grace`` is the graceful shutdown timeout, given to both uvicorn and the settings, as
+    ``gsrm-serve`` does.
+    """
     overrides = {"backend": "sentences", "judge": "lexical", "served_model_name": MODEL,
-                 "graceful_timeout_s": 5, **overrides}
+                 "graceful_timeout_s": grace, **overrides}
     gsrm = gsrm or fast_gsrm()
     app = create_app(Settings(**overrides), gsrm=gsrm)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=grace)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -143,7 +148,7 @@ def live_server(gsrm: GSRM | None = None, **overrides: Any) -> Iterator[Live]:
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield Live(f"http://127.0.0.1:{port}", server, gsrm)
+        yield Live(f"http://127.0.0.1:{port}", server, gsrm, thread)
     finally:
         server.should_exit = True
         thread.join(15)
@@ -344,12 +349,19 @@ def test_rewards_raw_text_and_details(srv: Live) -> None:
 
 
 def test_empty_student_is_a_scored_zero_not_an_error(srv: Live) -> None:
-    r = srv.post("/v1/rewards", {"items": [{"teacher": RAW_TEACHER, "student": "  "},
-                                           {"teacher": RAW_TEACHER, "student": []}]})
+    # blank text, think tags with nothing in them (issue 17 row 1: the model used to invent
+    # steps for it), and an empty step list: each a scored 0, the text ones with the library's
+    # empty-reasoning warning
+    from gsrm.validation import EMPTY_REASONING
+
+    students: list[Any] = ["  ", "<think></think>", "<think> </think> 5", []]
+    r = srv.post("/v1/rewards", {"items": [{"teacher": RAW_TEACHER, "student": s}
+                                           for s in students]})
     assert r.status_code == 200
     for d in r.json()["data"]:
         assert (d["reward"], d["student_steps"], d["step_rewards"]) == (0.0, 0, [])
-    assert r.json()["data"][0]["warnings"][0] == "items[0].student: empty reasoning (no steps)"
+    for d in r.json()["data"][:3]:
+        assert f"student: {EMPTY_REASONING}" in d["warnings"]
 
 
 # --------------------------------------------------------------------------- /score, /get_reward
@@ -424,6 +436,18 @@ def test_get_reward_without_prompts_finds_the_assistant_turn(srv: Live) -> None:
     # an unpaired surrogate cannot be hashed or tokenized
     ("/v1/rewards", b'{"items": [{"teacher": "\\ud800", "student": "b"}]}', 422,
      "items[0].teacher"),
+    # issue 17 row 2: a teacher with think tags only, or only an answer after </think>, holds
+    # no reasoning: nothing to distil, a 422 like "" (was: 200 with reward 0.0)
+    ("/v1/rewards", {"items": [{"teacher": "<think></think>", "student": "x"}]}, 422,
+     "items[0].teacher"),
+    ("/v1/rewards", {"items": [{"teacher": "</think> x", "student": "x"}]}, 422,
+     "items[0].teacher"),
+    ("/score", {"text_1": "<think> </think>", "text_2": "x"}, 422, "text_1"),
+    ("/score", {"text_1": ["a", "</think> 5"], "text_2": ["x", "y"]}, 422, "text_1"),
+    ("/get_reward", {"query": ["q"], "labels": ["<think></think>"]}, 422, "labels[0]"),
+    ("/get_reward", {"query": ["q"], "labels": [{"reasoning": "</think> 5"}]}, 422,
+     "labels[0].reasoning"),
+    ("/get_reward", {"query": ["q"], "labels": [{"steps": []}]}, 422, "labels[0].steps"),
     # pairwise lists of different lengths
     ("/score", {"text_1": ["a", "b"], "text_2": ["c", "d", "e"]}, 400, "text_1"),
     # no students
@@ -792,6 +816,102 @@ def test_graceful_shutdown_lets_in_flight_requests_finish() -> None:
     # after the drain the listener is gone: new connections are refused, not half-served
     with pytest.raises(httpx.TransportError):
         s.get("/health")
+
+
+def test_work_past_the_grace_gets_503_and_the_server_exits_within_the_grace() -> None:
+    # issue 17 rows 4-5: work still running when the graceful timeout ends used to get a
+    # plain-text "500 Internal Server Error" (uvicorn cancelled the request: CancelledError
+    # traceback in the log), and the app's shutdown then waited for the batch a second grace
+    grace = 2.0
+    backend = GatedBackend()
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            with live_server(fast_gsrm(backend), grace=grace, batch_window_ms=0,
+                             retry_after_s=2) as s:
+                wait_ready(s)
+                backend.gate.clear()  # the batch will outlive the grace
+                running = pool.submit(s.post, "/v1/rewards", {"items": [_raw(0)]})
+                assert backend.entered.wait(10)
+                thread = s.thread
+                assert thread is not None
+                t0 = time.monotonic()
+                s.server.should_exit = True  # like SIGTERM
+            elapsed = time.monotonic() - t0
+            assert not thread.is_alive()
+            r = running.result(timeout=10)
+        finally:
+            backend.gate.set()
+    assert r.status_code == 503 and r.headers["Retry-After"] == "2"
+    err = error_of(r)
+    assert (err["type"], err["code"]) == ("overloaded_error", "shutting_down")
+    # within the grace (plus uvicorn's 0.1 s connection close and scheduling), not twice it
+    assert elapsed < grace + 1.0, elapsed
+
+
+_SLOW_SERVER = """
+import sys, time
+import server.service as service
+from gsrm.backends import SentenceBackend
+from gsrm.judges import LexicalJudge
+from gsrm.model import GSRM
+
+class Slow(SentenceBackend):
+    def decompose_many(self, items):
+        if any("SLOW" in r for _, r in items):
+            time.sleep(60)  # a model batch far longer than the grace
+        return super().decompose_many(items)
+
+service.gsrm_from_settings = lambda settings: GSRM(backend=Slow(), judge=LexicalJudge())
+from server.app import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_gsrm_serve_process_answers_503_and_exits_within_the_grace_on_sigterm() -> None:
+    """issue 17 rows 4-5 against the real entry point (uvicorn's signal handling, process exit):
+    a batch running past --graceful-timeout-s gets the OpenAI-shaped 503, and the process
+    exits within the grace instead of waiting for the model thread."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    grace = 2.0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SERVER, "--port", str(port),
+                             "--graceful-timeout-s", str(grace), "--log-level", "warning"],
+                            cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(url + "/health").json()["status"] == "ready"
+            except httpx.TransportError:
+                assert proc.poll() is None, "gsrm-serve exited"
+                return False
+        wait_until(up, timeout=60)
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(httpx.post, url + "/v1/rewards", timeout=30, json={
+                "items": [{"teacher": "SLOW = 1.", "student": "x = 1."}]})
+            wait_until(lambda: httpx.get(url + "/health").json()["in_flight"] == 1)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            r = slow.result(timeout=30)
+            _, err = proc.communicate(timeout=30)
+            elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = err.decode()
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "shutting_down"
+    assert "Traceback" not in log and "CancelledError" not in log, log[-2000:]
+    assert elapsed < grace + 1.5, (elapsed, log[-2000:])
 
 
 # --------------------------------------------------------------------------- settings / CLI

@@ -26,7 +26,6 @@ Metrics per (system, judge):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,13 +47,13 @@ from eval.tasks.base import (
     validate_row,
 )
 from gsrm.align import score_structures
+from gsrm.calibrate import strip_numbering  # one rule for the task and the calibration
 from gsrm.judges import Judge
 from gsrm.projection import project
 from gsrm.structure import ScoreResult, Structure
 
 PRMBENCH_DIR = Path("prmbench")
 PRMBENCH_GLOB = "prm800k_test_*.jsonl"
-_NUMBERING = re.compile(r"^\s*\d+\s*[.)]\s+")
 
 
 class _PRMBenchRow(BaseModel):
@@ -82,15 +81,6 @@ class PRMBenchItem(BaseModel):
 
     def modified_text_and_spans(self) -> tuple[str, list[Any]]:
         return spans_from_steps(self.modified, "\n")
-
-
-def strip_numbering(step: str) -> str:
-    """Drop the "3. " prefix PRMBench added to every step.
-
-    >>> strip_numbering("3. Then 2 + 2 = 4."), strip_numbering("3.5 is the value.")
-    ('Then 2 + 2 = 4.', '3.5 is the value.')
-    """
-    return _NUMBERING.sub("", step, count=1).strip()
 
 
 def load_prmbench(folder: Path, limit: int | None = None) -> Loaded[PRMBenchItem]:
