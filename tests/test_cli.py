@@ -20,18 +20,7 @@ def _score(capsys, *args: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-# Known consequence of the like-for-like thresholds (issue 17 row 13), left visible for a
-# decision rather than hidden by editing the examples: the aligned student words its
-# meta-reasoning in its own way (embedding cosine 0.84-0.92, token F1 0.40-0.71 against the
-# teacher's), below the fitted meta thresholds (0.91 / 0.81), so its first step is judged a
-# different step, the gate closes, and it scores 0 like the misaligned one.
-LIKE_FOR_LIKE_XFAIL = pytest.mark.xfail(
-    strict=True, reason="like-for-like meta thresholds (embedding 0.91, lexical 0.81) judge "
-    "the aligned example's paraphrased meta-reasoning a different step (issue 17 row 13)")
-
-
-@pytest.mark.parametrize("judge", [pytest.param("lexical", marks=LIKE_FOR_LIKE_XFAIL),
-                                   pytest.param("embedding", marks=LIKE_FOR_LIKE_XFAIL)])
+@pytest.mark.parametrize("judge", ["lexical", "embedding"])
 def test_prestructured_examples_rank_aligned_above_misaligned(capsys, judge: str) -> None:
     aligned = _score(capsys, str(EX / "teacher_steps.json"),
                      str(EX / "student_aligned_steps.json"), "--judge", judge)

@@ -147,16 +147,15 @@ def test_embedding_judge_real_model() -> None:
     j = get_judge("embedding")
     v = j.judge_many(
         [
-            # a close rewording matches; since the like-for-like calibration (issue 17: the
-            # negatives are near-copies with one thing changed) a looser paraphrase ("How many
-            # eggs are sold daily?", cosine 0.79) no longer does, at 0.91
+            # a close rewording and a looser paraphrase (cosine 0.79) both ask the same
+            # question (the sub-problem threshold is 0.62: gsrm/judges.py, "The defaults")
             ("How many eggs does Janet sell each day?", "How many eggs does Janet sell every day?"),
             ("How many eggs does Janet sell each day?", "How many eggs are sold daily?"),
             ("How many eggs does Janet sell each day?", "What is the area of the garden?"),
         ],
         "subproblem",
     )
-    assert [x.match for x in v] == [True, False, False]
+    assert [x.match for x in v] == [True, True, False]
     assert v[0].score > v[1].score > v[2].score
     # cached embeddings give identical scores on a second call
     assert j.judge_many([("How many eggs does Janet sell each day?",

@@ -5,7 +5,7 @@ time (``gsrm.describe``), with the prompt the backend sends for an adapter
 (``gsrm.prompts.build_messages(problem, span, shots=())``). The describer is trained on
 exactly that job: each example's "reasoning" is one step's text, its target one step::
 
-    [Meta-reasoning 1]: Next, with that known, work out how many eggs are left.
+    [Meta-reasoning 1]: Find how many eggs are left.
     [Sub-problem 1]: How many eggs are left?
     [Answer 1]: 9 eggs
 
@@ -13,7 +13,7 @@ Where the parts come from:
 
 - **Sub-problem and meta-reasoning wording** only from human text: GSM8K socratic
   sub-questions (items < 1000, train split), the meta-reasoning naming that question as a
-  plan (``describe_meta``: "Next, find how many eggs Janet sells."). The other sources' wording is weak (the step's first
+  plan (``describe_meta``: "Find how many eggs Janet sells."). The other sources' wording is weak (the step's first
   sentence) and ``training.sft`` masks it: they teach the format and the answer.
 - **Answer**: the step's result stated briefly (``short_answer``): the value after the
   step's last "=" with the unit words that follow it ("72 eggs", "$18"), or, for a step
@@ -69,20 +69,21 @@ def short_answer(text: str) -> str:
 
 
 def describe_meta(index: int, n_steps: int, question: str, rng: random.Random) -> str:
-    """Meta-reasoning that names the step's sub-problem as a plan ("Next, find how many eggs
-    are left."), from the human question; its position only picks the opening word.
+    """Meta-reasoning that names the step's sub-problem as a plan ("Find how many eggs are
+    left."), from the human question.
+
+    No position words ("First", "Finally"): the describer sees one span, not where it stands,
+    and two decompositions of the same reasoning should word the same step the same way.
 
     >>> describe_meta(1, 3, "How many eggs does Janet sell?", random.Random(0))
-    'Then, work out how many eggs Janet sells.'
+    'Work out how many eggs Janet sells.'
     """
     from training.segdata import question_body
 
     body = question_body(question)
-    lead = ("To start," if index == 0 else "Finally," if index == n_steps - 1 and n_steps > 1
-            else rng.choice(("Next,", "Then,", "Now,")))
     if body is None:
-        return f"{lead} answer this: {question.strip()}"
-    return f"{lead} {rng.choice(('find', 'work out', 'figure out'))} {body}."
+        return f"Answer this: {question.strip()}"
+    return f"{rng.choice(('Find', 'Work out', 'Figure out'))} {body}."
 
 
 def target_for(meta: str, subproblem: str, answer: str) -> str:
