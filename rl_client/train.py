@@ -104,9 +104,11 @@ def load_gsm8k(path: str | Path, limit: int | None = None,
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: pass --data <GSM8K train.jsonl> (the "
                                 f"project reads ../shared/data/gsm8k/train.jsonl by default)")
+    from gsrm.validation import check_teacher
+
     rows = []
     with path.open(encoding="utf-8") as fh:
-        for line in fh:
+        for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             ex = json.loads(line)
@@ -118,6 +120,15 @@ def load_gsm8k(path: str | Path, limit: int | None = None,
                 t, a = teacher_from_solution(solution)
                 teacher = t if teacher is None else teacher
                 answer = a if answer is None else answer
+            if not problem:
+                raise ValueError(f"{path} line {lineno}: no 'question' (or 'problem') field")
+            # a row without reasoning has nothing to distil or imitate; refuse it here, before
+            # training starts, rather than when its first batch reaches the reward
+            try:
+                check_teacher(teacher, "teacher_reasoning")
+            except ValueError as exc:
+                raise ValueError(f"{path} line {lineno}: {exc} (the solution holds no "
+                                 "reasoning before '####')") from None
             rows.append({"prompt": make_prompt(problem, system_prompt), "problem": problem,
                          "teacher_reasoning": teacher, "answer": str(answer)})
             if limit is not None and len(rows) >= limit:

@@ -31,7 +31,8 @@ TEST_ROWS = [
 ]
 TRAIN_ROWS = [
     # the same question as TEST_ROWS[1] up to spacing and case: must be dropped from evaluation
-    {"question": "a cup costs $2.  How much do 5 cups cost?", "answer": "#### 10"},
+    {"question": "a cup costs $2.  How much do 5 cups cost?",
+     "answer": "5*2 = <<5*2=10>>10.\n#### 10"},
     {"question": "Bob has 2 cats and 3 dogs. How many pets?",
      "answer": "2+3 = <<2+3=5>>5 pets.\n#### 5"},
     {"question": "There are 6 rows of 5 chairs. How many chairs?",

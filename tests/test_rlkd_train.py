@@ -78,6 +78,21 @@ def test_load_gsm8k_rows_and_sft_rows(data: Path) -> None:
     assert sft[1]["prompt"] == rows[1]["prompt"]
 
 
+@pytest.mark.parametrize("row, message", [
+    ({"question": "Q?", "answer": "#### 10"}, "line 2: teacher_reasoning is empty"),
+    ({"question": "Q?", "teacher_reasoning": "<think></think>", "final_answer": "1"},
+     "line 2: teacher_reasoning is empty: no reasoning before </think>"),
+    ({"answer": "1+1 = 2.\n#### 2"}, "line 2: no 'question'"),
+])
+def test_load_gsm8k_refuses_a_row_with_nothing_to_distil(
+        tmp_path: Path, row: dict[str, str], message: str) -> None:
+    """Refused when the file is read, naming the line, not when its batch reaches the reward."""
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(PROBLEMS[0]) + "\n" + json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"train.jsonl {message}"):
+        load_gsm8k(path)
+
+
 def test_presets_and_explicit_flags() -> None:
     gpu = resolve(build_parser().parse_args(["grpo", "--preset", "gpu"]))
     # the paper's GRPO settings (DESIGN.md section 1)
