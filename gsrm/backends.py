@@ -532,7 +532,7 @@ class TransformersBackend(Backend):
 
     ``model`` is a local folder or hub id (None: the embedded default, converted once to the
     cache, see ``gsrm.weights``); ``adapter`` a peft LoRA folder merged at load time, where
-    ``"auto"`` (the default) means the fine-tuned ``cpu-small`` adapter shipped in the package
+    ``"auto"`` (the default) means the fine-tuned ``describer`` adapter shipped in the package
     when the base model is the embedded one (``gsrm.weights.resolve_adapter``). ``shots``
     left unset means none with an adapter (it was trained zero-shot) and ``DEFAULT_SHOTS``
     without.

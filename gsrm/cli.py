@@ -54,9 +54,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="HF model folder or hub id (transformers/vllm), or the served model name "
                         "(openai); default: the embedded SmolLM2-135M-Instruct")
     g.add_argument("--adapter", default="auto",
-                   help="peft LoRA adapter folder, a shipped adapter name (cpu-small), or "
-                        "'none' for the plain base model; default 'auto': the shipped "
-                        "fine-tuned adapter on the embedded base model")
+                   help="peft LoRA adapter folder, a shipped adapter name (describer, "
+                        "cpu-small), or 'none' for the plain base model; default 'auto': the "
+                        "shipped describer (two-stage) or cpu-small (single-pass) on the "
+                        "embedded base model")
     g.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (openai backend)")
     g.add_argument("--api-key", default=None, help="API key for --base-url (default: EMPTY)")
     g.add_argument("--max-new-tokens", type=arg_type(MaxNewTokens, "--max-new-tokens"),
@@ -104,12 +105,15 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     shots = _shots(args.shots)
     if shots is not None:
         kw["shots"] = shots
+    from gsrm.weights import adapter_for
+
+    adapter = adapter_for(args.adapter, getattr(args, "decomposer", "two-stage"))
     if args.backend == "transformers":
-        kw.update(model=args.model, adapter=args.adapter, device=args.device, dtype=args.dtype,
+        kw.update(model=args.model, adapter=adapter, device=args.device, dtype=args.dtype,
                   batch_size=args.batch_size, prompt_lookup=args.prompt_lookup,
                   threads=args.threads)
     elif args.backend == "vllm":
-        kw.update(model=args.model, adapter=args.adapter)
+        kw.update(model=args.model, adapter=adapter)
     elif args.backend == "openai":
         kw.update(base_url=args.base_url, model=args.model, api_key=args.api_key)
     return kw

