@@ -104,6 +104,9 @@ def test_report_contents(first_run):
     gsm = report.tasks["gsm8k-socratic"]
     assert gsm.n_items == 2 and gsm.available == 2
     assert [r.system for r in gsm.rows] == RULES.split(",") + ["ref:last-sentence"]
+    for row in gsm.rows[:-1]:  # both answer references are reported for every system
+        assert 0.0 <= row.metrics["answer_agree_short"] <= 1.0
+        assert 0.0 <= row.metrics["answer_agree"] <= 1.0
     # the llm judge has no endpoint: skipped with a note, the lexical judge still runs
     assert "llm" in report.skipped_judges
     pb = report.tasks["prmbench-structure"]

@@ -136,15 +136,22 @@ class GSM8KSocratic(SegmentationTask):
 
         Per human step, the covering hypothesis step's sub-problem is judged against the human
         sub-question and its answer against the step's brief answer
-        (``gsrm.calibrate.brief_answer``); a step with no covering hypothesis counts as 0.
+        (``gsrm.calibrate.brief_answer``: the sentence without its arithmetic) for
+        ``answer_agree``, and against the step's result stated briefly
+        (``training.descdata.short_answer``: "72 clips", the form the describer is asked for)
+        for ``answer_agree_short``; a step with no covering hypothesis counts as 0. Both are
+        reported because each reference favours one answer style: a copied sentence scores
+        high on the first, a brief result on the second.
         """
         from gsrm.calibrate import brief_answer
         from gsrm.judges import DEFAULT_JUDGE, get_judge
+        from training.descdata import short_answer
 
         if getattr(self, "_judge", None) is None:
             self._judge = get_judge(DEFAULT_JUDGE)
         sub_pairs: list[tuple[str, str]] = []
         ans_pairs: list[tuple[str, str]] = []
+        short_pairs: list[tuple[str, str]] = []
         slots: list[tuple[int, bool]] = []  # (item index, has hypothesis)
         for k, (it, s, r) in enumerate(zip(items, structures, results)):
             for q, span in zip(it.questions or [], it.spans):
@@ -152,17 +159,23 @@ class GSM8KSocratic(SegmentationTask):
                 slots.append((k, h is not None))
                 if h is not None:
                     sub_pairs.append((q, s.steps[h].subproblem or "-"))
-                    ans_pairs.append((brief_answer(it.reasoning[span.start:span.end]),
-                                      s.steps[h].answer or "-"))
+                    text = it.reasoning[span.start:span.end]
+                    ans_pairs.append((brief_answer(text), s.steps[h].answer or "-"))
+                    short_pairs.append((short_answer(text), s.steps[h].answer or "-"))
         subs = iter(self._judge.judge_many(sub_pairs, "subproblem")) if sub_pairs else iter(())
         anss = iter(self._judge.judge_many(ans_pairs, "answer")) if ans_pairs else iter(())
-        per_sub: dict[int, list[float]] = {}
-        per_ans: dict[int, list[float]] = {}
+        shorts = iter(self._judge.judge_many(short_pairs, "answer")) if short_pairs \
+            else iter(())
+        per: dict[str, dict[int, list[float]]] = {"sub": {}, "ans": {}, "short": {}}
         for k, has in slots:
-            per_sub.setdefault(k, []).append(float(next(subs).match) if has else 0.0)
-            per_ans.setdefault(k, []).append(float(next(anss).match) if has else 0.0)
-        return {"subproblem_agree": mean(sum(v) / len(v) for v in per_sub.values()),
-                "answer_agree": mean(sum(v) / len(v) for v in per_ans.values())}
+            for key, verdicts in (("sub", subs), ("ans", anss), ("short", shorts)):
+                per[key].setdefault(k, []).append(float(next(verdicts).match) if has else 0.0)
+
+        def item_mean(key: str) -> float:
+            return mean(sum(v) / len(v) for v in per[key].values())
+
+        return {"subproblem_agree": item_mean("sub"), "answer_agree": item_mean("ans"),
+                "answer_agree_short": item_mean("short")}
 
     def reference_rows(self, items: Sequence[SegItem], ctx: TaskContext) -> list[ResultRow]:
         per_item = []

@@ -1,0 +1,100 @@
+"""Same model, same text, same decomposition: the transformers backend and the openai backend.
+
+Why: a reward must not depend on how the LM is reached. A user who serves the GSRM's model
+behind an OpenAI-compatible server (vLLM, llama.cpp) and points ``--backend openai`` at it must
+get the decomposition the in-process transformers backend gives. Any decoding rule that lives
+in one backend only (a stop, a resume, a cut) breaks that.
+
+The server here is a small OpenAI-compatible chat stub on loopback that answers with the same
+model's greedy output (the transformers backend's ``generate``, one conversation per request,
+honouring ``max_tokens`` and ``stop``); the client is the real ``openai`` SDK inside the openai
+backend. Slow: it loads the embedded model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+PROBLEM = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+           "clips in May. How many clips did Natalia sell altogether in April and May?")
+REASONING = ("First I need the May sales. Natalia sold 48/2 = 24 clips in May. "
+             "Wait, let me check that: half of 48 is 24, yes. "
+             "Now I add the two months. Altogether she sold 48+24 = 72 clips in April and May.")
+
+
+def stub_app(backend: Any) -> Any:
+    """An OpenAI-compatible ``/v1/chat/completions`` answering with ``backend.generate``."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    lock = threading.Lock()  # one generation at a time: the model is not thread-safe
+
+    @app.post("/v1/chat/completions")
+    def chat(body: dict[str, Any]) -> dict[str, Any]:
+        stop = body.get("stop")
+        stop = [stop] if isinstance(stop, str) else stop
+        with lock:
+            gen = backend.generate([body["messages"]], body.get("max_tokens"), stop=stop)[0]
+        return {
+            "id": "stub", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text},
+                         "finish_reason": "length" if gen.hit_max_new_tokens else "stop"}],
+            "usage": {"prompt_tokens": gen.prompt_tokens,
+                      "completion_tokens": gen.completion_tokens,
+                      "total_tokens": gen.prompt_tokens + gen.completion_tokens},
+        }
+
+    return app
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "stub server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def backends() -> Iterator[tuple[Any, Any]]:
+    from gsrm.backends import get_backend
+
+    local = get_backend("transformers", threads=2, max_new_tokens=256)
+    with serving(stub_app(local)) as url:
+        # the adapter's prompts carry no shots; a served fine-tuned model is prompted the same
+        remote = get_backend("openai", base_url=url, model="gsrm", max_new_tokens=256,
+                             shots=local.shots)
+        yield local, remote
+
+
+@pytest.mark.parametrize("decomposer", ["two-stage", "single-pass"])
+def test_transformers_and_openai_give_the_same_decomposition(
+        backends: tuple[Any, Any], decomposer: str) -> None:
+    from gsrm.model import GSRM
+
+    local, remote = backends
+    structs = [GSRM(backend=b, judge=None, decomposer=decomposer, cache_size=0)
+               .decompose(PROBLEM, REASONING) for b in (local, remote)]
+    as_rows = [[(s.meta, s.subproblem, s.answer, s.span) for s in st.steps]
+               for st in structs]
+    assert as_rows[0], "the local backend gave no steps"
+    assert as_rows[0] == as_rows[1]
+    assert structs[0].warnings == structs[1].warnings
