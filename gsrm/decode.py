@@ -18,8 +18,8 @@ taken by the last running row (one row copied); a new row goes into the next fre
 cache is widened (every row shifted right) only when a new prompt is wider than it.
 
 Pure torch + a transformers ``DynamicCache`` subclass; no I/O.
-``gsrm.backends.TransformersBackend`` calls ``greedy_decode`` and turns the token ids into
-``Generation`` results.
+``gsrm.backends.transformers.TransformersBackend`` calls ``greedy_decode`` and turns the token
+ids into ``Generation`` results.
 """
 
 from __future__ import annotations
