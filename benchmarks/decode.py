@@ -18,7 +18,7 @@ identity check compares the decoded texts of prompt lookup (``model.generate``) 
 greedy decoding (``gsrm.decode``'s continuous-batching loop). The process warms up once before timing; then every repeat runs every
 configuration once (round-robin, so load drift on a shared machine hits all alike) and the
 figures are medians over ``--repeats``.
-The backend's loop stopper is off unless ``--stop-loops``, so every configuration decodes the
+The backend's repeated-step stop is off unless ``--stop-repeats``, so every configuration decodes the
 same number of tokens (EOS can still end a row early; ``stopped_early`` counts those).
 Missed targets are reported as measured, with ``targets_met`` booleans.
 
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import json
 import os
 import re
@@ -352,9 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     p.add_argument(
-        "--stop-loops",
+        "--stop-repeats",
         action="store_true",
-        help="keep the backend's loop stopper on (default off: every configuration decodes "
+        help="keep the backend's repeated-step stop on (default off: every configuration decodes "
         "the same number of tokens, which is what a speed comparison needs)",
     )
     p.add_argument(
@@ -381,9 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gsrm.backends import BackendError, TransformersBackend
 
-    options: dict[str, Any] = {}
-    if "stop_loops" in inspect.signature(TransformersBackend.__init__).parameters:
-        options["stop_loops"] = args.stop_loops
+    options: dict[str, Any] = {"stop_repeats": args.stop_repeats}
     backend = TransformersBackend(
         model=args.model,
         adapter=args.adapter,
@@ -445,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "repeats": args.repeats,
         "max_new_tokens": args.max_new_tokens,
-        "stop_loops": options.get("stop_loops"),
+        "stop_repeats": options.get("stop_repeats"),
         "trace": {
             "source": source,
             "distinct_traces": distinct,

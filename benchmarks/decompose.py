@@ -109,7 +109,6 @@ def measure(gsrm: Any, items: Sequence[Item]) -> dict[str, Any]:
         "min_steps": min(steps),
         "hit_max_new_tokens": sum(bool(g and g.hit_max_new_tokens) for g in gens),
         "stopped_in_loop": sum(bool(g and g.stopped_in_loop) for g in gens),
-        "continued": sum(bool(g and g.continued) for g in gens),
         "input_truncated": sum(bool(g and g.input_truncated) for g in gens),
     }
 

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dtype(name: str) -> str:
     """Resolve ``auto`` here, so metrics.json records the dtype that actually ran."""
-    from gsrm.backends import resolve_dtype
+    from gsrm.backends.transformers import resolve_dtype
 
     try:
         return resolve_dtype(name)

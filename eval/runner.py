@@ -138,9 +138,6 @@ def generation_metrics(structures: list[Structure]) -> tuple[dict[str, float], l
     empty = sum(s.n_steps == 0 for s in structures)
     cut = sum(bool(s.generation and s.generation.hit_max_new_tokens) for s in structures)
     looped = sum(bool(s.generation and s.generation.stopped_in_loop) for s in structures)
-    at_end = sum(bool(s.generation and s.generation.stopped_at_trace_end) for s in structures)
-    resumed = sum(bool(s.generation and s.generation.continued) for s in structures)
-    anchored = sum(bool(s.generation and s.generation.anchored) for s in structures)
     trunc_in = sum(bool(s.generation and s.generation.input_truncated) for s in structures)
     notes = []
     if empty:
@@ -148,16 +145,7 @@ def generation_metrics(structures: list[Structure]) -> tuple[dict[str, float], l
     if cut:
         notes.append(f"{cut}/{len(structures)} generations stopped at max_new_tokens")
     if looped:
-        notes.append(f"{looped}/{len(structures)} generations stopped in a loop")
-    if at_end:
-        notes.append(f"{at_end}/{len(structures)} generations stopped at a step begun after "
-                     "the trace was covered")
-    if resumed:
-        notes.append(f"{resumed}/{len(structures)} generations ended before the trace's end "
-                     "and were resumed")
-    if anchored:
-        notes.append(f"{anchored}/{len(structures)} generations had an answer that skipped a "
-                     "trace sentence re-started on it")
+        notes.append(f"{looped}/{len(structures)} generations stopped at a repeated step")
     if trunc_in:
         notes.append(f"{trunc_in}/{len(structures)} inputs were truncated")
     return {"no_steps": empty / n, "hit_max_tokens": cut / n}, notes

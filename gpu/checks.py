@@ -193,7 +193,7 @@ def weights_check(device: str, dtype: str, max_new_tokens: int = 16) -> dict[str
     folder = default_model_dir()
     convert_s = time.perf_counter() - t0
     backend = TransformersBackend(adapter="none", device=device, dtype=dtype,
-                                  max_new_tokens=max_new_tokens, stop_loops=False)
+                                  max_new_tokens=max_new_tokens, stop_repeats=False)
     t1 = time.perf_counter()
     backend.load()
     load_s = time.perf_counter() - t1

@@ -18,8 +18,8 @@ taken by the last running row (one row copied); a new row goes into the next fre
 cache is widened (every row shifted right) only when a new prompt is wider than it.
 
 Pure torch + a transformers ``DynamicCache`` subclass; no I/O.
-``gsrm.backends.TransformersBackend`` calls ``greedy_decode`` and turns the token ids into
-``Generation`` results.
+``gsrm.backends.transformers.TransformersBackend`` calls ``greedy_decode`` and turns the token
+ids into ``Generation`` results.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 StopCheck = Callable[[int, list[int]], bool]  # (index into tails, ids so far)
-Resume = Callable[[int, list[int]], "list[int] | None"]  # (index, ids so far) -> rewritten ids
 
 
 @dataclass
@@ -49,10 +48,6 @@ class _Row:
     next_pos: int  # position id of the token fed next
     out: Decoded = field(default_factory=Decoded)
     done: bool = False
-    forced: deque[int] = field(default_factory=deque)  # tokens fed instead of the argmax
-    fed: int = 0  # completion tokens fed so far = the row's cache columns after its prompt
-    cols: list[int] = field(default_factory=list)  # the column (of ``fed``) of each out.ids
-    rewind: int = 0  # trailing cache columns to mask out (a resume dropped their tokens)
 
 
 def cache_kwarg(model: Any) -> str:
@@ -196,8 +191,6 @@ def greedy_decode(
     prefix: Sequence[int] = (),
     prefix_cache: Any = None,
     should_stop: StopCheck | None = None,
-    resume: Resume | None = None,
-    revise: Resume | None = None,
     stop_every: int = 4,
     stop_min_new: int = 48,
     refill_at: float = 0.75,
@@ -210,13 +203,7 @@ def greedy_decode(
     ``prefix_cache`` is the model's cache of ``prefix`` for one row (copied, never modified).
     ``should_stop(i, ids)`` (``i`` indexes ``tails``) is asked every ``stop_every`` tokens once
     a row has ``stop_min_new``;
-    True ends the row with reason ``"stop"``. ``resume(i, ids)`` is asked when a row emits EOS:
-    None ends the row; a list of ids is the row's rewritten completion, and the row goes on
-    decoding from it in place (``_rewrite``), with no second prefill and no second pass.
-    ``revise(i, ids)`` is asked at ``should_stop``'s cadence, before it: a list of ids
-    rewrites the running row's completion the same way (the token just chosen is dropped
-    first, so every kept id is one the row has already fed).
-    Rows are admitted shortest prompt first, up to
+    True ends the row with reason ``"stop"``. Rows are admitted shortest prompt first, up to
     ``batch_size`` at a time; a new group is prefilled once the running batch has shrunk to
     ``refill_at * batch_size`` rows or fewer, at most ``prefill_chunk`` prompts per forward
     (which bounds the prefill's attention memory). Results keep the order of ``tails``.
@@ -250,28 +237,16 @@ def greedy_decode(
         """Record a row's next token and whether the row is done."""
         out = row.out
         row.next_pos += 1
-        if row.forced:
-            token = row.forced.popleft()
-        elif token in eos_ids:
-            new = resume(row.index, list(out.ids)) if resume is not None else None
-            if new and len(new) < max_new_tokens:
-                _rewrite(row, new, plen + len(tails[row.index]))
-            else:
-                row.done, out.reason = True, "eos"
+        if token in eos_ids:
+            row.done, out.reason = True, "eos"
             return
         out.ids.append(token)
-        row.cols.append(row.fed)
         n = len(out.ids)
         if n >= max_new_tokens:
             row.done, out.reason = True, "length"
-        elif n >= stop_min_new and n % stop_every == 0 and not row.forced:
+        elif should_stop is not None and n >= stop_min_new and n % stop_every == 0:
             t = time.perf_counter()
-            new = revise(row.index, list(out.ids)) if revise is not None else None
-            if new and len(new) < max_new_tokens:
-                out.ids.pop()  # chosen, not yet fed: the rewrite decides what is fed next
-                row.cols.pop()
-                _rewrite(row, new, plen + len(tails[row.index]))
-            elif should_stop is not None and should_stop(row.index, out.ids):
+            if should_stop(row.index, out.ids):
                 row.done, out.reason = True, "stop"
             st["stop_s"] += time.perf_counter() - t
 
@@ -340,12 +315,7 @@ def greedy_decode(
                 out = model(input_ids=last, attention_mask=mask, position_ids=pos,
                             use_cache=True, **{key: cache})
                 for row, tok in zip(rows, out.logits[:, -1, :].argmax(-1).tolist()):
-                    row.fed += 1
                     finish(row, tok)
-                for k, row in enumerate(rows):
-                    if row.rewind:  # a resumed row: its dropped tokens leave its attention
-                        mask[k, mask.shape[1] - row.rewind:] = 0
-                        row.rewind = 0
                 st["decode_s"] += time.perf_counter() - t0
                 st["steps"] += 1
                 st["row_steps"] += len(rows)
@@ -370,28 +340,3 @@ def greedy_decode(
                 cache = mask = None
     return results
 
-
-def _rewrite(row: _Row, new: list[int], start: int) -> None:
-    """Point a row at a rewritten completion ``new``, in place (``resume`` at EOS, ``revise``
-    while running; every id in ``row.out.ids`` has been fed).
-
-    Why in place: resumed in a second pass instead, a row pays a second prefill of its prompt
-    and completion and then decodes in a batch of the few other resumed rows. Every token of
-    the old completion is in the row's cache (``cols`` says which column: an earlier rewrite
-    leaves masked columns between them). The ids ``new`` shares with the old
-    completion stay; the columns from the first dropped old token on are masked out
-    (``rewind``); the rest of ``new`` is fed one token per step in place of the
-    model's choice (``forced``), at the positions the ids have in ``new``. Attention and
-    positions are then those of a fresh prefill of ``prompt + new``. ``start``: the position
-    of the first completion token.
-    """
-    old = row.out.ids
-    keep = 0
-    while keep < min(len(old), len(new)) and old[keep] == new[keep]:
-        keep += 1
-    keep = min(keep, len(new) - 1)  # at least one token to feed: it yields the next logits
-    row.rewind = row.fed - row.cols[keep] if keep < len(old) else 0
-    row.out.ids = list(new[: keep + 1])
-    row.cols = row.cols[:keep] + [row.fed]
-    row.forced = deque(new[keep + 1 :])
-    row.next_pos = start + keep + 1

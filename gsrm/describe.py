@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gsrm.backends import Backend, Generation
+from gsrm.backends import Backend
 from gsrm.parse import parse_structure
 from gsrm.prompts import build_messages
 from gsrm.segment import Segmenter, Span
-from gsrm.structure import GenerationInfo, Step, Structure
+from gsrm.structure import Generation, Step, Structure
 
 DESCRIBE_MAX_NEW_TOKENS = 128
 """Budget per span: a step's three lines are 40-80 tokens; a longer completion is cut."""
@@ -84,7 +84,7 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
         stats[i]["loop"] += int(gen.stopped_in_loop)
     for s, st in zip(out, stats, strict=True):
         s.raw = None
-        s.generation = GenerationInfo(
+        s.generation = Generation(
             backend=backend.name, model=backend.model_id, prompt_tokens=st["prompt"],
             completion_tokens=st["completion"], hit_max_new_tokens=st["budget"] > 0,
             stopped_in_loop=st["loop"] > 0)

@@ -1,6 +1,6 @@
 """Named flags for a scored pair whose reward rests on less than the whole input.
 
-Why: a reward computed from a cut trace, a decomposition stopped at the token budget or in a
+Why: a reward computed from a cut trace, a decomposition stopped at the token budget or at a
 loop, or a student with no reasoning at all is still a number, and a trainer that sees only
 the number cannot tell. The warnings say it in words; these flags say it in a few fixed names
 that a trainer can count per batch (``rl_client`` logs ``gsrm/<flag>`` through TRL's
@@ -12,15 +12,15 @@ flag               meaning (either side unless named)
 ``truncated``      the input was cut: to ``max_input_tokens`` by the backend, or to the
                    server's limits (``options.truncate``)
 ``hit_budget``     a decomposition stopped at ``max_new_tokens``
-``loop``           a decomposition stopped in a repeating loop
+``loop``           a decomposition stopped at a step repeating an earlier one
 ``empty_student``  the student had no reasoning (scored 0 without a model call)
 =================  =====================================================================
 
 Example::
 
-    >>> from gsrm.structure import GenerationInfo, Structure
+    >>> from gsrm.structure import Generation, Structure
     >>> from gsrm.flags import structure_flags
-    >>> sorted(structure_flags(Structure(generation=GenerationInfo(backend="x",
+    >>> sorted(structure_flags(Structure(generation=Generation(backend="x",
     ...     hit_max_new_tokens=True, stopped_in_loop=True))))
     ['hit_budget', 'loop']
 """

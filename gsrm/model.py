@@ -30,7 +30,7 @@ from gsrm.backends import Backend, BackendError, get_backend
 from gsrm.judges import Judge, get_judge
 from gsrm.parse import parse_structure
 from gsrm.segment import Segmenter, get_segmenter
-from gsrm.structure import GenerationInfo, ScoreMode, ScoreResult, Step, Structure
+from gsrm.structure import ScoreMode, ScoreResult, Step, Structure
 from gsrm.validation import EMPTY_REASONING, check_teacher, strip_think
 
 __all__ = ["GSRM", "Side", "as_structure", "empty_structure", "strip_think"]
@@ -232,34 +232,16 @@ class GSRM:
         out: list[Structure] = []
         for (_, reasoning), gen in zip(items, gens, strict=True):
             struct = parse_structure(gen.text)
-            struct.generation = GenerationInfo(
-                backend=self.backend.name,
-                model=self.backend.model_id,
-                prompt_tokens=gen.prompt_tokens,
-                completion_tokens=gen.completion_tokens,
-                input_truncated=gen.input_truncated,
-                hit_max_new_tokens=gen.hit_max_new_tokens,
-                stopped_in_loop=gen.stopped_in_loop,
-                stopped_at_trace_end=gen.stopped_at_trace_end,
-                continued=gen.continued,
-                anchored=gen.anchored,
-            )
+            struct.generation = gen.model_copy(update={
+                "text": "", "spans": None, "backend": self.backend.name,
+                "model": self.backend.model_id})
             if gen.input_truncated:
                 struct.warnings.append("input reasoning was truncated to max_input_tokens")
             if gen.hit_max_new_tokens:
                 struct.warnings.append("generation stopped at max_new_tokens")
             if gen.stopped_in_loop:
-                struct.warnings.append("generation stopped in a repeating loop")
-            if gen.stopped_at_trace_end:
-                struct.warnings.append("generation stopped: a step began after the "
-                                       "trace was covered (dropped)")
-            if gen.continued:
-                struct.warnings.append(
-                    f"generation ended before the trace's end; resumed {gen.continued}x")
-            if gen.anchored:
-                struct.warnings.append(
-                    f"{gen.anchored} answer(s) skipped a trace sentence and were "
-                    "re-started on it")
+                struct.warnings.append("generation stopped at a step repeating an earlier one "
+                                       "(dropped)")
             if gen.spans is not None and len(gen.spans) == len(struct.steps):
                 for st, span in zip(struct.steps, gen.spans, strict=True):
                     st.span = span

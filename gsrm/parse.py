@@ -210,6 +210,25 @@ def _find_tags(text: str) -> list[_Tag]:
     return out
 
 
+def _step_of_tags(tags: list[_Tag]) -> list[int]:
+    """For each tag, the index of the step it belongs to (the rule in the module docstring)."""
+    out: list[int] = []
+    filled_rank = -1
+    cur_num: int | None = None
+    step = -1
+    for tag in tags:
+        rank = _RANK[tag.kind]
+        if (step < 0 or rank <= filled_rank
+                or (tag.num is not None and cur_num is not None and tag.num != cur_num)):
+            step += 1
+            cur_num = tag.num
+        elif cur_num is None:
+            cur_num = tag.num
+        out.append(step)
+        filled_rank = rank
+    return out
+
+
 def _strip_emphasis(text: str) -> str:
     """Drop emphasis markers left at the edges by tag markup ("**[Answer 1]:** 9**" -> "9").
 
@@ -373,28 +392,17 @@ def parse_structure(text: str) -> Structure:
         warnings.append(f"{unbalanced} tag(s) had a missing bracket")
 
     steps: list[dict[Kind, str]] = []
-    step_nums: list[int | None] = []
-    filled_rank = -1
-    cur_num: int | None = None
+    step_nums: list[int | None] = []  # each step's number: the first its tags give
     unnumbered = 0
-    for tag, content in zip(tags, contents, strict=True):
+    for tag, content, k in zip(tags, contents, _step_of_tags(tags), strict=True):
         if tag.num is None:
             unnumbered += 1
-        rank = _RANK[tag.kind]
-        new = (
-            not steps
-            or rank <= filled_rank
-            or (tag.num is not None and cur_num is not None and tag.num != cur_num)
-        )
-        if new:
+        if k == len(steps):
             steps.append({})
             step_nums.append(tag.num)
-            cur_num = tag.num
-        elif cur_num is None and tag.num is not None:
-            cur_num = tag.num
-            step_nums[-1] = tag.num
-        steps[-1][tag.kind] = content
-        filled_rank = rank
+        elif step_nums[k] is None:
+            step_nums[k] = tag.num
+        steps[k][tag.kind] = content
 
     if unnumbered:
         warnings.append(f"{unnumbered} tag(s) had no step number; steps numbered by position")
@@ -431,3 +439,53 @@ def parse_structure(text: str) -> Structure:
         if final is None:
             warnings.append("no final-answer line")
     return Structure(steps=out, final_answer=final or None, warnings=warnings, raw=raw)
+
+
+def repeated_step_start(text: str) -> int | None:
+    r"""Where the first step that repeats an earlier step word for word begins, or None.
+
+    Why: a greedy decoder that falls into a loop writes the same step again and again until
+    the token budget cuts one in half; an exact repeat of a whole step adds nothing to a
+    decomposition, so every backend stops there (``gsrm.backends.safeguards``) and drops the
+    repeat and what follows. Deliberately nothing looser (no paraphrases, no masked numbers,
+    no "same question in a row"): a reflection that re-checks a step ("let me verify ...") is
+    a different step, and a rule fitted to one data set's loops would cut honest steps of
+    another.
+
+    A step repeats when its meta-reasoning, sub-problem and answer all equal those of an
+    earlier step (whitespace collapsed; the sub-problem and answer not empty). Steps are read
+    with the same grammar as ``parse_structure``, over the complete lines of ``text`` only,
+    and a step counts once the next step has begun there, so the answer is the same for
+    every longer text that starts with ``text``: a decoder that stops as soon as it sees a
+    repeat and a server that returns the whole completion cut it at the same place.
+
+    >>> t = ("[Meta-reasoning 1]: a\n[Sub-problem 1]: How many?\n[Answer 1]: 5 laps.\n"
+    ...      "[Meta-reasoning 2]: a\n[Sub-problem 2]: How many?\n[Answer 2]: 5  laps.\n[Meta")
+    >>> repeated_step_start(t + "-reasoning 3]:\n") == t.index("[Meta-reasoning 2]")
+    True
+    >>> repeated_step_start(t) is None  # step 2 counts once step 3 has begun on a complete line
+    True
+    """
+    head = text[: text.rfind("\n") + 1]
+    tags = _find_tags(head)
+    owner = _step_of_tags(tags)
+    parts: list[dict[Kind, str]] = []
+    starts: list[int] = []
+    for i, (tag, k) in enumerate(zip(tags, owner, strict=True)):
+        if k == len(parts):
+            if parts and _repeats(parts):
+                return starts[-1]
+            parts.append({})
+            starts.append(tag.start)
+        end = tags[i + 1].start if i + 1 < len(tags) else len(head)
+        parts[k][tag.kind] = " ".join(_clean(head[tag.end : end]).split())
+    return None
+
+
+def _repeats(parts: list[dict[Kind, str]]) -> bool:
+    """The last step of ``parts`` equals an earlier one in all three parts."""
+    last = parts[-1]
+    if not last.get("subproblem") or not last.get("answer"):
+        return False
+    key = tuple(last.get(k, "") for k in _RANK)
+    return any(tuple(p.get(k, "") for k in _RANK) == key for p in parts[:-1])

@@ -5,19 +5,19 @@ segmentation and role metrics cannot compare it with human step boundaries direc
 module decides, for every sentence of the input trace, which step covers it and whether it
 is meta-reasoning or solving; the metrics then compare that projection with the reference.
 
-**Units and pieces.** The trace is cut into sentences by ``gsrm.text.split_sentences``
-(the same splitter the ``sentences`` backend uses); each unit keeps its character span in the
-trace. The alignment itself runs on *pieces*: sentences further cut at run-on joins
-(``gsrm.text.run_on_cuts``, which the trace-end stop of generation also uses), where a
-word with no capital letters (ending in a lower-case letter, a digit, ``%``, ``)`` or ``]``)
-is followed by a capitalised word — the place a full stop or a line break went missing
-("... = 16 bars in each box Martha has 56 ..."). Why: a generated step can separate two
-ideas that the trace runs together, and a projection on whole sentences could never place
-that boundary, however right the step is (GSM8K solutions without their line breaks are full
-of such joins). A cut that is not a real boundary costs nothing by itself: both pieces
-normally align to the same step. Character boundaries, step spans and the step that covers a
-reference span come from the pieces; sentence-level views (sentence boundaries, roles) give
-each sentence the step that covers most of its characters (ties: the earlier step).
+**Units and pieces.** The trace is cut into sentences by ``gsrm.text.split_sentences`` (the
+same splitter the ``sentences`` backend uses); each unit keeps its character span in the trace.
+The alignment itself runs on *pieces*: sentences further cut at run-on joins
+(``gsrm.text.run_on_cuts``), where a word with no capital letters (ending in a lower-case
+letter, a digit, ``%``, ``)`` or ``]``) is followed by a capitalised word — the place a full
+stop or a line break went missing ("... = 16 bars in each box Martha has 56 ..."). Why: a
+generated step can separate two ideas that the trace runs together, and a projection on whole
+sentences could never place that boundary, however right the step is (GSM8K solutions without
+their line breaks are full of such joins). A cut that is not a real boundary costs nothing by
+itself: both pieces normally align to the same step. Character boundaries, step spans and the
+step that covers a reference span come from the pieces; sentence-level views (sentence
+boundaries, roles) give each sentence the step that covers most of its characters (ties: the
+earlier step).
 
 **Similarity** of a sentence s to one part p (meta, sub-problem or answer) of a step:
 1.0 if s occurs verbatim in p (case and runs of whitespace ignored: rule-based systems and

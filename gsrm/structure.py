@@ -63,23 +63,27 @@ class Step(BaseModel):
         return bool(self.meta.strip() and self.subproblem.strip() and self.answer.strip())
 
 
-class GenerationInfo(BaseModel):
-    """How a decomposition was generated, so truncation is never silent."""
+class Generation(BaseModel):
+    """One generated completion and the facts needed to trust it (never silently truncated).
 
-    backend: str
+    A backend returns one per prompt (``text`` set); a ``Structure`` keeps the facts of the
+    generation(s) it came from, whose text is its ``raw`` (``text`` and ``spans`` are left
+    out of the serialised form).
+    """
+
+    text: str = Field("", exclude=True, description="the completion, as kept")
+    backend: str = ""
     model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     input_truncated: bool = Field(False, description="the trace was cut to fit max_input_tokens")
     hit_max_new_tokens: bool = Field(False, description="generation stopped at max_new_tokens")
-    stopped_in_loop: bool = Field(False, description="generation stopped in a repeating loop")
-    stopped_at_trace_end: bool = Field(
-        False, description="generation stopped at a step begun after the trace was covered")
-    continued: int = Field(
-        0, description="times the generation was resumed after ending before the trace's end")
-    anchored: int = Field(
-        0, description="answers cut back and re-started on a trace sentence they had skipped")
+    stopped_in_loop: bool = Field(
+        False, description="generation stopped at a step repeating an earlier step word for "
+        "word (the repeat and what followed were dropped)")
     cached: bool = False
+    spans: list[tuple[int, int]] | None = Field(
+        None, exclude=True, description="a rule decomposer's step spans, in step order")
 
 
 class Structure(BaseModel):
@@ -89,7 +93,7 @@ class Structure(BaseModel):
     final_answer: str | None = None
     warnings: list[str] = Field(default_factory=list)
     raw: str | None = Field(None, description="the generated text this was parsed from")
-    generation: GenerationInfo | None = None
+    generation: Generation | None = None
 
     @property
     def n_steps(self) -> int:

@@ -235,19 +235,6 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENT.split(text) if s and s.strip()]
 
 
-def last_piece(text: str) -> str:
-    """The trace's final sentence, from its last run-on join on (``run_on_cuts``).
-
-    >>> last_piece("Add 2. So 3 Then 5 in all")
-    'Then 5 in all'
-    """
-    sentences = split_sentences(text)
-    if not sentences:
-        return ""
-    cuts = run_on_cuts(sentences[-1])
-    return sentences[-1][cuts[-1]:] if cuts else sentences[-1]
-
-
 # --------------------------------------------------------------------------- cues
 #: cues that open a planning / checking / choosing sentence: a new step, role meta
 META_CUES: tuple[str, ...] = (

@@ -1,4 +1,4 @@
-"""A tokenizer stand-in for the backends' text logic (stops, cuts, resume, re-anchoring)."""
+"""A tokenizer stand-in for the backends' text logic (stop strings, the repeated-step cut)."""
 
 from __future__ import annotations
 

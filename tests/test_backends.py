@@ -11,11 +11,10 @@ from gsrm.backends import (
     Generation,
     OpenAIBackend,
     get_backend,
-    split_sentences,
 )
 from gsrm.parse import parse_structure
 from gsrm.prompts import build_messages
-from tests.char_tok import CharTok
+from gsrm.text import split_sentences
 from tests.openai_stub import chat_response, openai_stub
 
 
@@ -57,7 +56,7 @@ class EchoBackend(Backend):
     def truncate(self, text: str, max_tokens: int) -> str:
         return " ".join(text.split()[:max_tokens])
 
-    def generate(self, conversations, max_new_tokens=None):
+    def generate(self, conversations, max_new_tokens=None, stop=None):
         return [Generation(text=c[-1]["content"]) for c in conversations]
 
 
@@ -139,26 +138,6 @@ def test_prompt_lookup_matches_plain_greedy() -> None:
     assert [g.completion_tokens for g in lookup] == [g.completion_tokens for g in plain]
 
 
-def test_loop_detection() -> None:
-    from gsrm.backends import is_looping, repeating_lines, repeating_period
-
-    # a counting loop defeats an exact token period but not the digit-masked line test
-    loop = "".join(f"[Meta-reasoning {i}]: The farmer makes $25, so 60 eggs.\n" for i in range(2, 6))
-    assert repeating_lines(loop)
-    # an honest block repeated three times with only its numbers changed is not a loop
-    days = "".join(f"[Meta-reasoning {i}]: Repeat for the next day.\n[Sub-problem {i}]: How many "
-                   f"eggs on day {i}?\n[Answer {i}]: {3 * i}\n" for i in range(1, 4))
-    assert not repeating_lines(days)
-    # ... but a fourth identical block is
-    assert repeating_lines(days + "[Meta-reasoning 4]: Repeat for the next day.\n[Sub-problem 4]: "
-                           "How many eggs on day 4?\n[Answer 4]: 12\n")
-    # distinct steps are never a loop
-    assert not repeating_lines("[Meta-reasoning 1]: count eggs\n[Sub-problem 1]: how many?\n"
-                               "[Answer 1]: 72\n[Meta-reasoning 2]: remove broken ones\n")
-    assert repeating_period([5, 6, 7, 8] * 3) == 4 and repeating_period(list(range(20))) is None
-    assert is_looping([1, 2, 3, 4] * 3, lambda ids: "")
-
-
 @pytest.mark.parametrize(("adapter", "model", "expect_shipped"), [
     ("auto", None, True),  # the embedded base model gets the shipped fine-tuned adapter
     ("auto", "Qwen/Qwen2.5-7B-Instruct", False),  # another base model: it was not trained for it
@@ -188,129 +167,6 @@ def test_explicit_adapter_path_is_kept(tmp_path) -> None:  # type: ignore[no-unt
 
     b = TransformersBackend(adapter=str(tmp_path))
     assert b.adapter == str(tmp_path) and b.shots == ()
-
-
-def _steps(*pairs: tuple[str, str], tail: str = "") -> str:
-    return "".join(f"[Meta-reasoning {i}]: m{i}\n[Sub-problem {i}]: {s}\n[Answer {i}]: {a}\n"
-                   for i, (s, a) in enumerate(pairs, 1)) + tail
-
-
-@pytest.mark.parametrize("text, repeated_step", [
-    (_steps(("How many laps?", "14 laps."), ("How many laps?", "14  Laps.")), 2),   # spacing/case
-    (_steps(("A?", "1"), ("B?", "2"), ("A?", "1"), ("C?", "3")), 3),                # not adjacent
-    (_steps(("How many laps?", "14 laps."), ("How many laps?", "7 laps.")), None),  # answer differs
-    (_steps(("Day 1 cost?", "$5"), ("Day 2 cost?", "$5")), None),                   # numbers count
-    (_steps(("A?", "1"), ("A?", "")), None),                                        # empty answer
-    (_steps(("A?", "1")) + "[Meta-reasoning 2]: m\n[Sub-problem 2]: A?\n[Answer 2]: 1", None),
-    ("no tags at all", None),
-    (_steps(("A?", "1"), ("A?", "2"), ("A?", "3"), ("B?", "4")), 3),                # thrice in a row
-    (_steps(("B?", "0"), ("A?", "1"), ("a?", "2"), ("A?", "3")), 4),                # case ignored
-    (_steps(("A?", "1"), ("B?", "2"), ("A?", "3"), ("C?", "4"), ("A?", "5")), None),  # apart
-    (_steps(("A?", "1"), ("A?", "2")) + "[Meta-reasoning 3]: m\n[Sub-problem 3]: A?", None),
-])
-def test_repeated_step_start(text: str, repeated_step: int | None) -> None:
-    """A complete step identical to an earlier one marks a loop; the cut is at its first line."""
-    from gsrm.backends import repeated_step_start
-
-    cut = repeated_step_start(text)
-    if repeated_step is None:
-        assert cut is None
-    else:
-        assert cut == text.index(f"[Meta-reasoning {repeated_step}]")
-        assert len(parse_structure(text[:cut]).steps) == repeated_step - 1
-
-
-_TRACE = "Janet sells 16 - 3 - 4 = 9 eggs a day. She makes 9 * 2 = $18 every day at the market."
-
-
-@pytest.mark.parametrize("text, trace, new_step", [
-    # the answer restates the trace's end (same final number, shared words): step 3 is cut
-    (_steps(("Eggs?", "Janet sells 9 eggs a day."), ("Money?", "She makes $18 every day."),
-            tail="[Meta-reasoning 3]: m3\n[Sub-"), _TRACE, 3),
-    # verbatim end inside the answer, on step 1 of 3
-    (_steps(("All?", "she makes 9 * 2 = $18 every day at the market."), ("More?", "1"),
-            ("Again?", "2")), _TRACE, 2),
-    # covered but nothing begun after it: nothing to cut
-    (_steps(("Eggs?", "Janet sells 9 eggs a day."), ("Money?", "She makes $18 every day.")),
-     _TRACE, None),
-    # the final number alone is not enough: no shared content words
-    (_steps(("Eggs?", "18"), ("Money?", "She makes $18.")), _TRACE, None),
-    # the covering answer must be complete (a newline after it)
-    ("[Meta-reasoning 1]: m\n[Sub-problem 1]: Money?\n[Answer 1]: She makes $18 every day.",
-     _TRACE, None),
-    # a run-on trace: its end is the last piece ("So he ..."), not the whole sentence
-    (_steps(("First?", "He has to pay $2000"), ("Then?", "So he has to pay $200 per month"),
-            ("Extra?", "3")), "He has to pay 3000-1000=$2000 So he has to pay 2000*.1=$200 per month",
-     3),
-    # the trace goes on after the number the answer states: not covered
-    (_steps(("Money?", "She makes $18 every day."), ("Hens?", "3 hens")),
-     _TRACE + " Then she buys 3 hens with $18.", None),
-    ("no tags", _TRACE, None),
-    (_steps(("A?", "1"), ("B?", "2")), "", None),
-])
-def test_covered_step_start(text: str, trace: str, new_step: int | None) -> None:
-    """A step begun after one whose answer restates the trace's end is cut at its first line."""
-    from gsrm.backends import covered_step_start
-
-    cut = covered_step_start(text, trace)
-    if new_step is None:
-        assert cut is None
-    else:
-        assert cut == text.index(f"[Meta-reasoning {new_step}]")
-        assert len(parse_structure(text[:cut]).steps) == new_step - 1
-
-
-def test_result_cuts_a_step_begun_after_the_trace_end() -> None:
-    from gsrm.backends import TransformersBackend
-
-    b = TransformersBackend(adapter=None)
-    b._tok = CharTok()
-    text = _steps(("Eggs?", "Janet sells 9 eggs a day."), ("Money?", "She makes $18 every day."),
-                  tail="[Meta-reasoning 3]: m3\n[Sub-problem 3]: Hens?\n")
-    ids = [ord(c) for c in text]
-    assert b._should_stop(ids, _TRACE) and not b._should_stop(ids)
-    g = b._result(ids, 10, 448, True, _TRACE)
-    assert g.stopped_at_trace_end and not g.stopped_in_loop and not g.hit_max_new_tokens
-    assert g.text == text[: text.index("[Meta-reasoning 3]")].rstrip()
-    assert len(parse_structure(g.text).steps) == 2
-    plain = b._result(ids, 10, 448, True)  # chat generation: no trace, nothing cut
-    assert plain.text == text and not plain.stopped_at_trace_end
-    off = TransformersBackend(adapter=None, stop_loops=False)
-    off._tok = CharTok()
-    assert off._result(ids, 10, 448, True, _TRACE).text == text
-
-
-def test_resume_rows_that_ended_before_the_trace_end() -> None:
-    from gsrm.backends import CONTINUE_ROUNDS, TransformersBackend
-
-    b = TransformersBackend(adapter=None)
-    b._tok = CharTok()
-    early = _steps(("Eggs?", "Janet sells 9 eggs a day.")) + "So the final answer is: 18"
-    full = _steps(("Eggs?", "Janet sells 9 eggs a day."), ("Money?", "She makes $18 a day."))
-    ids = [ord(c) for c in early]
-    rounds = [0, 0]
-    new = b._resume_ids(ids, _TRACE, 448, rounds, 1)
-    assert new is not None and CharTok().decode(new) == (
-        _steps(("Eggs?", "Janet sells 9 eggs a day.")).rstrip() + "\n[Meta-reasoning 2]:")
-    assert rounds == [0, 1]
-    assert b._resume_ids([ord(c) for c in full], _TRACE, 448, [0], 0) is None  # reached the end
-    assert b._resume_ids(ids, None, 448, [0], 0) is None  # its trace was cut to fit
-    assert b._resume_ids(ids, _TRACE, len(early) + 8, [0], 0) is None  # no room in the budget
-    assert b._resume_ids(ids, _TRACE, 448, [CONTINUE_ROUNDS], 0) is None  # resumed enough
-
-
-def test_asked_in_a_row_threshold() -> None:
-    """Decompositions stop at four asks of one question in a row, chat generation at three."""
-    from gsrm.backends import repeated_step_start
-
-    text = _steps(("How many pounds?", "15"), ("How many pounds?", "30"), ("How many pounds?", "45"),
-                  ("Total?", "90"))
-    assert repeated_step_start(text) == text.index("[Meta-reasoning 3]")
-    assert repeated_step_start(text, in_a_row=4) is None
-    four = _steps(*[("How many pounds?", str(n)) for n in (15, 30, 45, 60)])
-    assert repeated_step_start(four, in_a_row=4) == four.index("[Meta-reasoning 4]")
-    same = _steps(("A?", "1"), ("A?", "1"))  # an identical step still is a loop
-    assert repeated_step_start(same, in_a_row=4) == same.index("[Meta-reasoning 2]")
 
 
 # --------------------------------------------------------------------------- issue 17, row 11

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from gsrm.backends import Backend, Generation, cut_at_stop
+from gsrm.backends import Backend, Generation
+from gsrm.backends.safeguards import cut_at_stop
 from gsrm.describe import DESCRIBE_STOP, first_step, span_text
 from gsrm.model import GSRM
 from gsrm.segment import get_segmenter

@@ -275,22 +275,18 @@ def test_docstring_examples_run(module):
 
 
 def test_generation_metrics_count_each_stop() -> None:
-    """The report's notes count budget hits, loops, trace-end stops, resumes and re-anchored
-    answers separately."""
+    """The report's notes count budget hits, repeated-step stops and cut inputs separately."""
     from eval.runner import generation_metrics
-    from gsrm.structure import GenerationInfo, Structure
+    from gsrm.structure import Generation, Structure
 
     def s(**flags: object) -> Structure:
-        return Structure(generation=GenerationInfo(backend="transformers", **flags))
+        return Structure(generation=Generation(backend="transformers", **flags))
 
     shares, notes = generation_metrics([
-        s(hit_max_new_tokens=True), s(stopped_in_loop=True), s(stopped_at_trace_end=True),
-        s(continued=2), s(continued=1, stopped_at_trace_end=True, anchored=2), s()])
-    assert shares == {"no_steps": 1.0, "hit_max_tokens": 1 / 6}
-    assert notes == ["6/6 decompositions had no steps",
-                     "1/6 generations stopped at max_new_tokens",
-                     "1/6 generations stopped in a loop",
-                     "2/6 generations stopped at a step begun after the trace was covered",
-                     "2/6 generations ended before the trace's end and were resumed",
-                     "1/6 generations had an answer that skipped a trace sentence re-started "
-                     "on it"]
+        s(hit_max_new_tokens=True), s(stopped_in_loop=True), s(stopped_in_loop=True),
+        s(input_truncated=True), s()])
+    assert shares == {"no_steps": 1.0, "hit_max_tokens": 1 / 5}
+    assert notes == ["5/5 decompositions had no steps",
+                     "1/5 generations stopped at max_new_tokens",
+                     "2/5 generations stopped at a repeated step",
+                     "1/5 inputs were truncated"]

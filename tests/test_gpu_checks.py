@@ -386,7 +386,7 @@ from gsrm.backends import TransformersBackend
 from gsrm.weights import default_model_dir
 conv = [{"role": "user", "content": "What is 12 times 7? Answer in one sentence."}]
 def greedy():
-    b = TransformersBackend(adapter="none", max_new_tokens=12, stop_loops=False)
+    b = TransformersBackend(adapter="none", max_new_tokens=12, stop_repeats=False)
     return b.generate([conv], 12)[0].text
 carried = greedy()
 folder = str(default_model_dir())

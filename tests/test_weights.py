@@ -146,11 +146,11 @@ def test_the_package_gguf_through_the_setting_decodes_like_the_default(
         pytest.skip(str(exc))
     conv = [{"role": "user", "content": "What is 2+3? Answer in one sentence."}]
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-    default = TransformersBackend(adapter="none", max_new_tokens=16, stop_loops=False)
+    default = TransformersBackend(adapter="none", max_new_tokens=16, stop_repeats=False)
     expected = default.generate([conv], 16)[0].text
     monkeypatch.setenv(WEIGHTS_ENV, str(src))
     monkeypatch.setenv("GSRM_CACHE_DIR", str(tmp_path / "cache"))
     converted = weights.default_model_dir()
     assert converted.parent == tmp_path / "cache" / "models"
-    carried = TransformersBackend(adapter="none", max_new_tokens=16, stop_loops=False)
+    carried = TransformersBackend(adapter="none", max_new_tokens=16, stop_repeats=False)
     assert carried.generate([conv], 16)[0].text == expected

@@ -1,0 +1,85 @@
+"""``vllm``: in-process vLLM on a GPU, an optional extra (``pip install 'gsrm[vllm]'``).
+
+vLLM applies the stop strings; the safeguards (``Backend.finished``) are applied to its text
+afterwards, as in every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gsrm.backends.base import Backend, BackendError
+from gsrm.prompts import DEFAULT_SHOTS, Message
+from gsrm.structure import Generation
+
+
+class VLLMBackend(Backend):
+    """A vLLM ``LLM`` with an optional LoRA adapter, greedy."""
+
+    name = "vllm"
+    describes_spans = True
+
+    def __init__(self, model: str | None = None, adapter: str | None = "auto",
+                 gpu_memory_utilization: float = 0.85, **kwargs: Any) -> None:
+        from gsrm.weights import resolve_adapter
+
+        resolved = resolve_adapter(adapter, model)
+        if kwargs.get("shots") is None:
+            kwargs["shots"] = () if resolved else DEFAULT_SHOTS
+        super().__init__(**kwargs)
+        self.model_path = model
+        self.adapter = resolved
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self._llm: Any = None
+        self._tok: Any = None
+
+    @property
+    def model_id(self) -> str:
+        base = self.model_path or "smollm2-135m-instruct (embedded)"
+        return f"{base}+{self.adapter}" if self.adapter else base
+
+    def _load(self) -> Any:
+        if self._llm is None:
+            try:
+                from vllm import LLM
+            except ImportError as exc:
+                raise BackendError("the vllm backend needs: pip install 'gsrm[vllm]'") from exc
+            from gsrm.weights import default_model_dir
+
+            path = self.model_path or str(default_model_dir())
+            self._llm = LLM(model=path, enable_lora=bool(self.adapter),
+                            max_model_len=self.max_input_tokens + self.max_new_tokens,
+                            gpu_memory_utilization=self.gpu_memory_utilization)
+            self._tok = self._llm.get_tokenizer()
+        return self._llm
+
+    def count_tokens(self, text: str) -> int:
+        self._load()
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        self._load()
+        return self._tok.decode(self._tok(text, add_special_tokens=False)["input_ids"][:max_tokens])
+
+    def generate(
+        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        from vllm import SamplingParams
+
+        llm = self._load()
+        limit = max_new_tokens or self.max_new_tokens
+        params = SamplingParams(temperature=0.0, max_tokens=limit, stop=list(stop or []) or None)
+        lora = None
+        if self.adapter:
+            from vllm.lora.request import LoRARequest
+
+            lora = LoRARequest("gsrm", 1, self.adapter)
+        outs = llm.chat(list(conversations), params, lora_request=lora, use_tqdm=False)
+        return [
+            self.finished(o.outputs[0].text, len(o.prompt_token_ids or []),
+                          len(o.outputs[0].token_ids), o.outputs[0].finish_reason == "length",
+                          stop)
+            for o in outs
+        ]
