@@ -120,7 +120,8 @@ class Live:
     thread: threading.Thread | None = None
 
     def post(self, path: str, body: Any = None, **kw: Any) -> httpx.Response:
-        return httpx.post(self.url + path, json=body, timeout=30, **kw)
+        # generous: the default model's decompositions take tens of seconds on a busy CPU
+        return httpx.post(self.url + path, json=body, timeout=kw.pop("timeout", 180), **kw)
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.get(self.url + path, timeout=30, **kw)
