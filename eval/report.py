@@ -119,7 +119,9 @@ character tolerance; `boundary_f1_sent` — the same on sentence units with the 
 tolerance; `segment_f1` — exact-segment F1 (sentences); `pk`, `windowdiff` — lower is better;
 `steps_hyp`/`steps_ref` — mean steps per trace; `subproblem_f1` — token F1 of human
 sub-questions and the covering step's sub-problem; `answer_acc` — the covering step's answer
-equals the human step's result; `role_*` — meta/solve/other agreement per sentence;
+equals the human step's result; `answer_agree` / `answer_agree_short` — the default judge
+matches it with the human step's sentence without its arithmetic / with its result stated
+briefly; `role_*` — meta/solve/other agreement per sentence;
 `rank_acc` — aligned student scored above the perturbed one (ties 1/2); `auc` — ROC AUC of
 aligned vs perturbed normalized rewards; `first_drop_*` — the first step losing reward lies in
 the perturbed steps; `self_max`, `lower_*`, `prefix_*` — reward invariants; `no_steps`,
