@@ -14,12 +14,12 @@ backend. Slow: it loads the embedded model.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
+from tests.openai_stub import Reply, chat_response, openai_stub
 
 pytestmark = pytest.mark.slow
 
@@ -30,47 +30,20 @@ REASONING = ("First I need the May sales. Natalia sold 48/2 = 24 clips in May. "
              "Now I add the two months. Altogether she sold 48+24 = 72 clips in April and May.")
 
 
-def stub_app(backend: Any) -> Any:
-    """An OpenAI-compatible ``/v1/chat/completions`` answering with ``backend.generate``."""
-    from fastapi import FastAPI
+def served_by(backend: Any) -> Reply:
+    """A chat-completions reply that answers with ``backend.generate`` (greedy, one at a time)."""
+    lock = threading.Lock()  # the stub serves requests on threads; the model is not thread-safe
 
-    app = FastAPI()
-    lock = threading.Lock()  # one generation at a time: the model is not thread-safe
-
-    @app.post("/v1/chat/completions")
-    def chat(body: dict[str, Any]) -> dict[str, Any]:
+    def reply(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         stop = body.get("stop")
         stop = [stop] if isinstance(stop, str) else stop
         with lock:
             gen = backend.generate([body["messages"]], body.get("max_tokens"), stop=stop)[0]
-        return {
-            "id": "stub", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text},
-                         "finish_reason": "length" if gen.hit_max_new_tokens else "stop"}],
-            "usage": {"prompt_tokens": gen.prompt_tokens,
-                      "completion_tokens": gen.completion_tokens,
-                      "total_tokens": gen.prompt_tokens + gen.completion_tokens},
-        }
+        return 200, chat_response(gen.text, "length" if gen.hit_max_new_tokens else "stop",
+                                  prompt_tokens=gen.prompt_tokens,
+                                  completion_tokens=gen.completion_tokens)
 
-    return app
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "stub server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    return reply
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +51,7 @@ def backends() -> Iterator[tuple[Any, Any]]:
     from gsrm.backends import get_backend
 
     local = get_backend("transformers", threads=2, max_new_tokens=256)
-    with serving(stub_app(local)) as url:
+    with openai_stub(served_by(local)) as (url, _):
         # the adapter's prompts carry no shots; a served fine-tuned model is prompted the same
         remote = get_backend("openai", base_url=url, model="gsrm", max_new_tokens=256,
                              shots=local.shots)
