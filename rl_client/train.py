@@ -127,8 +127,9 @@ def load_gsm8k(path: str | Path, limit: int | None = None,
             try:
                 check_teacher(teacher, "teacher_reasoning")
             except ValueError as exc:
-                raise ValueError(f"{path} line {lineno}: {exc} (the solution holds no "
-                                 "reasoning before '####')") from None
+                hint = "" if "teacher_reasoning" in ex else \
+                    " (the solution holds no reasoning before '####')"
+                raise ValueError(f"{path} line {lineno}: {exc}{hint}") from None
             rows.append({"prompt": make_prompt(problem, system_prompt), "problem": problem,
                          "teacher_reasoning": teacher, "answer": str(answer)})
             if limit is not None and len(rows) >= limit:
