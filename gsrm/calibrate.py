@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gsrm.judges import JUDGES, ThresholdJudge, answer_number, get_judge
+from gsrm.judges import JUDGES, ThresholdJudge, answer_number, get_judge, numbers_agree
 from gsrm.structure import KINDS, Kind, Step
 
 Pair = tuple[str, str]
@@ -167,6 +167,39 @@ def brief_answer(text: str) -> str:
     """
     out = _EXPRESSION.sub("", text)
     return _SPACES.sub(" ", out).strip()
+
+
+_RESULT = re.compile(r"=\s*\(?(-?\$?\s*-?[\d,]*\.?\d+\s*%?)\)?\s*([A-Za-z][A-Za-z'\- ]{0,40})?")
+_STOP_UNIT = re.compile(r"\b(?:and|so|which|for|in|on|at|to|per|each|every|if|then|that|"
+                        r"is|are|was|were|of|from|with|by|a|an|the)\b.*$", re.IGNORECASE)
+#: a step with no calculation keeps at most this many words of its last sentence
+SHORT_ANSWER_WORDS = 10
+
+
+def short_answer(text: str) -> str:
+    """A step's result stated briefly, the form the describer writes as its ``[Answer]``.
+
+    The value after the step's last "=" with the unit words that follow it ("72 eggs",
+    "$18"); for a step with no calculation, its last sentence without arithmetic
+    (``brief_answer``), cut to its last few words. Used to build the describer's targets
+    (``training.descdata``) and as the reference of ``answer_agree_short`` in the GSM8K
+    evaluation, so both read a "brief answer" the same way.
+
+    >>> short_answer("Natalia sold 48/2 = 24 clips in May.")
+    '24 clips'
+    >>> short_answer("She makes 9 * 2 = $18 every day at the farmer's market.")
+    '$18'
+    """
+    found = list(_RESULT.finditer(text))
+    if found:
+        m = found[-1]
+        value = " ".join(m.group(1).split())
+        unit = _STOP_UNIT.sub("", (m.group(2) or "")).strip()
+        unit = " ".join(unit.split()[:3])
+        return f"{value} {unit}".strip()
+    brief = brief_answer(re.split(r"(?<=[.!?])\s+", text.strip())[-1]).rstrip(".")
+    words = brief.split()
+    return " ".join(words[-SHORT_ANSWER_WORDS:]) if len(words) > SHORT_ANSWER_WORDS else brief
 
 
 # --------------------------------------------------------------------------- pairs
@@ -498,9 +531,11 @@ def part_pairs(pairs: Sequence[StepPair], kind: Kind) -> list[Pair]:
     return [(text_step(p.original).part(kind), text_step(p.modified).part(kind)) for p in pairs]
 
 
-def _route(pair: Pair, kind: Kind) -> str:
+def _route(pair: Pair, kind: Kind, numbers: bool = False) -> str:
     """How the reward decides a part pair: ``settled`` (identical or empty: ``gsrm.align``),
-    ``numeric`` (two answers with numbers: ``Judge.judge_many``) or ``judge`` (the threshold)."""
+    ``numeric`` (two answers with numbers: ``Judge.judge_many``), ``numbers`` (with the
+    judge's number check, texts stating different numbers: a mismatch,
+    ``gsrm.judges.numbers_agree``) or ``judge`` (the threshold)."""
     from gsrm.align import settled_verdict
 
     if settled_verdict(*pair) is not None:
@@ -508,6 +543,8 @@ def _route(pair: Pair, kind: Kind) -> str:
     if kind == "answer" and answer_number(pair[0]) is not None \
             and answer_number(pair[1]) is not None:
         return "numeric"
+    if numbers and not numbers_agree(*pair):
+        return "numbers"
     return "judge"
 
 
@@ -535,7 +572,7 @@ def like_for_like(judge: ThresholdJudge, fit: Sequence[StepPair], report: Sequen
         splits: dict[str, dict[str, Any]] = {}
         for name, data in (("fit", fit), ("report", report)):
             texts = part_pairs(data, kind)
-            routes = [_route(t, kind) for t in texts]
+            routes = [_route(t, kind, judge.numbers) for t in texts]
             jidx = [i for i, r in enumerate(routes) if r == "judge"]
             js = scores_of([texts[i] for i in jidx], kind)
             splits[name] = {"texts": texts, "routes": routes, "jidx": jidx, "scores": js,
@@ -590,6 +627,8 @@ def _verdict_accuracy(split: dict[str, Any], kind: Kind, threshold: float) -> di
             match = bool(v and v.match)
         elif route == "numeric":
             match = numbers_equal(answer_number(a), answer_number(b))  # type: ignore[arg-type]
+        elif route == "numbers":
+            match = False
         else:
             match = score_at[i] >= threshold
         hits[same][0] += match == same
@@ -688,11 +727,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"judges to calibrate (default: all of {threshold_judges()})",
     )
+    p.add_argument("--no-numbers", action="store_true",
+                   help="judge by the score alone, without the number check "
+                   "(gsrm.judges.numbers_agree): the ablation")
     return p
 
 
-def _judge(name: str) -> ThresholdJudge:
-    judge = get_judge(name)
+def _judge(name: str, numbers: bool = True) -> ThresholdJudge:
+    judge = get_judge(name, numbers=numbers)
     assert isinstance(judge, ThresholdJudge)
     return judge
 
@@ -710,7 +752,7 @@ def _main_prmbench(args: argparse.Namespace, names: list[str]) -> int:
     for name in names:
         t0 = time.perf_counter()
         try:
-            report[name] = like_for_like(_judge(name), fit, report_pairs)
+            report[name] = like_for_like(_judge(name, not args.no_numbers), fit, report_pairs)
         except (RuntimeError, ImportError, OSError, ValueError) as exc:  # e.g. model missing
             print(f"error: judge {name!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
@@ -728,6 +770,7 @@ def _main_prmbench(args: argparse.Namespace, names: list[str]) -> int:
                  "(gsrm.calibrate.text_step, as the model-free decomposers build steps)",
         "rule": "match iff score >= threshold; threshold maximises balanced accuracy on the "
                 "fit split's judge-decided pairs, rounded down to 2 decimals",
+        "number_check": not args.no_numbers,
         "judges": report,
         "seconds": timing,
     }

@@ -17,41 +17,53 @@ built as the model-free decomposers build them (meta = sub-problem = the step's 
 judge (``gsrm.align.settled_verdict``), nor do two answers with numbers (below), so the
 threshold is fitted on the rest: the candidate maximising balanced accuracy (Youden's J) on
 ``prmbench/prm800k_train_*``, rounded down to 2 decimals; reported on
-``prmbench/prm800k_test_*`` (the evaluation's held-out items, never fitted on). Measured
-(meta and sub-problem share their pairs):
+``prmbench/prm800k_test_*`` (the evaluation's held-out items, never fitted on).
 
-=========  ===========  =========  ======  ===============  =================
-judge      part         threshold  AUC     judge bal. acc.  verdict bal. acc.
-=========  ===========  =========  ======  ===============  =================
-embedding  meta, sub    0.91       0.705   0.663            0.860
-embedding  answer       0.89       0.681   0.638            0.850
-lexical    meta, sub    0.81       0.699   0.649            0.877
-lexical    answer       0.70       0.691   0.632            0.842
-=========  ===========  =========  ======  ===============  =================
+**The number check.** A threshold judge also compares the numbers the two texts state
+(``numbers_agree``): when both state numbers and not the same ones, the parts do not match,
+whatever the score. Why: most PRMBench perturbations copy a step and change one quantity
+("so n is 71.5" / "so n is 45"); a similarity score separates such near-copies from rewordings
+only weakly (AUC ~0.7), so no threshold serves both "a paraphrase of the teacher's step
+matches" and "a near-copy with other numbers does not", while a paraphrase keeps its numbers.
+Of three forms compared on the fit split (the same set of values, the same multiset, one set
+inside the other), the set had the best judge balanced accuracy at the default thresholds
+(lexical 0.719 vs 0.716 / 0.704). ``numbers=False`` turns it off
+(``python -m gsrm.calibrate --no-numbers`` is the ablation). Measured on the test split
+(meta and sub-problem share their pairs; ``now``: the shipped thresholds below):
 
-(test split: 501 same / 4,194 different judged meta pairs, 17,381 / 4,390 pairs in all.)
+=========  ===========  ======  =============  ==================  ====================
+judge      part         now     verdict (now)  verdict, no check   fitted thr: verdict
+=========  ===========  ======  =============  ==================  ====================
+embedding  meta, sub    0.62    **0.887**      0.681               0.90: 0.932
+embedding  answer       0.89    **0.879**      0.850               0.74: 0.866
+lexical    meta, sub    0.26    **0.879**      0.658               0.70: 0.925
+lexical    answer       0.70    **0.876**      0.842               0.70: 0.876
+=========  ===========  ======  =============  ==================  ====================
 
-**The defaults.** The answer thresholds are the fitted ones: a perturbed step's answer is a
-different answer. The meta-reasoning and sub-problem thresholds are *not* (embedding 0.62,
-lexical 0.26, from the earlier GSM8K question-vs-step calibration): the meta gate asks
-whether two steps are devoted to the same sub-problem, and most PRMBench perturbations
-(a wrong number, a contradicted claim) keep the sub-problem, so fitting "same sub-problem" on
-them asks the judge to tell a step from its near-copy. The fitted 0.91 / 0.81 did that, and
-judged every step of a student that words the teacher's plan in its own way a different step
-(the bundled aligned example: embedding 0.84-0.92, token F1 0.40-0.71 against the teacher's
-meta; the misaligned one: 0.09-0.54 and 0.0-0.11), so a paraphrasing student scored 0 like a
-misaligned one, and a GRPO group of paraphrases would get no signal. With these defaults the
-meta verdict's balanced accuracy on the PRMBench pairs is 0.681 (embedding) and 0.658
-(lexical), as ``python -m gsrm.calibrate`` prints in its "now" columns, below the 0.85 the
-fitted thresholds reach on that (different) question.
-*judge* is over the pairs the threshold decides; *verdict* over every pair with the reward's
-own routing (identical parts settled, numbers compared, the rest thresholded), i.e. how often
-the part's verdict in the reward agrees with the label. The previous thresholds (0.62 / 0.86
-embedding, 0.26 / 0.70 lexical) came from GSM8K question-vs-solution-sentence pairs
-(``--protocol socratic``) and gave meta verdicts of 0.681 (embedding) and 0.658 (lexical) on
-these pairs. Perturbed steps are mostly near-copies with one thing changed, which is what the
-high thresholds reflect, and what a similarity judge separates only weakly (AUC ~0.7): the
-LLM judge is the stronger option where an endpoint is available.
+(test split: 17,381 same / 4,390 different pairs; with the check, 411 same / 1,430 different
+meta pairs are left for the threshold to decide.) Ablated on the reward tasks with the default
+two-stage decomposition (``gsrm-eval run --tasks prmbench-structure,reward-sanity --systems
+gsrm-ft --limit 50``, lexical / embedding, without -> with the check): prmbench-structure rank
+accuracy 0.98 / 0.97 -> 0.98 / 0.97, mean reward of the perturbed student 0.632 / 0.558 ->
+0.531 / 0.516, first reward drop inside an error step 0.84 / 0.86 -> 0.80 / 0.82 (it now
+drops earlier on some rows: a cost); reward-sanity unchanged (``self_max`` 1.000); GSM8K
+socratic (150 held-out, ``--judges lexical``, the default judge's agreement with the human
+sub-question) 0.846 -> 0.834; the bundled example unchanged (aligned 3.5, misaligned 0).
+
+**The defaults.** The answer thresholds are the fitted ones of the score alone (embedding
+0.89, lexical 0.70). The meta-reasoning and sub-problem thresholds are *not* fitted (embedding
+0.62, lexical 0.26, from the earlier GSM8K question-vs-step calibration): fitting "same
+sub-problem" on PRMBench asks the judge to tell a step from its near-copy, and the fitted
+0.91 / 0.81 (without the number check) judged every step of a student that words the
+teacher's plan in its own way a different step (the bundled aligned example: embedding
+0.84-0.92, token F1 0.40-0.71 against the teacher's meta; the misaligned one: 0.09-0.54 and
+0.0-0.11), so a paraphrasing student scored 0 like a misaligned one, and a GRPO group of
+paraphrases would get no signal. The number check does the near-copy part of that job instead.
+*judge* balanced accuracy (``python -m gsrm.calibrate``) is over the pairs the threshold
+decides; *verdict* over every pair with the reward's own routing (identical parts settled,
+two answers' numbers compared, other texts' number sets checked, the rest thresholded), i.e.
+how often the part's verdict in the reward agrees with the label. The LLM judge is the
+stronger option where an endpoint is available.
 
 Answers are compared numerically first by every judge: when both answers carry a number
 (the value after the last ``=``, or the only number in the text), they match iff the numbers are
@@ -125,6 +137,33 @@ def numbers_equal(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
 
 
+def numbers_in(text: str) -> frozenset[float]:
+    """The distinct numbers a text states, as values ("$1,250" and "1250" are one number).
+
+    >>> sorted(numbers_in("Subtract 3 and 4 from 16: 16 - 3 - 4 = 9, so 9 eggs."))
+    [3.0, 4.0, 9.0, 16.0]
+    """
+    found = (_to_number(m.group()) for m in _NUM.finditer(text))
+    return frozenset(round(v, 9) for v in found if v is not None)
+
+
+def numbers_agree(a: str, b: str) -> bool:
+    """False when both texts state numbers and not the same ones; True otherwise.
+
+    Why: a step and its near-copy with one quantity changed ("so n is 71.5" / "so n is 45")
+    are worded alike, and a similarity score tells them apart only weakly (AUC ~0.7 on
+    PRMBench's perturbed steps), while a paraphrase of a step keeps its numbers. A text
+    with no number (most meta-reasoning) leaves the verdict to the score.
+
+    >>> numbers_agree("Find 16 - 3.", "How many are left after 3 of 16 are used?")
+    True
+    >>> numbers_agree("So n is 71.5.", "So n is 45."), numbers_agree("Add them up.", "So n is 45.")
+    (False, True)
+    """
+    na, nb = numbers_in(a), numbers_in(b)
+    return not na or not nb or na == nb
+
+
 # --------------------------------------------------------------------------- base
 class Judge(ABC):
     """A batched step matcher. Subclasses implement ``_text_verdicts``."""
@@ -163,22 +202,30 @@ class Judge(ABC):
 
 
 class ThresholdJudge(Judge):
-    """A judge that thresholds a similarity score per kind."""
+    """A judge that thresholds a similarity score per kind.
 
-    def __init__(self, thresholds: dict[str, float] | None = None) -> None:
+    With ``numbers`` (the default) a pair whose texts state different numbers
+    (``numbers_agree``) is a mismatch whatever its score: the score is kept as measured, the
+    verdict is not a match. ``numbers=False`` is the score alone (the ablation
+    ``python -m gsrm.calibrate --no-numbers`` reports).
+    """
+
+    def __init__(self, thresholds: dict[str, float] | None = None, numbers: bool = True) -> None:
         merged = dict(type(self).thresholds)
         merged.update(thresholds or {})
         unknown = set(merged) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown threshold kind(s) {sorted(unknown)}; use {KINDS}")
         self.thresholds = merged
+        self.numbers = numbers
 
     @abstractmethod
     def scores(self, pairs: Sequence[Pair], kind: Kind) -> list[float]: ...
 
     def _text_verdicts(self, pairs: Sequence[Pair], kind: Kind) -> list[Verdict]:
         th = self.thresholds[kind]
-        return [Verdict(match=s >= th, score=s) for s in self.scores(pairs, kind)]
+        return [Verdict(match=s >= th and (not self.numbers or numbers_agree(a, b)), score=s)
+                for (a, b), s in zip(pairs, self.scores(pairs, kind), strict=True)]
 
 
 # --------------------------------------------------------------------------- lexical
@@ -259,8 +306,9 @@ class EmbeddingJudge(ThresholdJudge):
         device: str = "cpu",
         batch_size: int = 64,
         cache_size: int = 65536,
+        numbers: bool = True,
     ) -> None:
-        super().__init__(thresholds)
+        super().__init__(thresholds, numbers=numbers)
         self.model_path = model_path
         self.device = device
         self.batch_size = batch_size

@@ -413,6 +413,24 @@ def test_load_step_pairs_reads_the_split_it_is_given_and_skips_bad_rows(tmp_path
     assert part_pairs(train[1:2], "answer") == [("5", "6")]
 
 
+def test_number_check_routes_near_copies_with_other_numbers_to_a_mismatch() -> None:
+    from gsrm.calibrate import StepPair, like_for_like
+    from gsrm.judges import LexicalJudge
+
+    # two near-copies that differ in one number and a changed step with no number (different),
+    # two rewordings (same): at the shipped lexical threshold (0.26) the score alone matches
+    # all five; the number check settles the two near-copies as mismatches
+    pairs = [StepPair("So n is 71.5 in all.", "So n is 45 in all.", False, "x", "f:1"),
+             StepPair("Then p is 0.29 here.", "Then p is 0.31 here.", False, "x", "f:2"),
+             StepPair("Add the parts.", "Subtract the parts instead.", False, "x", "f:3"),
+             StepPair("So n is 71.5 in all.", "Thus n is 71.5 in all.", True, "x", "f:4"),
+             StepPair("Then p is 0.29 here.", "So p is 0.29 here.", True, "x", "f:5")]
+    for numbers, tnr in ((True, 2 / 3), (False, 0.0)):
+        rep = like_for_like(LexicalJudge(numbers=numbers), pairs, pairs, kinds=("meta",))
+        at_now = rep["meta"]["report"]["verdict_balanced_accuracy_at_current"]
+        assert at_now == round((1.0 + tnr) / 2, 4), numbers
+
+
 def test_main_prmbench_prints_per_part_reports(tmp_path, capsys):
     folder = tmp_path / "prmbench"
     folder.mkdir()

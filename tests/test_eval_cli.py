@@ -113,10 +113,10 @@ def test_report_contents(first_run):
     assert {(r.system, r.judge) for r in pb.rows} == {(s, "lexical") for s in RULES.split(",")}
     newline = next(r for r in pb.rows if r.system == "newline")
     assert newline.metrics["rank_acc"] == 1.0 and newline.metrics["rank_acc.deception"] == 1.0
-    # one step per line; step 1 is unchanged; steps 2 and 3 are the same steps (their meta
-    # above the 0.26 lexical meta threshold) with a wrong answer (9 vs 10, halved):
-    # (1 + 0.5 + 0.5) / 3 for both perturbation types
-    assert newline.distributions == {"aligned": [1.0, 1.0], "perturbed": [0.666667, 0.666667]}
+    # one step per line; step 1 is unchanged; steps 2 and 3 are near-copies that state
+    # another number (10 for 9): their meta is above the 0.26 lexical threshold, but the
+    # judges' number check makes them different steps (0 each): (1 + 0 + 0) / 3
+    assert newline.distributions == {"aligned": [1.0, 1.0], "perturbed": [0.333333, 0.333333]}
     ann = report.tasks["annotated-jsonl"]
     assert all(r.confusion is not None for r in ann.rows)
     md = (first_run / "report.md").read_text()

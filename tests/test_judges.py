@@ -11,6 +11,7 @@ from gsrm.judges import (
     answer_number,
     build_judge_messages,
     get_judge,
+    numbers_agree,
     parse_verdict,
     token_f1,
     verdict_from_logprobs,
@@ -34,6 +35,35 @@ NUMBER_CASES = [
 @pytest.mark.parametrize("text, expected", NUMBER_CASES, ids=[c[0] for c in NUMBER_CASES])
 def test_answer_number(text: str, expected: float | None) -> None:
     assert answer_number(text) == expected
+
+
+NUMBERS_AGREE_CASES = [
+    ("So n is 71.5.", "So n is 45.", False),  # a near-copy with one quantity changed
+    ("Then 2p = 0.58.", "This simplifies to 2p = 0.58.", True),  # a rewording keeps them
+    ("It costs $1,250.", "1250 dollars", True),  # one value, two spellings
+    ("Add 3 and 4.", "Add 4 and 3.", True),  # the same numbers in another order
+    ("Add 3 and 4.", "Add 3 and 5.", False),
+    ("Add them up.", "Add 3 and 4.", True),  # one side has none: the score decides
+    ("Now the total.", "Then the sum.", True),  # neither has any
+]
+
+
+@pytest.mark.parametrize("a, b, expected", NUMBERS_AGREE_CASES,
+                         ids=[f"{c[0]}|{c[1]}" for c in NUMBERS_AGREE_CASES])
+def test_numbers_agree(a: str, b: str, expected: bool) -> None:
+    assert numbers_agree(a, b) is expected
+    assert numbers_agree(b, a) is expected  # symmetric
+
+
+@pytest.mark.parametrize("name", ["lexical", "embedding"])
+def test_threshold_judges_refuse_changed_numbers_unless_told_not_to(name: str) -> None:
+    if name == "embedding":
+        pytest.importorskip("sentence_transformers")
+    pair = ("So the number of students is 71.5.", "So the number of students is 45.")
+    on, off = get_judge(name), get_judge(name, numbers=False)
+    v_on, v_off = on.judge_many([pair], "meta")[0], off.judge_many([pair], "meta")[0]
+    assert v_off.match and not v_on.match  # the score passes; the number check says no
+    assert v_on.score == v_off.score  # the score itself is reported unchanged
 
 
 VERDICT_CASES = [

@@ -15,10 +15,10 @@ Where the parts come from:
   sub-questions (items < 1000, train split), the meta-reasoning naming that question as a
   plan (``describe_meta``: "Find how many eggs Janet sells."). The other sources' wording is weak (the step's first
   sentence) and ``training.sft`` masks it: they teach the format and the answer.
-- **Answer**: the step's result stated briefly (``short_answer``): the value after the
-  step's last "=" with the unit words that follow it ("72 eggs", "$18"), or, for a step
-  with no calculation, its last sentence without its arithmetic, cut to a few words -- never
-  a copied sentence of the trace.
+- **Answer**: the step's result stated briefly (``gsrm.calibrate.short_answer``): the value
+  after the step's last "=" with the unit words that follow it ("72 eggs", "$18"), or, for a
+  step with no calculation, its last sentence without its arithmetic, cut to a few words --
+  never a copied sentence of the trace.
 - **Span text** as the segmenter would give it: GSM8K socratic steps with and without a
   planning sentence in front (``training.segdata.plan_sentence``), checks and reflections
   of the branching traces, PRM800K lines, MATH paragraphs, BIG-Bench Mistake steps.
@@ -28,44 +28,25 @@ dev-split ones as ``validation``.
 
 Example::
 
-    >>> short_answer("Natalia sold 48/2 = 24 clips in May.")
-    '24 clips'
-    >>> short_answer("She makes 9 * 2 = $18 every day at the farmer's market.")
-    '$18'
+    >>> print(target_for("Find how many clips.", "How many clips?",
+    ...                  short_answer("So 48/2 = 24 clips.")))
+    [Meta-reasoning 1]: Find how many clips.
+    [Sub-problem 1]: How many clips?
+    [Answer 1]: 24 clips
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from gsrm.calibrate import brief_answer
+from gsrm.calibrate import short_answer
 from gsrm.prompts import render_structure
 from gsrm.structure import Step, Structure
 from training.data import SFTExample, weak_step
 from training.segdata import SOURCES, StepTrace, plan_sentence
-
-_RESULT = re.compile(r"=\s*\(?(-?\$?\s*-?[\d,]*\.?\d+\s*%?)\)?\s*([A-Za-z][A-Za-z'\- ]{0,40})?")
-_STOP_UNIT = re.compile(r"\b(?:and|so|which|for|in|on|at|to|per|each|every|if|then|that|"
-                        r"is|are|was|were|of|from|with|by|a|an|the)\b.*$", re.IGNORECASE)
-MAX_WORDS = 10
-
-
-def short_answer(text: str) -> str:
-    """The step's result, briefly (see the module docstring)."""
-    found = list(_RESULT.finditer(text))
-    if found:
-        m = found[-1]
-        value = " ".join(m.group(1).split())
-        unit = _STOP_UNIT.sub("", (m.group(2) or "")).strip()
-        unit = " ".join(unit.split()[:3])
-        return f"{value} {unit}".strip()
-    brief = brief_answer(re.split(r"(?<=[.!?])\s+", text.strip())[-1]).rstrip(".")
-    words = brief.split()
-    return " ".join(words[-MAX_WORDS:]) if len(words) > MAX_WORDS else brief
 
 
 def describe_meta(index: int, n_steps: int, question: str, rng: random.Random) -> str:

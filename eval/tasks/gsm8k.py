@@ -138,14 +138,13 @@ class GSM8KSocratic(SegmentationTask):
         sub-question and its answer against the step's brief answer
         (``gsrm.calibrate.brief_answer``: the sentence without its arithmetic) for
         ``answer_agree``, and against the step's result stated briefly
-        (``training.descdata.short_answer``: "72 clips", the form the describer is asked for)
+        (``gsrm.calibrate.short_answer``: "72 clips", the form the describer is asked for)
         for ``answer_agree_short``; a step with no covering hypothesis counts as 0. Both are
         reported because each reference favours one answer style: a copied sentence scores
         high on the first, a brief result on the second.
         """
-        from gsrm.calibrate import brief_answer
+        from gsrm.calibrate import brief_answer, short_answer
         from gsrm.judges import DEFAULT_JUDGE, get_judge
-        from training.descdata import short_answer
 
         if getattr(self, "_judge", None) is None:
             self._judge = get_judge(DEFAULT_JUDGE)
