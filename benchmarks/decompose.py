@@ -27,6 +27,8 @@ Example::
     $ python benchmarks/decompose.py --traces gsm8k=/tmp/d/traces/gsm8k.jsonl \\
           --traces long=/tmp/d/traces/long.jsonl --limit 128 --device cuda --dtype bfloat16 \\
           --batch-size 128
+    $ python benchmarks/decompose.py --backend openvino --ov-weights int8 --batch-size 32 \\
+          --traces gsm8k=/tmp/gsm8k.jsonl --limit 64 --threads 2
 """
 
 from __future__ import annotations
@@ -138,7 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "trained segmenter finds the step spans, the LM describes each)")
     p.add_argument("--describe-max-new-tokens", type=int, default=None,
                    help="two-stage: token budget per span (default: the GSRM's, 128)")
+    p.add_argument("--backend", choices=("transformers", "openvino"), default="transformers",
+                   help="the LM engine (openvino: OpenVINO GenAI on the export "
+                        "gsrm-export-openvino made; default: %(default)s)")
+    p.add_argument("--ov-weights", choices=("int8", "fp32"), default="int8",
+                   help="openvino: which export (default: %(default)s)")
     return p
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (MiB; Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def decomposer_info(gsrm: Any) -> dict[str, Any]:
@@ -179,22 +193,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from gsrm.backends import BackendError, TransformersBackend
+    from gsrm.backends import BackendError, OpenVINOBackend, TransformersBackend
     from gsrm.judges import get_judge
     from gsrm.model import GSRM
 
-    backend = TransformersBackend(model=args.model, adapter=args.adapter, device=args.device,
-                                  dtype=args.dtype, batch_size=args.batch_size,
-                                  max_new_tokens=args.max_new_tokens, threads=args.threads)
+    backend: Any
+    if args.backend == "openvino":
+        backend = OpenVINOBackend(model=args.model, adapter=args.adapter, weights=args.ov_weights,
+                                  batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                  threads=args.threads)
+    else:
+        backend = TransformersBackend(model=args.model, adapter=args.adapter, device=args.device,
+                                      dtype=args.dtype, batch_size=args.batch_size,
+                                      max_new_tokens=args.max_new_tokens, threads=args.threads)
     gsrm = GSRM(backend=backend, judge=get_judge("lexical"), decomposer=args.decomposer,
                 describe_max_new_tokens=args.describe_max_new_tokens)
     result: dict[str, Any] = {
         "benchmark": "decompose",
         **decomposer_info(gsrm),
+        "backend": backend.name,
         "model": backend.model_id,
-        "device": backend.device,
-        "gpu": torch.cuda.get_device_name() if backend.device.startswith("cuda") else None,
-        "dtype": args.dtype,
+        "device": getattr(backend, "device", "cpu"),
+        "gpu": torch.cuda.get_device_name()
+        if getattr(backend, "device", "cpu").startswith("cuda") else None,
+        "dtype": args.dtype if args.backend == "transformers" else f"weights {args.ov_weights}",
         "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens,
         "torch": torch.__version__,
@@ -213,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   flush=True)
             result["sets"][name] = measure(gsrm, items)
             result["sets"][name]["segment_s"] = segment_seconds(gsrm, items)
+            result["peak_rss_mib"] = peak_rss_mib()
             result["total_s"] = round(time.perf_counter() - started, 1)
             result["complete"] = len(result["sets"]) == len(sets)
             # a line after each set: a run stopped by a timeout still reports the sets done

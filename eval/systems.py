@@ -68,6 +68,9 @@ class SystemOptions(BaseModel):
                        "batch-invariant; auto: bfloat16 where native (faster, batch-dependent)")
     max_input_tokens: int = Field(6144, description="prompt limit; longer traces are cut")
     threads: int | None = Field(None, description="torch threads (default: torch's choice)")
+    engine: str = Field("transformers", description="LM backend of the model systems: "
+                        "transformers, or openvino (a one-time export: gsrm-export-openvino)")
+    ov_weights: str = Field("int8", description="openvino engine: int8 or fp32 weights")
 
 
 # --------------------------------------------------------------------------- rule baselines
@@ -243,7 +246,13 @@ def _check_default_weights(opts: SystemOptions) -> None:
 
 def _transformers(opts: SystemOptions, adapter: str | None = None, shots: int | None = None
                   ) -> Backend:
-    from gsrm.backends import TransformersBackend
+    from gsrm.backends import OpenVINOBackend, TransformersBackend
+
+    if opts.engine == "openvino":
+        return OpenVINOBackend(model=opts.model, adapter=adapter or "none",
+                               weights=opts.ov_weights, threads=opts.threads,
+                               batch_size=opts.batch_size, max_input_tokens=opts.max_input_tokens,
+                               **({} if shots is None else {"shots": shots}))
 
     kw: dict[str, object] = {
         "model": opts.model, "adapter": adapter or "none", "device": opts.device,

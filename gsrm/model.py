@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
 from gsrm.align import SCORE_MODES, score_structures
-from gsrm.backends import Backend, BackendError, get_backend
+from gsrm.backends import BACKENDS, Backend, BackendError, get_backend
 from gsrm.judges import Judge, get_judge
 from gsrm.parse import parse_structure
 from gsrm.segment import Segmenter, get_segmenter
@@ -105,7 +105,7 @@ class GSRM:
         write whole decompositions (``gsrm.weights.adapter_for``).
         """
         bkw = dict(backend_kwargs or {})
-        if backend in ("transformers", "vllm"):
+        if getattr(BACKENDS.get(backend), "takes_adapter", False):
             from gsrm.weights import adapter_for
 
             bkw["adapter"] = adapter_for(bkw.get("adapter", "auto"),

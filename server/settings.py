@@ -71,7 +71,8 @@ class Settings(BaseSettings):
 
     # ---------------------------------------------------------------- decomposition model
     backend: str = Field("transformers", description="decomposition generator: transformers, "
-                         "openai, vllm or sentences (model-free, cannot chat)")
+                         "openai, vllm, openvino (CPU, a one-time export: "
+                         "gsrm-export-openvino) or sentences (model-free, cannot chat)")
     model: str | None = Field(None, description="HF model folder or hub id (transformers, "
                                  "vllm) or served model name (openai); default: the embedded "
                                  "SmolLM2-135M-Instruct")

@@ -1,9 +1,11 @@
 """LM transports behind one small interface, chosen by name.
 
 Why a registry: the same GSRM runs as a 135M model on a laptop CPU (``transformers``, the
-default), against a GPU server someone else runs (``openai``: vLLM, SGLang, llama.cpp), or
-in-process on a GPU (``vllm``). ``sentences`` is a model-free baseline (one step per sentence)
-that keeps fast tests and smoke runs free of model weights.
+default), against a GPU server someone else runs (``openai``: vLLM, SGLang, llama.cpp),
+in-process on a GPU (``vllm``), or through OpenVINO GenAI on a CPU (``openvino``, an
+optional extra reading a one-time export: ``gsrm.openvino_export``). ``sentences`` is a
+model-free baseline (one step per sentence) that keeps fast tests and smoke runs free of
+model weights.
 
 A backend generates chat completions in batches (``Backend.generate``) and reports, per
 completion, the text and the facts needed to trust it (``Generation``: token counts, input
@@ -12,8 +14,8 @@ dropped); truncation is flagged, never silent. The only safeguards on generated 
 generic and shared by every backend (``gsrm.backends.safeguards``).
 
 Modules: ``base`` (the interface), ``safeguards``, ``transformers``, ``openai``, ``vllm``,
-``sentences``; none imports torch, transformers or an HTTP client until a model or client is
-built.
+``openvino``, ``sentences``; none imports torch, transformers, OpenVINO or an HTTP client
+until a model or client is built.
 
 Example::
 
@@ -31,6 +33,7 @@ from typing import Any
 
 from gsrm.backends.base import Backend, BackendError, DecomposeItem
 from gsrm.backends.openai import OpenAIBackend
+from gsrm.backends.openvino import OpenVINOBackend
 from gsrm.backends.sentences import SentenceBackend
 from gsrm.backends.transformers import TransformersBackend
 from gsrm.backends.vllm import VLLMBackend
@@ -38,13 +41,14 @@ from gsrm.structure import Generation
 
 __all__ = [
     "BACKENDS", "DEFAULT_BACKEND", "Backend", "BackendError", "DecomposeItem", "Generation",
-    "OpenAIBackend", "SentenceBackend", "TransformersBackend", "VLLMBackend", "get_backend",
+    "OpenAIBackend", "OpenVINOBackend", "SentenceBackend", "TransformersBackend", "VLLMBackend", "get_backend",
 ]
 
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "transformers": TransformersBackend,
     "openai": OpenAIBackend,
     "vllm": VLLMBackend,
+    "openvino": OpenVINOBackend,
     "sentences": SentenceBackend,
 }
 DEFAULT_BACKEND = "transformers"

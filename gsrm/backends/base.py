@@ -41,6 +41,9 @@ class Backend(ABC):
     #: True for LM backends that the two-stage GSRM asks to describe step spans (``generate``
     #: with ``stop``); other backends decompose whole traces (``decompose_many``)
     describes_spans: bool = False
+    #: True for backends that load a LoRA adapter themselves (``adapter=``); the GSRM then
+    #: picks the one trained for its decomposer (``gsrm.weights.adapter_for``)
+    takes_adapter: bool = False
 
     def __init__(
         self,

@@ -103,6 +103,7 @@ class TransformersBackend(Backend):
 
     name = "transformers"
     describes_spans = True
+    takes_adapter = True
 
     def __init__(
         self,

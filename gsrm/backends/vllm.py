@@ -19,6 +19,7 @@ class VLLMBackend(Backend):
 
     name = "vllm"
     describes_spans = True
+    takes_adapter = True
 
     def __init__(self, model: str | None = None, adapter: str | None = "auto",
                  gpu_memory_utilization: float = 0.85, **kwargs: Any) -> None:

@@ -1,0 +1,161 @@
+"""``openvino``: OpenVINO GenAI on the CPU, an optional extra (``pip install 'gsrm[openvino]'``).
+
+Why: on a CPU the describer's workload (many ~250-token prompts sharing a long prefix, ~60
+tokens out each) is what a real inference engine is built for: OpenVINO GenAI's continuous
+batching pipeline has a paged KV cache, prefix caching and int8 weights, where
+``gsrm.decode`` batches plain torch calls. It reads an IR export of the model with its adapter
+merged in, made once by ``gsrm-export-openvino`` (``gsrm.openvino_export``: it needs its own
+Python because the exporter pins an older transformers than gsrm's lock).
+
+The prompt is the same chat-templated text as the transformers backend's (the tokenizer saved
+with the export, ``transformers.AutoTokenizer``), tokenized here and handed over as ids;
+completions come back as ids and are decoded here, so token counts and the budget flag are
+exact; stop strings and the safeguards are applied by ``Backend.finished`` as everywhere.
+``weights="fp32"`` gives the transformers backend's greedy outputs up to floating-point
+rounding; ``"int8"`` is faster and its outputs differ a little (``benchmarks/decode.py``
+measures both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gsrm.backends.base import Backend, BackendError
+from gsrm.prompts import DEFAULT_SHOTS, Message
+from gsrm.structure import Generation
+
+
+class OpenVINOBackend(Backend):
+    """OpenVINO GenAI ``ContinuousBatchingPipeline`` on an exported IR folder, greedy."""
+
+    name = "openvino"
+    describes_spans = True
+    takes_adapter = True
+
+    def __init__(self, model: str | None = None, adapter: str | None = "auto",
+                 weights: str = "int8", ir: str | None = None, threads: int | None = None,
+                 batch_size: int = 32, kv_cache_gb: float = 1.0, **kwargs: Any) -> None:
+        from gsrm.openvino_export import WEIGHT_FORMATS
+        from gsrm.weights import resolve_adapter
+
+        if weights not in WEIGHT_FORMATS:
+            raise ValueError(f"unknown weight format {weights!r}; choose one of {WEIGHT_FORMATS}")
+        resolved = resolve_adapter(adapter, model)
+        if kwargs.get("shots") is None:
+            kwargs["shots"] = () if resolved else DEFAULT_SHOTS
+        super().__init__(**kwargs)
+        self.model_path = model
+        self.adapter = resolved
+        self.weights = weights
+        self.ir = ir
+        self.threads = threads
+        self.batch_size = batch_size
+        self.kv_cache_gb = kv_cache_gb
+        self._pipe: Any = None
+        self._tok: Any = None
+
+    @property
+    def model_id(self) -> str:
+        base = self.model_path or "smollm2-135m-instruct (embedded)"
+        base = f"{base}+{self.adapter}" if self.adapter else base
+        return f"{base}@openvino-{self.weights}"
+
+    def ir_dir(self) -> Path:
+        """The IR folder: ``ir`` when given, else the cache folder ``gsrm-export-openvino``
+        writes for this model, adapter and weight format."""
+        if self.ir:
+            return Path(self.ir).expanduser()
+        from gsrm.openvino_export import ir_dir
+
+        return ir_dir(self.model_path, self.adapter, self.weights)
+
+    def load(self) -> None:
+        if self._pipe is not None:
+            return
+        try:
+            import openvino_genai as og
+        except ImportError as exc:
+            raise BackendError("the openvino backend needs: pip install 'gsrm[openvino]'") \
+                from exc
+        from transformers import AutoTokenizer
+
+        from gsrm.openvino_export import IR_FILE
+
+        folder = self.ir_dir()
+        if not (folder / IR_FILE).is_file():
+            how = "" if self.ir else (
+                f" (export it once: gsrm-export-openvino --weights {self.weights}"
+                f"{'' if self.adapter else ' --adapter none'}; see gsrm/openvino_export.py)")
+            raise BackendError(f"no OpenVINO IR at {folder}{how}")
+        sc = og.SchedulerConfig()
+        sc.cache_size = max(1, round(self.kv_cache_gb))
+        sc.max_num_seqs = self.batch_size
+        sc.enable_prefix_caching = True
+        props: dict[str, object] = {}
+        if self.threads:
+            props["INFERENCE_NUM_THREADS"] = int(self.threads)
+        try:
+            self._pipe = og.ContinuousBatchingPipeline(str(folder), sc, "CPU", props)
+        except RuntimeError as exc:
+            raise BackendError(f"OpenVINO could not load {folder}: {exc}") from exc
+        self._tok = AutoTokenizer.from_pretrained(str(folder))
+
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "weights": self.weights}
+
+    def count_tokens(self, text: str) -> int:
+        self.load()
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        self.load()
+        ids = self._tok(text, add_special_tokens=False)["input_ids"][: max(0, max_tokens)]
+        return self._tok.decode(ids)
+
+    def _prompt_ids(self, conversation: list[Message]) -> list[int]:
+        ids = self._tok.apply_chat_template(conversation, add_generation_prompt=True,
+                                            tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def generate(
+        self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        if not conversations:
+            return []
+        self.load()
+        import numpy as np
+        import openvino as ov
+        import openvino_genai as og
+
+        limit = max_new_tokens or self.max_new_tokens
+        cfg = og.GenerationConfig()
+        cfg.max_new_tokens = limit
+        cfg.do_sample = False
+        if stop:
+            cfg.stop_strings = set(stop)
+            cfg.include_stop_str_in_output = True  # cut by ``finished``, as in every backend
+        eos = self._tok.eos_token_id
+        if eos is not None:
+            cfg.eos_token_id = int(eos)
+        prompts = [self._prompt_ids(c) for c in conversations]
+        tensors = [ov.Tensor(np.asarray([p], dtype=np.int64)) for p in prompts]
+        try:
+            outs = self._pipe.generate(tensors, [cfg] * len(tensors))
+        except RuntimeError as exc:
+            raise BackendError(f"generation failed: {exc}") from exc
+        results = []
+        for prompt, out in zip(prompts, outs, strict=True):
+            ids = list(out.m_generation_ids[0]) if out.m_generation_ids else []
+            if ids and eos is not None and ids[-1] == eos:
+                ids = ids[:-1]
+                at_budget = False
+            else:
+                at_budget = len(ids) >= limit
+            text = self._tok.decode(ids, skip_special_tokens=True)
+            results.append(self.finished(text, len(prompt), len(ids), at_budget, stop))
+        return results
