@@ -27,7 +27,7 @@ Example::
     $ python benchmarks/decompose.py --traces gsm8k=/tmp/d/traces/gsm8k.jsonl \\
           --traces long=/tmp/d/traces/long.jsonl --limit 128 --device cuda --dtype bfloat16 \\
           --batch-size 128
-    $ python benchmarks/decompose.py --backend openvino --ov-weights int8 --batch-size 32 \\
+    $ python benchmarks/decompose.py --backend openvino --ov-weights fp32 --batch-size 32 \\
           --traces gsm8k=/tmp/gsm8k.jsonl --limit 64 --threads 2
 """
 
@@ -143,8 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("transformers", "openvino"), default="transformers",
                    help="the LM engine (openvino: OpenVINO GenAI on the export "
                         "gsrm-export-openvino made; default: %(default)s)")
-    p.add_argument("--ov-weights", choices=("int8", "fp32"), default="int8",
+    p.add_argument("--ov-weights", choices=("int8", "fp32"), default="fp32",
                    help="openvino: which export (default: %(default)s)")
+    p.add_argument("--ov-precision", choices=("f32", "auto"), default="f32",
+                   help="openvino: compute precision (auto: bf16 where the CPU has it; "
+                        "faster, batch-dependent; default: %(default)s)")
     return p
 
 
@@ -200,8 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend: Any
     if args.backend == "openvino":
         backend = OpenVINOBackend(model=args.model, adapter=args.adapter, weights=args.ov_weights,
-                                  batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                  threads=args.threads)
+                                  precision=args.ov_precision, batch_size=args.batch_size,
+                                  max_new_tokens=args.max_new_tokens, threads=args.threads)
     else:
         backend = TransformersBackend(model=args.model, adapter=args.adapter, device=args.device,
                                       dtype=args.dtype, batch_size=args.batch_size,
@@ -216,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "device": getattr(backend, "device", "cpu"),
         "gpu": torch.cuda.get_device_name()
         if getattr(backend, "device", "cpu").startswith("cuda") else None,
-        "dtype": args.dtype if args.backend == "transformers" else f"weights {args.ov_weights}",
+        "dtype": args.dtype if args.backend == "transformers"
+        else f"weights {args.ov_weights}, precision {args.ov_precision}",
         "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens,
         "torch": torch.__version__,

@@ -86,8 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--engine", default="transformers", choices=["transformers", "openvino"],
                    help="LM backend of the model systems (openvino: OpenVINO GenAI on an IR "
                         "made once by gsrm-export-openvino; default: %(default)s)")
-    g.add_argument("--ov-weights", default="int8", choices=["int8", "fp32"],
+    g.add_argument("--ov-weights", default="fp32", choices=["fp32", "int8"],
                    help="openvino engine: which export (default: %(default)s)")
+    g.add_argument("--ov-precision", default="f32", choices=["f32", "auto"],
+                   help="openvino engine: compute precision (auto: bf16 where the CPU has it; "
+                        "faster, batch-dependent; default: %(default)s)")
     g.add_argument("--dtype", default="float32", choices=["float32", "auto", "bfloat16"],
                    help="float32 (default): a trace's decomposition does not depend on what "
                         "else is in the batch; bfloat16 (or auto: bfloat16 where the CPU/GPU "
@@ -131,7 +134,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             model=args.model, adapter=args.adapter, batch_size=args.batch_size,
             prompt_lookup=args.prompt_lookup, dtype=_dtype(args.dtype),
             max_input_tokens=args.max_input_tokens, threads=args.threads,
-            engine=args.engine, ov_weights=args.ov_weights),
+            engine=args.engine, ov_weights=args.ov_weights,
+            ov_precision=args.ov_precision),
     )
     validate(cfg)
     details: list[dict] = []

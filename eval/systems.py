@@ -70,7 +70,9 @@ class SystemOptions(BaseModel):
     threads: int | None = Field(None, description="torch threads (default: torch's choice)")
     engine: str = Field("transformers", description="LM backend of the model systems: "
                         "transformers, or openvino (a one-time export: gsrm-export-openvino)")
-    ov_weights: str = Field("int8", description="openvino engine: int8 or fp32 weights")
+    ov_weights: str = Field("fp32", description="openvino engine: fp32 or int8 weights")
+    ov_precision: str = Field("f32", description="openvino engine: f32 or auto (bf16 where "
+                              "the CPU has it)")
 
 
 # --------------------------------------------------------------------------- rule baselines
@@ -250,7 +252,8 @@ def _transformers(opts: SystemOptions, adapter: str | None = None, shots: int | 
 
     if opts.engine == "openvino":
         return OpenVINOBackend(model=opts.model, adapter=adapter or "none",
-                               weights=opts.ov_weights, threads=opts.threads,
+                               weights=opts.ov_weights, precision=opts.ov_precision,
+                               threads=opts.threads,
                                batch_size=opts.batch_size, max_input_tokens=opts.max_input_tokens,
                                **({} if shots is None else {"shots": shots}))
 

@@ -79,9 +79,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (transformers; default: torch's choice). On a CPU "
                         "shared with other busy processes, 1 avoids thread oversubscription")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    g.add_argument("--ov-weights", default="int8", choices=["int8", "fp32"],
+    g.add_argument("--ov-weights", default="fp32", choices=["fp32", "int8"],
                    help="openvino backend: which export to run (made once with "
                         "gsrm-export-openvino; default: %(default)s)")
+    g.add_argument("--ov-precision", default="f32", choices=["f32", "auto"],
+                   help="openvino backend: compute precision; f32 (default) gives the "
+                        "transformers backend's outputs, batch-invariant; auto: bf16 where "
+                        "the CPU has it (faster, batch-dependent)")
     g.add_argument("--decomposer", default="two-stage", choices=["two-stage", "single-pass"],
                    help="two-stage (default): the trained segmenter finds the steps, the LM "
                         "describes each; single-pass: the LM writes the whole decomposition "
@@ -119,7 +123,8 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw.update(model=args.model, adapter=adapter)
     elif args.backend == "openvino":
         kw.update(model=args.model, adapter=adapter, threads=args.threads,
-                  weights=getattr(args, "ov_weights", "int8"),
+                  weights=getattr(args, "ov_weights", "fp32"),
+                  precision=getattr(args, "ov_precision", "f32"),
                   batch_size=max(args.batch_size, 32))
     elif args.backend == "openai":
         kw.update(base_url=args.base_url, model=args.model, api_key=args.api_key)

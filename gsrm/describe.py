@@ -5,10 +5,10 @@ the three parts of a step is a short, independent generation (~60 tokens) per sp
 spans of all traces decode together in one continuous batch; nothing can loop across steps,
 skip a step or invent one, and every step keeps the span it describes.
 
-Until a describer is trained for exactly this job, the LM is prompted the way the shipped
-adapter was trained: the problem, and the span's text as the "reasoning to decompose"; its
-first step's three parts are kept (the completion is cut at the second step or the
-final-answer line, ``DESCRIBE_STOP``). A span whose completion has no parsable first step
+The LM gets the problem and the span's text as the "reasoning to decompose" (the prompt the
+shipped describer adapter, ``gsrm/adapters/describer``, was trained on, one span per example:
+``training.descdata``); its first step's three parts are kept (the completion is cut at the
+second step or the final-answer line, ``DESCRIBE_STOP``). A span whose completion has no parsable first step
 keeps its span and gets empty parts, and the structure's warnings say which steps.
 
 Example::

@@ -21,7 +21,7 @@ the weight format (``ir_dir``), so a retrained adapter gets a new export.
 Example::
 
     $ gsrm-export-openvino --make-env            # once: the export environment (~2 min)
-    $ gsrm-export-openvino --weights int8        # the default model + describer adapter
+    $ gsrm-export-openvino                       # the default model + describer adapter, fp32
     $ gsrm decompose trace.json --backend openvino
 """
 
@@ -38,8 +38,9 @@ from pathlib import Path
 
 from gsrm.weights import DEFAULT_MODEL_NAME, cache_dir, resolve_adapter
 
-WEIGHT_FORMATS = ("int8", "fp32")
-"""int8: weights compressed to 8 bits (activations stay fp32); fp32: weights as trained."""
+WEIGHT_FORMATS = ("fp32", "int8")
+"""fp32: weights as trained (the backend's default: the transformers backend's outputs);
+int8: weights compressed to 8 bits (faster, smaller, outputs differ a little)."""
 PYTHON_ENV = "GSRM_OPENVINO_EXPORT_PYTHON"
 """Environment variable naming the export environment's python (see the module docstring)."""
 EXPORT_REQUIREMENTS = (
@@ -135,7 +136,7 @@ def merge_adapter(model: str | None, adapter: str | None, out: Path) -> None:
     AutoTokenizer.from_pretrained(src).save_pretrained(str(out))
 
 
-def export(model: str | None = None, adapter: str | None = "auto", weights: str = "int8",
+def export(model: str | None = None, adapter: str | None = "auto", weights: str = "fp32",
            python: str | None = None, force: bool = False) -> Path:
     """Export (model, adapter) to IR in the cache and return its folder (kept when present)."""
     resolved = resolve_adapter(adapter, model)
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default="auto",
                    help="LoRA adapter: auto (the shipped describer), a shipped name, a folder, "
                    "or none (default: %(default)s)")
-    p.add_argument("--weights", default="int8", choices=WEIGHT_FORMATS,
+    p.add_argument("--weights", default="fp32", choices=WEIGHT_FORMATS,
                    help="weight format (default: %(default)s)")
     p.add_argument("--python", default=None,
                    help=f"the export environment's python (default: ${PYTHON_ENV}, else the "

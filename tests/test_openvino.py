@@ -54,12 +54,17 @@ def test_backend_without_an_export_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_cli_builds_the_openvino_backend_from_its_flags() -> None:
     args = build_parser().parse_args(["decompose", "x.json", "--backend", "openvino",
-                                      "--ov-weights", "fp32", "--threads", "2"])
+                                      "--ov-weights", "int8", "--threads", "2"])
     kw = backend_kwargs(args)
-    assert (kw["weights"], kw["threads"], kw["adapter"]) == ("fp32", 2, "auto")
+    assert (kw["weights"], kw["precision"], kw["threads"], kw["adapter"]) \
+        == ("int8", "f32", 2, "auto")
     b = get_backend("openvino", **kw)
-    assert b.identity()["weights"] == "fp32" and "openvino-fp32" in b.model_id
-    assert b.identity() != get_backend("openvino", **{**kw, "weights": "int8"}).identity()
+    assert b.identity()["weights"] == "int8" and "openvino-int8-f32" in b.model_id
+    # every setting that changes the output is in the cache identity
+    for change in ({"weights": "fp32"}, {"precision": "auto"}):
+        assert b.identity() != get_backend("openvino", **{**kw, **change}).identity()
+    with pytest.raises(ValueError, match="precision"):
+        get_backend("openvino", precision="bf16")
 
 
 SPANS = [  # (problem, span): steps with one clear result each
@@ -73,19 +78,21 @@ SPANS = [  # (problem, span): steps with one clear result each
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_OV, reason="openvino extra not installed (pip install "
                     "'gsrm[openvino]')")
-def test_openvino_fp32_describes_spans_like_transformers() -> None:
+def test_openvino_default_gives_the_transformers_steps_whatever_the_batch() -> None:
     from gsrm.describe import DESCRIBE_MAX_NEW_TOKENS, DESCRIBE_STOP, first_step
     from gsrm.judges import answer_number
 
-    ov = get_backend("openvino", weights="fp32", threads=2)
+    ov = get_backend("openvino", threads=2)  # fp32 weights, f32 compute: the defaults
     if not (ov.ir_dir() / IR_FILE).is_file():
-        pytest.skip(f"no fp32 export at {ov.ir_dir()} (gsrm-export-openvino --weights fp32)")
+        pytest.skip(f"no fp32 export at {ov.ir_dir()} (gsrm-export-openvino)")
     pt = get_backend("transformers", threads=2)
     convs = [build_messages(p, s, ()) for p, s in SPANS]
-    got = [first_step(g.text)[0]
-           for g in ov.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)]
-    ref = [first_step(g.text)[0]
-           for g in pt.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)]
-    assert all(s.is_complete for s in got)
-    assert [answer_number(s.answer) for s in got] == [answer_number(s.answer) for s in ref] \
-        == [9.0, 72.0, 84.0]
+    got = [g.text for g in ov.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)]
+    ref = [g.text for g in pt.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)]
+    assert got == ref  # the same text as the torch float32 path
+    alone = [ov.generate([c], DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)[0].text
+             for c in convs]
+    assert alone == got  # and the same alone as in a batch
+    steps = [first_step(t)[0] for t in got]
+    assert all(s.is_complete for s in steps)
+    assert [answer_number(s.answer) for s in steps] == [9.0, 72.0, 84.0]
