@@ -46,7 +46,7 @@ class OpenVINOBackend(Backend):
     def __init__(self, model: str | None = None, adapter: str | None = "auto",
                  weights: str = "fp32", ir: str | None = None, threads: int | None = None,
                  batch_size: int = 32, kv_cache_gb: float = 1.0, precision: str = "f32",
-                 **kwargs: Any) -> None:
+                 max_batched_tokens: int = 1024, **kwargs: Any) -> None:
         from gsrm.openvino_export import WEIGHT_FORMATS
         from gsrm.weights import resolve_adapter
 
@@ -66,6 +66,7 @@ class OpenVINOBackend(Backend):
         self.batch_size = batch_size
         self.kv_cache_gb = kv_cache_gb
         self.precision = precision
+        self.max_batched_tokens = max_batched_tokens
         self._pipe: Any = None
         self._tok: Any = None
 
@@ -106,6 +107,7 @@ class OpenVINOBackend(Backend):
         sc.cache_size = max(1, round(self.kv_cache_gb))
         sc.max_num_seqs = self.batch_size
         sc.enable_prefix_caching = True
+        sc.max_num_batched_tokens = max(self.max_batched_tokens, self.batch_size)
         props: dict[str, object] = {}
         if self.precision == "f32":
             props["INFERENCE_PRECISION_HINT"] = "f32"
@@ -118,7 +120,8 @@ class OpenVINOBackend(Backend):
         self._tok = AutoTokenizer.from_pretrained(str(folder))
 
     def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "weights": self.weights, "precision": self.precision}
+        return {**super().identity(), "weights": self.weights, "precision": self.precision,
+                "max_batched_tokens": self.max_batched_tokens}
 
     def count_tokens(self, text: str) -> int:
         self.load()
