@@ -52,6 +52,13 @@ def test_backend_without_an_export_is_a_clear_error(tmp_path: Path) -> None:
     assert (str(tmp_path) in str(err.value)) == HAVE_OV
 
 
+@pytest.mark.skipif(not HAVE_OV, reason="openvino extra not installed")
+def test_backend_without_a_cached_export_names_the_export_command(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("GSRM_CACHE_DIR", str(tmp_path))
+    with pytest.raises(BackendError, match=r"gsrm-export-openvino --adapter none --weights int8"):
+        get_backend("openvino", adapter="none", weights="int8").load()
+
+
 def test_cli_builds_the_openvino_backend_from_its_flags() -> None:
     args = build_parser().parse_args(["decompose", "x.json", "--backend", "openvino",
                                       "--ov-weights", "int8", "--threads", "2"])

@@ -99,9 +99,11 @@ class OpenVINOBackend(Backend):
 
         folder = self.ir_dir()
         if not (folder / IR_FILE).is_file():
+            model = f" --model {self.model_path}" if self.model_path else ""
             how = "" if self.ir else (
-                f" (export it once: gsrm-export-openvino --weights {self.weights}"
-                f"{'' if self.adapter else ' --adapter none'}; see gsrm/openvino_export.py)")
+                f" (export it once: gsrm-export-openvino{model} --adapter "
+                f"{self.adapter or 'none'} --weights {self.weights}; see "
+                "gsrm/openvino_export.py)")
             raise BackendError(f"no OpenVINO IR at {folder}{how}")
         sc = og.SchedulerConfig()
         sc.cache_size = max(1, round(self.kv_cache_gb))
