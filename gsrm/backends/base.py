@@ -139,3 +139,56 @@ class Backend(ABC):
         for g, (_, truncated) in zip(gens, fitted, strict=True):
             g.input_truncated = g.input_truncated or truncated
         return gens
+
+
+class LocalModelBackend(Backend):
+    """A backend that loads a model itself: a base model plus an optional LoRA adapter, and
+    its Hugging Face tokenizer (``transformers``, ``vllm``, ``openvino``).
+
+    Why one class: these backends resolve ``adapter`` the same way
+    (``gsrm.weights.resolve_adapter``; no few-shot examples with an adapter, it was trained
+    zero-shot), name the model the same way, and count, cut and chat-template text with the
+    same tokenizer calls, so the prompt and the input truncation cannot drift between them.
+    Subclasses implement ``load`` (idempotent; sets ``self._tok``) and ``generate``.
+    """
+
+    takes_adapter = True
+    describes_spans = True
+
+    def __init__(self, model: str | None = None, adapter: str | None = "auto",
+                 **kwargs: Any) -> None:
+        from gsrm.weights import resolve_adapter
+
+        resolved = resolve_adapter(adapter, model)
+        if kwargs.get("shots") is None:
+            kwargs["shots"] = () if resolved else DEFAULT_SHOTS
+        super().__init__(**kwargs)
+        self.model_path = model
+        self.adapter = resolved
+        self._tok: Any = None
+
+    @property
+    def model_id(self) -> str:
+        base = self.model_path or "smollm2-135m-instruct (embedded)"
+        return f"{base}+{self.adapter}" if self.adapter else base
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model and ``self._tok`` once; raise BackendError with the cause."""
+
+    def count_tokens(self, text: str) -> int:
+        self.load()
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        self.load()
+        ids = self._tok(text, add_special_tokens=False)["input_ids"][: max(0, max_tokens)]
+        return self._tok.decode(ids)
+
+    def _prompt_ids(self, conversation: list[Message]) -> list[int]:
+        """The chat-templated prompt's token ids, generation prompt included."""
+        ids = self._tok.apply_chat_template(conversation, add_generation_prompt=True,
+                                            tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)

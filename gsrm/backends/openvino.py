@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gsrm.backends.base import Backend, BackendError
-from gsrm.prompts import DEFAULT_SHOTS, Message
+from gsrm.backends.base import BackendError, LocalModelBackend
+from gsrm.prompts import Message
 from gsrm.structure import Generation
 
 PRECISIONS = ("f32", "auto")
@@ -36,30 +36,22 @@ PRECISIONS = ("f32", "auto")
 AMX/AVX512-BF16: faster, but a span's output then depends on what else shares its batch)."""
 
 
-class OpenVINOBackend(Backend):
+class OpenVINOBackend(LocalModelBackend):
     """OpenVINO GenAI ``ContinuousBatchingPipeline`` on an exported IR folder, greedy."""
 
     name = "openvino"
-    describes_spans = True
-    takes_adapter = True
 
     def __init__(self, model: str | None = None, adapter: str | None = "auto",
                  weights: str = "fp32", ir: str | None = None, threads: int | None = None,
                  batch_size: int = 32, kv_cache_gb: float = 1.0, precision: str = "f32",
                  max_batched_tokens: int = 1024, **kwargs: Any) -> None:
         from gsrm.openvino_export import WEIGHT_FORMATS
-        from gsrm.weights import resolve_adapter
 
         if weights not in WEIGHT_FORMATS:
             raise ValueError(f"unknown weight format {weights!r}; choose one of {WEIGHT_FORMATS}")
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-        resolved = resolve_adapter(adapter, model)
-        if kwargs.get("shots") is None:
-            kwargs["shots"] = () if resolved else DEFAULT_SHOTS
-        super().__init__(**kwargs)
-        self.model_path = model
-        self.adapter = resolved
+        super().__init__(model=model, adapter=adapter, **kwargs)
         self.weights = weights
         self.ir = ir
         self.threads = threads
@@ -68,13 +60,10 @@ class OpenVINOBackend(Backend):
         self.precision = precision
         self.max_batched_tokens = max_batched_tokens
         self._pipe: Any = None
-        self._tok: Any = None
 
     @property
     def model_id(self) -> str:
-        base = self.model_path or "smollm2-135m-instruct (embedded)"
-        base = f"{base}+{self.adapter}" if self.adapter else base
-        return f"{base}@openvino-{self.weights}-{self.precision}"
+        return f"{super().model_id}@openvino-{self.weights}-{self.precision}"
 
     def ir_dir(self) -> Path:
         """The IR folder: ``ir`` when given, else the cache folder ``gsrm-export-openvino``
@@ -124,22 +113,6 @@ class OpenVINOBackend(Backend):
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "weights": self.weights, "precision": self.precision,
                 "max_batched_tokens": self.max_batched_tokens}
-
-    def count_tokens(self, text: str) -> int:
-        self.load()
-        return len(self._tok(text, add_special_tokens=False)["input_ids"])
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        self.load()
-        ids = self._tok(text, add_special_tokens=False)["input_ids"][: max(0, max_tokens)]
-        return self._tok.decode(ids)
-
-    def _prompt_ids(self, conversation: list[Message]) -> list[int]:
-        ids = self._tok.apply_chat_template(conversation, add_generation_prompt=True,
-                                            tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
 
     def generate(
         self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None,

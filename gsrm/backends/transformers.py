@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gsrm.backends.base import Backend, BackendError
+from gsrm.backends.base import BackendError, LocalModelBackend
 from gsrm.backends.safeguards import should_stop
-from gsrm.prompts import DEFAULT_SHOTS, Message
+from gsrm.prompts import Message
 from gsrm.structure import Generation
 
 DEVICE_ENV = "GSRM_DEVICE"
@@ -84,7 +84,7 @@ def _stopping_criteria(prompt_len: int, stop_now: Callable[[list[int]], bool],
     return SafeguardStop()
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(LocalModelBackend):
     """A local HF causal LM, batched greedy decoding.
 
     ``model`` is a local folder or hub id (None: the embedded default, converted once to the
@@ -102,8 +102,6 @@ class TransformersBackend(Backend):
     """
 
     name = "transformers"
-    describes_spans = True
-    takes_adapter = True
 
     def __init__(
         self,
@@ -118,30 +116,17 @@ class TransformersBackend(Backend):
         min_prefix_tokens: int = 64,
         **kwargs: Any,
     ) -> None:
-        from gsrm.weights import resolve_adapter
-
-        resolved = resolve_adapter(adapter, model)
-        if kwargs.get("shots") is None:
-            kwargs["shots"] = () if resolved else DEFAULT_SHOTS
-        super().__init__(**kwargs)
+        super().__init__(model=model, adapter=adapter, **kwargs)
         self.prefix_cache = prefix_cache
         self.min_prefix_tokens = min_prefix_tokens
         self._kv_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        self.model_path = model
-        self.adapter = resolved
         self.device = device or default_device()
         self.dtype = dtype
         self.batch_size = batch_size
         self.prompt_lookup = prompt_lookup
         self.threads = threads
         self._model: Any = None
-        self._tok: Any = None
         self._lock = threading.Lock()
-
-    @property
-    def model_id(self) -> str:
-        base = self.model_path or "smollm2-135m-instruct (embedded)"
-        return f"{base}+{self.adapter}" if self.adapter else base
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
@@ -183,21 +168,6 @@ class TransformersBackend(Backend):
             except Exception as exc:
                 raise BackendError(f"could not load model {self.model_id!r}: {exc}") from exc
             self._tok, self._model = tok, model
-
-    def count_tokens(self, text: str) -> int:
-        self.load()
-        return len(self._tok(text, add_special_tokens=False)["input_ids"])
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        self.load()
-        ids = self._tok(text, add_special_tokens=False)["input_ids"][: max(0, max_tokens)]
-        return self._tok.decode(ids)
-
-    def _prompt_ids(self, conversation: list[Message]) -> list[int]:
-        ids = self._tok.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
 
     def _prefix_ids(self, conversation: list[Message], prompt: list[int]) -> tuple[int, ...]:
         """Tokens of everything before the last turn (system + few-shots), if a true prefix."""

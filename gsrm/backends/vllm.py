@@ -9,38 +9,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gsrm.backends.base import Backend, BackendError
-from gsrm.prompts import DEFAULT_SHOTS, Message
+from gsrm.backends.base import BackendError, LocalModelBackend
+from gsrm.prompts import Message
 from gsrm.structure import Generation
 
 
-class VLLMBackend(Backend):
+class VLLMBackend(LocalModelBackend):
     """A vLLM ``LLM`` with an optional LoRA adapter, greedy."""
 
     name = "vllm"
-    describes_spans = True
-    takes_adapter = True
 
     def __init__(self, model: str | None = None, adapter: str | None = "auto",
                  gpu_memory_utilization: float = 0.85, **kwargs: Any) -> None:
-        from gsrm.weights import resolve_adapter
-
-        resolved = resolve_adapter(adapter, model)
-        if kwargs.get("shots") is None:
-            kwargs["shots"] = () if resolved else DEFAULT_SHOTS
-        super().__init__(**kwargs)
-        self.model_path = model
-        self.adapter = resolved
+        super().__init__(model=model, adapter=adapter, **kwargs)
         self.gpu_memory_utilization = gpu_memory_utilization
         self._llm: Any = None
-        self._tok: Any = None
 
-    @property
-    def model_id(self) -> str:
-        base = self.model_path or "smollm2-135m-instruct (embedded)"
-        return f"{base}+{self.adapter}" if self.adapter else base
-
-    def _load(self) -> Any:
+    def load(self) -> None:
         if self._llm is None:
             try:
                 from vllm import LLM
@@ -53,15 +38,6 @@ class VLLMBackend(Backend):
                             max_model_len=self.max_input_tokens + self.max_new_tokens,
                             gpu_memory_utilization=self.gpu_memory_utilization)
             self._tok = self._llm.get_tokenizer()
-        return self._llm
-
-    def count_tokens(self, text: str) -> int:
-        self._load()
-        return len(self._tok(text, add_special_tokens=False)["input_ids"])
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        self._load()
-        return self._tok.decode(self._tok(text, add_special_tokens=False)["input_ids"][:max_tokens])
 
     def generate(
         self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None,
@@ -69,7 +45,8 @@ class VLLMBackend(Backend):
     ) -> list[Generation]:
         from vllm import SamplingParams
 
-        llm = self._load()
+        self.load()
+        llm = self._llm
         limit = max_new_tokens or self.max_new_tokens
         params = SamplingParams(temperature=0.0, max_tokens=limit, stop=list(stop or []) or None)
         lora = None
