@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import the checkout's gsrm
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.decode import peak_rss_mib  # after the path set-up above
+
 Item = tuple[str, str]  # (problem, reasoning)
 
 
@@ -150,12 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "faster, batch-dependent; default: %(default)s)")
     return p
 
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far (MiB; Linux reports KiB)."""
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def decomposer_info(gsrm: Any) -> dict[str, Any]:
