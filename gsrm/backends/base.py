@@ -13,6 +13,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from gsrm.backends.safeguards import REPEAT_RULE, apply_safeguards
@@ -171,6 +172,15 @@ class LocalModelBackend(Backend):
     def model_id(self) -> str:
         base = self.model_path or "smollm2-135m-instruct (embedded)"
         return f"{base}+{self.adapter}" if self.adapter else base
+
+    def identity(self) -> dict[str, Any]:
+        """The base identity, plus the adapter weights' mtime: an adapter retrained in place
+        keeps its path (``model_id``) but must not be served from the old decompositions."""
+        ident = super().identity()
+        if self.adapter:
+            st = Path(self.adapter) / "adapter_model.safetensors"
+            ident["adapter_mtime"] = st.stat().st_mtime if st.exists() else None
+        return ident
 
     @abstractmethod
     def load(self) -> None:

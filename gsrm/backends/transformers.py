@@ -14,7 +14,6 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from gsrm.backends.base import BackendError, LocalModelBackend
@@ -133,9 +132,6 @@ class TransformersBackend(LocalModelBackend):
         if self.prompt_lookup:
             ident["prompt_lookup"] = self.prompt_lookup
         ident["dtype"] = resolve_dtype(self.dtype, self.device)
-        if self.adapter:
-            st = Path(self.adapter) / "adapter_model.safetensors"
-            ident["adapter_mtime"] = st.stat().st_mtime if st.exists() else None
         return ident
 
     def load(self) -> None:
