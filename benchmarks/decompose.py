@@ -145,11 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("transformers", "openvino"), default="transformers",
                    help="the LM engine (openvino: OpenVINO GenAI on the export "
                         "gsrm-export-openvino made; default: %(default)s)")
-    p.add_argument("--ov-weights", choices=("int8", "fp32"), default="fp32",
-                   help="openvino: which export (default: %(default)s)")
-    p.add_argument("--ov-precision", choices=("f32", "auto"), default="f32",
-                   help="openvino: compute precision (auto: bf16 where the CPU has it; "
-                        "faster, batch-dependent; default: %(default)s)")
+    from gsrm.backends.openvino import add_openvino_args
+
+    add_openvino_args(p)
     return p
 
 

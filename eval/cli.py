@@ -28,6 +28,7 @@ def _names(value: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from eval.runner import RunConfig
+    from gsrm.backends.openvino import add_openvino_args
     from gsrm.validation import (
         GenBatchSize,
         MaxInputTokens,
@@ -86,11 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--engine", default="transformers", choices=["transformers", "openvino"],
                    help="LM backend of the model systems (openvino: OpenVINO GenAI on an IR "
                         "made once by gsrm-export-openvino; default: %(default)s)")
-    g.add_argument("--ov-weights", default="fp32", choices=["fp32", "int8"],
-                   help="openvino engine: which export (default: %(default)s)")
-    g.add_argument("--ov-precision", default="f32", choices=["f32", "auto"],
-                   help="openvino engine: compute precision (auto: bf16 where the CPU has it; "
-                        "faster, batch-dependent; default: %(default)s)")
+    add_openvino_args(g)
     g.add_argument("--dtype", default="float32", choices=["float32", "auto", "bfloat16"],
                    help="float32 (default): a trace's decomposition does not depend on what "
                         "else is in the batch; bfloat16 (or auto: bfloat16 where the CPU/GPU "

@@ -27,6 +27,7 @@ from typing import Any
 
 from gsrm.align import SCORE_MODES
 from gsrm.backends import BACKENDS, DEFAULT_BACKEND
+from gsrm.backends.openvino import add_openvino_args
 from gsrm.io import (
     InputError,
     iter_jsonl,
@@ -70,7 +71,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="few-shot domains, comma-separated (math,code,science,puzzle), or a "
                         "count; default: none with an adapter, else math,puzzle")
     g.add_argument("--batch-size", type=arg_type(GenBatchSize, "--batch-size"), default=8,
-                   help="generation batch (transformers)")
+                   help="generation batch (transformers; openvino: at least 32)")
     g.add_argument("--prompt-lookup", type=arg_type(PromptLookup, "--prompt-lookup"), default=0,
                    help="prompt-lookup speculation n-gram size (transformers; 0 = off)")
     g.add_argument("--device", default=None,
@@ -79,13 +80,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (transformers; default: torch's choice). On a CPU "
                         "shared with other busy processes, 1 avoids thread oversubscription")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    g.add_argument("--ov-weights", default="fp32", choices=["fp32", "int8"],
-                   help="openvino backend: which export to run (made once with "
-                        "gsrm-export-openvino; default: %(default)s)")
-    g.add_argument("--ov-precision", default="f32", choices=["f32", "auto"],
-                   help="openvino backend: compute precision; f32 (default) gives the "
-                        "transformers backend's outputs, batch-invariant; auto: bf16 where "
-                        "the CPU has it (faster, batch-dependent)")
+    add_openvino_args(g)
     g.add_argument("--decomposer", default="two-stage", choices=["two-stage", "single-pass"],
                    help="two-stage (default): the trained segmenter finds the steps, the LM "
                         "describes each; single-pass: the LM writes the whole decomposition "

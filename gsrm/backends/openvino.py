@@ -36,6 +36,20 @@ PRECISIONS = ("f32", "auto")
 AMX/AVX512-BF16: faster, but a span's output then depends on what else shares its batch)."""
 
 
+def add_openvino_args(group: Any) -> None:
+    """``--ov-weights`` and ``--ov-precision`` on an argparse parser or group: the same flags
+    in ``gsrm``, ``gsrm-eval`` and ``benchmarks/decompose.py`` (one place for their choices)."""
+    from gsrm.openvino_export import WEIGHT_FORMATS
+
+    group.add_argument("--ov-weights", default=WEIGHT_FORMATS[0], choices=WEIGHT_FORMATS,
+                       help="openvino: which export to run (made once with "
+                            "gsrm-export-openvino; default: %(default)s)")
+    group.add_argument("--ov-precision", default=PRECISIONS[0], choices=PRECISIONS,
+                       help="openvino: compute precision; f32 (default) gives the transformers "
+                            "backend's outputs, batch-invariant; auto: bf16 where the CPU has "
+                            "it (faster, batch-dependent)")
+
+
 class OpenVINOBackend(LocalModelBackend):
     """OpenVINO GenAI ``ContinuousBatchingPipeline`` on an exported IR folder, greedy."""
 
