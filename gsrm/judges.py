@@ -27,7 +27,8 @@ only weakly (AUC ~0.7), so no threshold serves both "a paraphrase of the teacher
 matches" and "a near-copy with other numbers does not", while a paraphrase keeps its numbers.
 Of three forms compared on the fit split (the same set of values, the same multiset, one set
 inside the other), the set had the best judge balanced accuracy at the default thresholds
-(lexical 0.719 vs 0.716 / 0.704). ``numbers=False`` turns it off
+(lexical; a comparison run in a scratch script, not kept in the repository).
+``numbers=False`` turns it off
 (``python -m gsrm.calibrate --no-numbers`` is the ablation). Measured on the test split
 (meta and sub-problem share their pairs; ``now``: the shipped thresholds below):
 

@@ -13,12 +13,11 @@ completions come back as ids and are decoded here, so token counts and the budge
 exact; stop strings and the safeguards are applied by ``Backend.finished`` as everywhere.
 
 The defaults, ``weights="fp32"`` and ``precision="f32"``, give the transformers backend's
-float32 outputs (measured: 130 of 130 GSM8K step descriptions identical) and are
-batch-invariant (a span described alone or among 40 others: 41 of 41 identical), at ~3x its
-speed on this CPU. The CPU plugin's own choice (``precision="auto"``) computes in bf16 on CPUs
-with AMX, and int8 weights quantize activations on the fly: both are faster, and both make a
-span's description depend on what else shares its batch (int8: 27-32 of 41 identical alone vs
-together), so the same student could get another reward in another batch.
+float32 outputs and are batch-invariant, at ~3x its speed on this CPU
+(``benchmarks/openvino_parity.py`` measures both). The CPU plugin's own choice
+(``precision="auto"``) computes in bf16 on CPUs with AMX, and int8 weights quantize
+activations on the fly: both are faster, and both make a span's description depend on what
+else shares its batch, so the same student could get another reward in another batch.
 """
 
 from __future__ import annotations
