@@ -90,6 +90,42 @@ def test_openai_backend_over_http() -> None:
     assert body["temperature"] == 0.0 and body["max_tokens"] == 77 and body["model"] == "gsrm"
 
 
+def test_openai_backend_continues_a_prefilled_reply() -> None:
+    # the describer's format repair ends a conversation with an assistant turn to continue;
+    # OpenAI-compatible servers that can (vLLM) get the switch for it in the request body
+    conv = [*build_messages("p", "span", 0),
+            {"role": "assistant", "content": "[Meta-reasoning 1]: m\n[Sub-problem 1]:"}]
+    with openai_stub(lambda body: (200, chat_response(" q?"))) as (url, seen):
+        g = OpenAIBackend(base_url=url, model="gsrm", shots=0).generate([conv], 16)[0]
+    assert g.text == " q?"
+    assert seen[0]["messages"][-1] == conv[-1]
+    assert seen[0]["continue_final_message"] is True
+    assert seen[0]["add_generation_prompt"] is False
+
+
+def test_local_prompt_ids_leave_a_prefilled_reply_open() -> None:
+    from transformers import AutoTokenizer
+
+    from gsrm.backends import TransformersBackend
+    from gsrm.weights import default_model_dir
+
+    b = TransformersBackend(threads=1)
+    b._tok = AutoTokenizer.from_pretrained(str(default_model_dir()))  # the tokenizer alone
+    conv = build_messages("p", "span", 0)
+    prefill = "[Meta-reasoning 1]: m\n[Sub-problem 1]:"
+    plain = b._prompt_ids(conv)
+    cont = b._prompt_ids([*conv, {"role": "assistant", "content": prefill}])
+    # why: the continuation starts right after the prefill: the generation prompt, then the
+    # prefill's tokens, and no end-of-turn after them
+    assert cont[: len(plain)] == plain
+    assert b._tok.decode(cont[len(plain):]) == prefill
+    # and the prefix cache shares the system prompt with the plain prompts (prefilled rows
+    # decode in one batch with them, not one group each)
+    b.min_prefix_tokens = 1
+    assert b._prefix_ids([*conv, {"role": "assistant", "content": prefill}], cont) \
+        == b._prefix_ids(conv, plain) != ()
+
+
 def test_openai_backend_failure_raises() -> None:
     with openai_stub(lambda body: (503, {"error": {"message": "overloaded"}})) as (url, _):
         b = OpenAIBackend(base_url=url, max_retries=0, shots=0)

@@ -23,6 +23,17 @@ from gsrm.structure import Generation
 DecomposeItem = tuple[str, str]  # (problem, reasoning)
 
 
+def continues_reply(conversation: Sequence[Message]) -> bool:
+    """True when the conversation ends with an assistant turn: a prefill the model continues
+    (its completion is the continuation only), as the describer's format repair sends
+    (``gsrm.describe``).
+
+    >>> continues_reply([{"role": "user", "content": "q"}, {"role": "assistant", "content": "[A"}])
+    True
+    """
+    return bool(conversation) and conversation[-1].get("role") == "assistant"
+
+
 class BackendError(RuntimeError):
     """A backend could not generate (model failed to load, server unreachable, ...)."""
 
@@ -31,8 +42,9 @@ class Backend(ABC):
     """Generates text for chat conversations; subclasses implement ``generate``.
 
     ``stop_repeats`` (on by default, in every backend) ends a generation at a step that
-    repeats an earlier step word for word (``gsrm.parse.repeated_step_start``); with the token
-    budget ``max_new_tokens`` it is the only safeguard, and both are in ``identity()``.
+    repeats an earlier step word for word (``gsrm.parse.repeated_step_start``) or at a loop
+    inside a line (``gsrm.backends.safeguards.line_loop_end``); with the token budget
+    ``max_new_tokens`` these are the only safeguards, and all are in ``identity()``.
     """
 
     name: str = "backend"
@@ -86,6 +98,9 @@ class Backend(ABC):
         stop: Sequence[str] | None = None,
     ) -> list[Generation]:
         """Greedy chat completions for a batch of conversations, in order.
+
+        A conversation that ends with an assistant turn is continued from that turn's text
+        (``continues_reply``); the completion is the continuation only.
 
         ``stop``: strings that end a completion (the text is cut before the first of them).
         Every LM backend returns ``finished(...)``, so the stop strings and the safeguards
@@ -196,9 +211,12 @@ class LocalModelBackend(Backend):
         return self._tok.decode(ids)
 
     def _prompt_ids(self, conversation: list[Message]) -> list[int]:
-        """The chat-templated prompt's token ids, generation prompt included."""
-        ids = self._tok.apply_chat_template(conversation, add_generation_prompt=True,
-                                            tokenize=True)
+        """The chat-templated prompt's token ids: the generation prompt, or, when the
+        conversation ends with an assistant turn (``continues_reply``), that turn left open so
+        the model continues it."""
+        cont = continues_reply(conversation)
+        ids = self._tok.apply_chat_template(conversation, add_generation_prompt=not cont,
+                                            continue_final_message=cont, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return list(ids)

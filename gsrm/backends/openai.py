@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from gsrm.backends.base import Backend, BackendError
+from gsrm.backends.base import Backend, BackendError, continues_reply
 from gsrm.prompts import Message
 from gsrm.structure import Generation
 
@@ -30,6 +30,8 @@ def chat_request(model: str, conversation: list[Message], max_tokens: int,
                             "max_tokens": max_tokens}
     if stop:
         body["stop"] = list(stop)[:MAX_STOP_STRINGS]
+    if continues_reply(conversation):  # vLLM's chat API: continue that turn
+        body["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
     return body
 
 

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gsrm.backends.base import BackendError, LocalModelBackend
+from gsrm.backends.base import BackendError, LocalModelBackend, continues_reply
 from gsrm.backends.safeguards import should_stop
 from gsrm.prompts import Message
 from gsrm.structure import Generation
@@ -166,10 +166,12 @@ class TransformersBackend(LocalModelBackend):
             self._tok, self._model = tok, model
 
     def _prefix_ids(self, conversation: list[Message], prompt: list[int]) -> tuple[int, ...]:
-        """Tokens of everything before the last turn (system + few-shots), if a true prefix."""
-        if len(conversation) < 2:
+        """Tokens of everything before the last user turn (system + few-shots), if a true
+        prefix (a prefilled reply after it is not shared, so it is not part of it)."""
+        head = conversation[:-2] if continues_reply(conversation) else conversation[:-1]
+        if not head:
             return ()
-        ids = self._tok.apply_chat_template(conversation[:-1], tokenize=True)
+        ids = self._tok.apply_chat_template(head, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         ids = list(ids)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gsrm.backends.base import BackendError, LocalModelBackend
+from gsrm.backends.base import BackendError, LocalModelBackend, continues_reply
 from gsrm.prompts import Message
 from gsrm.structure import Generation
 
@@ -54,10 +54,16 @@ class VLLMBackend(LocalModelBackend):
             from vllm.lora.request import LoRARequest
 
             lora = LoRARequest("gsrm", 1, self.adapter)
-        outs = llm.chat(list(conversations), params, lora_request=lora, use_tqdm=False)
-        return [
-            self.finished(o.outputs[0].text, len(o.prompt_token_ids or []),
-                          len(o.outputs[0].token_ids), o.outputs[0].finish_reason == "length",
-                          stop)
-            for o in outs
-        ]
+        results: dict[int, Generation] = {}
+        for cont in (False, True):  # vLLM takes the prefill switch per call, not per chat
+            idx = [k for k, c in enumerate(conversations) if continues_reply(c) == cont]
+            if not idx:
+                continue
+            outs = llm.chat([conversations[k] for k in idx], params, lora_request=lora,
+                            use_tqdm=False, add_generation_prompt=not cont,
+                            continue_final_message=cont)
+            for k, o in zip(idx, outs, strict=True):
+                results[k] = self.finished(
+                    o.outputs[0].text, len(o.prompt_token_ids or []),
+                    len(o.outputs[0].token_ids), o.outputs[0].finish_reason == "length", stop)
+        return [results[k] for k in range(len(conversations))]
