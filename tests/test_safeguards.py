@@ -66,6 +66,18 @@ CASES = [
     ("a stop string cuts first; nothing repeats before it", LOOP, ["\n[Meta-reasoning 2]"], True,
      step(1, "Eggs?", "9").rstrip(), True, False),
     ("an unmatched stop string changes nothing", step(1), ["#### "], True, step(1), False, False),
+    ("a loop inside a line is cut after its first copy",
+     "[Meta-reasoning 1]: Find the value of $d$ and $c$ and $c$ and $c$ and $c$ and $c$ and",
+     None, True, "[Meta-reasoning 1]: Find the value of $d$ and $c", False, True),
+    ("chunks under 8 characters are not loops (digits, short lists)",
+     "[Answer 1]: 0.3333 = 1/3, so 10, 20, 30 and 40 and 40 and 40", None, True,
+     "[Answer 1]: 0.3333 = 1/3, so 10, 20, 30 and 40 and 40 and 40", False, False),
+    ("a long chunk three times is a loop",
+     "[Meta-reasoning 1]: Find how many values of $a$ work and how many values of $a$ work and "
+     "how many values of $a$ work and how", None, True,
+     "[Meta-reasoning 1]: Find how many values of $a$ work a", False, True),
+    ("a loop over lines is the step rule's, not this one's",
+     "[Answer 1]: 5\n5\n5\n5\n5", None, True, "[Answer 1]: 5\n5\n5\n5\n5", False, False),
 ]
 
 
@@ -76,8 +88,9 @@ def test_apply_safeguards(why: str, text: str, stop: list[str] | None, on: bool,
     assert apply_safeguards(text, stop, on) == (kept, stopped, repeated)
 
 
-@pytest.mark.parametrize("full", [LOOP + "[Sub-problem 5]: more", step(1) + step(2) + step(3)],
-                         ids=["loop", "identical steps"])
+@pytest.mark.parametrize("full", [LOOP + "[Sub-problem 5]: more", step(1) + step(2) + step(3),
+                                  step(1, "What is } } } } } } } } } } } }", "1")],
+                         ids=["loop", "identical steps", "loop in a line"])
 def test_stopping_early_keeps_what_a_full_completion_keeps(full: str) -> None:
     """A decoder that stops at the first prefix ``should_stop`` accepts keeps the same text as a
     server that returns the whole completion: the backend cannot change the reward."""
