@@ -8,8 +8,16 @@ skip a step or invent one, and every step keeps the span it describes.
 The LM gets the problem and the span's text as the "reasoning to decompose" (the prompt the
 shipped describer adapter, ``gsrm/adapters/describer``, was trained on, one span per example:
 ``training.descdata``); its first step's three parts are kept (the completion is cut at the
-second step or the final-answer line, ``DESCRIBE_STOP``). A span whose completion has no parsable first step
-keeps its span and gets empty parts, and the structure's warnings say which steps.
+second step or the final-answer line, ``DESCRIBE_STOP``).
+
+Format repair (``repair_prefix``): a completion that ends before the step's next part (the
+small model sometimes ends its turn right after the meta-reasoning line on LaTeX-heavy spans;
+a loop inside a line is cut there by the safeguards) is continued with its text and the next
+part's tag as an assistant prefill (``gsrm.backends.base.continues_reply``), at most twice per
+span, each continuation with its own small budget (``REPAIR_MAX_NEW_TOKENS``). It only adds
+the missing tag; the model writes every part's words. It lives here, not in a backend, so
+every backend does the same, and its settings are in the decomposition's cache identity. A span whose completion still has no complete step keeps its
+span and the parts it has, and the structure's warnings say which steps.
 
 Example::
 
@@ -24,13 +32,23 @@ from collections.abc import Sequence
 
 from gsrm.backends import Backend
 from gsrm.parse import parse_structure
-from gsrm.prompts import build_messages
+from gsrm.prompts import Message, build_messages
 from gsrm.segment import Segmenter, Span
 from gsrm.structure import Generation, Step, Structure
 
-DESCRIBE_MAX_NEW_TOKENS = 128
-"""Budget per span: a step's three lines are 40-80 tokens; a longer completion is cut."""
-DESCRIBE_STOP: tuple[str, ...] = ("\n[Meta-reasoning 2]", "\nSo the final answer")
+DESCRIBE_MAX_NEW_TOKENS = 192
+"""Budget per span: a step's three lines are 40-80 tokens, but on a formula-heavy span the
+meta-reasoning and the sub-problem may each restate a long formula (128 cut ~1% of the
+long-trace spans on the dev splits before their answer); a longer completion is cut."""
+DESCRIBE_STOP: tuple[str, ...] = ("\n[Meta-reasoning", "\nSo the final answer")
+"""A described span is one step: any second meta-reasoning line ends it (also one numbered 1
+again, which a loop writes), as does the final-answer line."""
+REPAIR_ROUNDS = 2
+"""Format-repair continuations per span (0 turns the repair off): meta -> sub-problem -> answer."""
+REPAIR_MAX_NEW_TOKENS = 64
+"""Budget of one repair continuation: the missing parts are one or two short lines. Fixed per
+continuation (not what the first round left) so a span's result never depends on its batch."""
+_NEXT_TAG = (("[Sub-problem", "[Sub-problem 1]:"), ("[Answer", "[Answer 1]:"))
 MAX_SPAN_CHARS = 4000
 """A span longer than this is described from its first and last parts (its middle elided)."""
 
@@ -61,9 +79,59 @@ def first_step(text: str) -> tuple[Step, list[str]]:
     return step, warns
 
 
+def repair_prefix(text: str) -> str | None:
+    r"""The completion with the next missing part's tag appended, or None when there is
+    nothing a tag can fix (all three parts are there, a part's tag is present but empty, or
+    the text has no complete meta-reasoning line).
+
+    >>> repair_prefix("[Meta-reasoning 1]: Find $x$")
+    '[Meta-reasoning 1]: Find $x$\n[Sub-problem 1]:'
+    >>> repair_prefix("[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n")
+    '[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]:'
+    >>> repair_prefix("[Meta-reasoning 1]: m\n[Sub-problem 1]:") is None
+    True
+    """
+    step, _ = first_step(text)
+    if step.is_complete or not step.meta:
+        return None
+    body = text.rstrip()
+    for (tag, header), have in zip(_NEXT_TAG, (step.subproblem, step.answer), strict=True):
+        if tag not in body:
+            return f"{body}\n{header}"
+        if not have:
+            return None
+    return None
+
+
+def _repair(backend: Backend, convs: Sequence[list[Message]], gens: list[Generation],
+            rounds: int) -> list[Generation]:
+    """``gens`` with incomplete completions continued through ``repair_prefix`` (in place)."""
+    for _ in range(rounds):
+        todo: list[tuple[int, str]] = []
+        for j, gen in enumerate(gens):
+            prefix = None if gen.hit_max_new_tokens else repair_prefix(gen.text)
+            if prefix is not None:
+                todo.append((j, prefix))
+        if not todo:
+            break
+        more = backend.generate(
+            [[*convs[j], {"role": "assistant", "content": prefix}] for j, prefix in todo],
+            REPAIR_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)
+        for (j, prefix), cont in zip(todo, more, strict=True):
+            old = gens[j]
+            gens[j] = cont.model_copy(update={
+                "text": prefix + cont.text,
+                "prompt_tokens": old.prompt_tokens + cont.prompt_tokens,
+                "completion_tokens": old.completion_tokens + cont.completion_tokens,
+                "stopped_in_loop": old.stopped_in_loop or cont.stopped_in_loop})
+    return gens
+
+
 def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Span]]],
-                  max_new_tokens: int = DESCRIBE_MAX_NEW_TOKENS) -> list[Structure]:
-    """Structures for ``(problem, reasoning, spans)`` items: one generation per span, batched."""
+                  max_new_tokens: int = DESCRIBE_MAX_NEW_TOKENS,
+                  repair_rounds: int = REPAIR_ROUNDS) -> list[Structure]:
+    """Structures for ``(problem, reasoning, spans)`` items: one generation per span, batched
+    (then the format repair's continuations, batched)."""
     convs = []
     where: list[tuple[int, int]] = []
     for i, (problem, reasoning, spans) in enumerate(items):
@@ -72,6 +140,7 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
             where.append((i, k))
     gens: list[Generation] = backend.generate(convs, max_new_tokens, stop=DESCRIBE_STOP) \
         if convs else []
+    gens = _repair(backend, convs, gens, repair_rounds)
     out = [Structure(steps=[Step(span=s) for s in spans]) for _, _, spans in items]
     stats = [{"prompt": 0, "completion": 0, "budget": 0, "loop": 0} for _ in items]
     for (i, k), gen in zip(where, gens, strict=True):

@@ -9,7 +9,13 @@ import pytest
 
 from gsrm.backends import Backend, Generation
 from gsrm.backends.safeguards import cut_at_stop
-from gsrm.describe import DESCRIBE_STOP, first_step, span_text
+from gsrm.describe import (
+    DESCRIBE_STOP,
+    REPAIR_MAX_NEW_TOKENS,
+    first_step,
+    repair_prefix,
+    span_text,
+)
 from gsrm.model import GSRM
 from gsrm.segment import get_segmenter
 
@@ -80,7 +86,7 @@ def test_an_unparsable_description_keeps_its_span_and_says_so() -> None:
 def test_rule_backends_keep_their_own_steps_with_spans() -> None:
     g = GSRM.from_names(backend="sentences", judge="lexical")
     s = g.decompose("p", TRACE)
-    assert s.n_steps == 4 and [st.span for st in s.steps][0] == (0, 12)
+    assert s.n_steps == 4 and s.steps[0].span == (0, 12)
 
 
 @pytest.mark.parametrize(("text", "want"), [
@@ -100,6 +106,64 @@ def test_first_step(text: str, want: tuple[str, str, str]) -> None:
 def test_long_spans_are_elided_in_the_middle() -> None:
     text = "a" * 50 + "b" * 50
     assert span_text(text, (0, 100), limit=20) == "a" * 10 + " … " + "b" * 10
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    # ended after the meta-reasoning line: continue with the sub-problem's tag
+    ("[Meta-reasoning 1]: Find $x$", "[Meta-reasoning 1]: Find $x$\n[Sub-problem 1]:"),
+    # ended after the sub-problem line (trailing blank dropped): the answer's tag
+    ("[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n",
+     "[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]:"),
+    # a part's tag is there with no words: a tag cannot fix that
+    ("[Meta-reasoning 1]: m\n[Sub-problem 1]:", None),
+    ("[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]:", None),
+    # complete, or nothing to continue from
+    ("[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]: 5", None),
+    ("I cannot do that.", None),
+])
+def test_repair_prefix(text: str, want: str | None) -> None:
+    assert repair_prefix(text) == want
+
+
+class StopsEarlyLM(EchoLM):
+    """Ends its turn after the meta-reasoning line; continues a prefilled turn properly."""
+
+    def generate(self, conversations: Sequence[list[dict[str, str]]],
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[Generation]:
+        self.calls.append((len(conversations), max_new_tokens, tuple(stop or ())))
+        out = []
+        for conv in conversations:
+            last = conv[-1]
+            if last["role"] != "assistant":
+                text = "[Meta-reasoning 1]: Find $x$"
+            elif last["content"].endswith("[Sub-problem 1]:"):
+                text = " What is $x$?"  # and ends its turn again
+            else:
+                text = " 7\n[Meta-reasoning 2]: more"
+            out.append(Generation(text=cut_at_stop(text, stop or ())[0], completion_tokens=5,
+                                  prompt_tokens=30))
+        return out
+
+
+def test_a_description_that_ends_early_is_continued_with_the_next_tag() -> None:
+    lm = StopsEarlyLM()
+    g = GSRM(backend=lm, segmenter=get_segmenter("units"))
+    s = g.decompose("p", "First. Second.")
+    # why: two repair rounds (sub-problem, then answer), each batched, each with its own budget
+    assert [c[:2] for c in lm.calls] == [(2, g.describe_max_new_tokens),
+                                         (2, REPAIR_MAX_NEW_TOKENS), (2, REPAIR_MAX_NEW_TOKENS)]
+    assert [(st.meta, st.subproblem, st.answer) for st in s.steps] == [
+        ("Find $x$", "What is $x$?", "7")] * 2
+    assert s.warnings == [] and s.generation is not None
+    assert s.generation.completion_tokens == 2 * 3 * 5
+
+
+def test_the_repair_is_in_the_cache_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = GSRM(backend=EchoLM(), segmenter=get_segmenter("units"))
+    before = g.cache_key("p", TRACE)
+    monkeypatch.setattr("gsrm.describe.REPAIR_ROUNDS", 0)
+    assert g.cache_key("p", TRACE) != before
 
 
 def _kw(**kw: Any) -> dict[str, Any]:
