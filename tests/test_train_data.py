@@ -228,3 +228,23 @@ def test_encode_trains_wording_only_from_human_or_teacher_sources(source: str,
     assert ("How many eggs?" in trained) is wording_trained
     if not wording_trained:
         assert trained.startswith("[Meta-reasoning 1]:\n[Sub-problem 1]:\n[Answer 1]:")
+
+
+@pytest.mark.parametrize(("question", "meta"), [
+    # the shapes question_body already turned
+    ("How many eggs does Janet sell?", "Work out how many eggs Janet sells."),
+    # modal and "be" questions: the auxiliary moves after the subject
+    ("How much will Billy be paid in total?", "Work out how much Billy will be paid in total."),
+    ("How old is Mark?", "Work out how old Mark is."),
+    # a noun-phrase subject runs to the first known verb
+    ("How much will the potting soil cost him?",
+     "Work out how much the potting soil will cost him."),
+    ("How far did the bus travel?", "Work out how far the bus travelled."),
+    # no safe turn: the question itself, never a fixed "Answer this:" opener
+    ("How much do 6 pencils cost?", "How much do 6 pencils cost?"),
+    ("Write an equation", "Write an equation."),
+])
+def test_describer_meta_wording(question: str, meta: str) -> None:
+    from training.descdata import describe_meta
+
+    assert describe_meta(0, 3, question, random.Random(0)) == meta

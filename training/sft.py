@@ -103,8 +103,8 @@ PRESETS: dict[str, Preset] = {
     "describer-cpu": Preset(
         base_model=None, learning_rate=3e-4, batch_size=8, grad_accum=1, max_length=512,
         lora_dropout=0.0, max_minutes=35.0, eval_steps=40, save_steps=20, eval_examples=32,
-        mix={"gsm8k-socratic": 900, "prm800k": 80, "branching": 80, "math": 60, "bbm": 60,
-             "champ": 30, "prmbench-branch": 60},
+        mix={"gsm8k-socratic": 900, "prm800k": 200, "branching": 200, "math": 120, "bbm": 120,
+             "champ": 60, "prmbench-branch": 120},
     ),
     "paper": Preset(
         base_model="Qwen/Qwen2.5-7B-Instruct", lora_r=64, lora_alpha=128, learning_rate=5e-5,
