@@ -79,7 +79,8 @@ def gsrm_from_settings(settings: Settings) -> GSRM:
         "max_input_tokens": settings.max_input_tokens, "shots": settings.shots,
         "batch_size": settings.gen_batch_size, "prompt_lookup": settings.prompt_lookup,
         "device": settings.device, "dtype": settings.dtype, "threads": settings.threads,
-        "decomposer": settings.decomposer,
+        "decomposer": settings.decomposer, "ov_weights": settings.ov_weights,
+        "ov_precision": settings.ov_precision,
     }.items():
         setattr(ns, key, value)
     bkw = backend_kwargs(ns)

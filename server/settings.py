@@ -41,7 +41,7 @@ def _group(title: str, *names: str) -> None:
 
 _group("decomposition model", "backend", "model", "adapter", "backend_url", "backend_api_key",
        "max_new_tokens", "max_input_tokens", "shots", "gen_batch_size", "prompt_lookup", "device",
-       "dtype", "threads")
+       "dtype", "threads", "ov_weights", "ov_precision")
 _group("judge and reward", "judge", "judge_url", "judge_model", "judge_api_key", "mode",
        "coverage", "cache_size")
 _group("batching and queue", "batch_window_ms", "max_batch", "max_queue", "request_timeout_s",
@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32",
                                                             description="torch dtype (transformers)")
     threads: Threads = None
+    ov_weights: Literal["fp32", "int8"] = Field("fp32", description="openvino: which export "
+                                                "to run (made once with gsrm-export-openvino)")
+    ov_precision: Literal["f32", "auto"] = Field("f32", description="openvino: compute "
+                                                 "precision; f32 gives the transformers "
+                                                 "backend's outputs, batch-invariant; auto: "
+                                                 "bf16 where the CPU has it (faster, "
+                                                 "batch-dependent)")
     decomposer: Literal["two-stage", "single-pass"] = Field(
         "two-stage", description="two-stage: the trained segmenter finds the steps and the LM "
         "describes each; single-pass: the LM writes the whole decomposition")

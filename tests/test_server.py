@@ -952,6 +952,10 @@ def test_settings_build_the_gsrm_they_describe() -> None:
     remote = gsrm_from_settings(Settings(backend="openai", backend_url="http://127.0.0.1:9/v1",
                                          model="m", judge="lexical"))
     assert remote.backend.model_id == "http://127.0.0.1:9/v1#m"
+    # the openvino backend's export and precision, from flags or GSRM_* env like the rest
+    ov = gsrm_from_settings(parse_settings(["--backend", "openvino", "--ov-weights", "int8"],
+                                           env={"GSRM_OV_PRECISION": "auto"}))
+    assert (ov.backend.weights, ov.backend.precision) == ("int8", "auto")  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("argv", [
