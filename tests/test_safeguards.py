@@ -73,8 +73,8 @@ CASES = [
      "[Answer 1]: 0.3333 = 1/3, so 10, 20, 30 and 40 and 40 and 40", None, True,
      "[Answer 1]: 0.3333 = 1/3, so 10, 20, 30 and 40 and 40 and 40", False, False),
     ("a long chunk three times is a loop",
-     "[Meta-reasoning 1]: Find how many values of $a$ work and how many values of $a$ work and "
-     "how many values of $a$ work and how", None, True,
+     ("[Meta-reasoning 1]: Find how many values of $a$ work and how many values of $a$ work "
+      "and how many values of $a$ work and how"), None, True,
      "[Meta-reasoning 1]: Find how many values of $a$ work a", False, True),
     ("a loop over lines is the step rule's, not this one's",
      "[Answer 1]: 5\n5\n5\n5\n5", None, True, "[Answer 1]: 5\n5\n5\n5\n5", False, False),

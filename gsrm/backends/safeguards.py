@@ -2,7 +2,8 @@ r"""The generic safeguards on generated text, the same in every backend.
 
 Why only these: the token budget (``max_new_tokens``) bounds the cost of any generation,
 and a step that repeats an earlier step word for word (``gsrm.parse.repeated_step_start``)
-marks a greedy loop without judging content. Rules that look at the trace (where it ends,
+or a chunk written three times in a row inside a line (``line_loop_end``) marks a greedy
+loop without judging content. Rules that look at the trace (where it ends,
 which sentence an answer rewrites) or at paraphrases are fitted to one data set's outputs and
 cut honest steps elsewhere; they are not used. Each backend passes its raw completion through
 ``apply_safeguards``, and a decoder that can stop early asks ``should_stop`` on the text so
@@ -31,8 +32,7 @@ LOOP_MIN_CHARS, LOOP_MAX_CHARS, LOOP_COPIES = 8, 100, 3
 LOOP_TAIL_CHARS = LOOP_COPIES * LOOP_MAX_CHARS + 64
 """What ``should_stop`` searches: the copies of the longest chunk plus one token's text."""
 # a chunk of 8-100 characters (no line break) and two more copies of it right after
-_LOOP = re.compile(r"(?=([^\n]{%d,%d}?)\1{%d})"
-                   % (LOOP_MIN_CHARS, LOOP_MAX_CHARS, LOOP_COPIES - 1))
+_LOOP = re.compile(rf"(?=([^\n]{{{LOOP_MIN_CHARS},{LOOP_MAX_CHARS}}}?)\1{{{LOOP_COPIES - 1}}})")
 
 
 def line_loop_end(text: str) -> int | None:
@@ -43,9 +43,9 @@ def line_loop_end(text: str) -> int | None:
     Why: a greedy decoder can loop inside one line ("the probability of the probability of
     ...", "} } } } ...") until the token budget; that is no step to repeat, so the step rule
     misses it. Three copies of a chunk that long in a row is not wording a description or a
-    decomposition needs. The earliest *completed* loop is chosen so that stopping a running generation
-    the moment one appears (``should_stop``) and cutting a longer completion afterwards
-    keep the same text.
+    decomposition needs. The earliest *completed* loop is chosen so that stopping a running
+    generation the moment one appears (``should_stop``) and cutting a longer completion
+    afterwards keep the same text.
 
     >>> t = "[Answer 1]: the value of $c$ and $c$ and $c$ and $c$ and $"
     >>> t[:line_loop_end(t)]
@@ -76,7 +76,8 @@ def cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
 
 def apply_safeguards(text: str, stop: Sequence[str] | None,
                      stop_repeats: bool) -> tuple[str, bool, bool]:
-    """The completion as kept, whether a stop string cut it, and whether a repeated step did.
+    """The completion as kept, whether a stop string cut it, and whether a loop did (a
+    repeated step or a loop inside a line).
 
     Stop strings cut first; then, with ``stop_repeats``, the first step that repeats an
     earlier one is dropped with everything after it, and a loop inside a line is cut after
