@@ -1,0 +1,94 @@
+"""How often does the describer leave a step incomplete or run to its budget? (dev splits)
+
+Prints ONE JSON line per task: the shipped segmenter cuts each dev-split trace (``eval.splits``)
+into spans, the describer describes every span (``gsrm.describe.describe_many``, the path every
+decomposition takes), and the line says how many traces have every step complete
+(``parse_valid``, as ``gsrm-eval`` counts it) and how many span descriptions ended at their
+token budget without a complete step. Why a separate script: the describer's data mix, its
+format repair (``--repair-rounds``) and its budget (``--max-new-tokens``) are chosen on these
+dev figures, never on the test splits ``gsrm-eval run`` reports; the describer model card's
+dev table comes from here.
+
+Example::
+
+    $ python benchmarks/describer_dev.py --backend openvino --ov-weights int8 --ov-precision auto
+    $ python benchmarks/describer_dev.py --adapter runs/describer/adapter --repair-rounds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere: import the checkout's gsrm
+    sys.path.insert(0, str(ROOT))
+
+TASKS = ("prm800k-steps", "champ-steps", "bbm-steps", "branching-steps", "gsm8k-socratic")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print one JSON line per task; 2 when a task's data is missing."""
+    from eval.tasks import get_task
+    from eval.tasks.base import DataMissing, TaskContext
+    from gsrm.backends import get_backend
+    from gsrm.backends.openvino import add_openvino_args
+    from gsrm.describe import DESCRIBE_MAX_NEW_TOKENS, REPAIR_ROUNDS, describe_many
+    from gsrm.segment import get_segmenter
+
+    p = argparse.ArgumentParser(prog="python benchmarks/describer_dev.py",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated gsrm-eval tasks")
+    p.add_argument("--limit", type=int, default=50, help="traces per task (default: 50)")
+    p.add_argument("--data", type=Path, default=None, help="data root (default: gsrm-eval's)")
+    p.add_argument("--backend", default="transformers", choices=("transformers", "openvino"))
+    p.add_argument("--adapter", default="auto", help="describer adapter (default: shipped)")
+    p.add_argument("--max-new-tokens", type=int, default=DESCRIBE_MAX_NEW_TOKENS)
+    p.add_argument("--repair-rounds", type=int, default=REPAIR_ROUNDS)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    add_openvino_args(p)
+    args = p.parse_args(argv)
+
+    kw: dict[str, object] = {"adapter": args.adapter, "batch_size": args.batch_size,
+                             "threads": args.threads}
+    if args.backend == "openvino":
+        kw.update(weights=args.ov_weights, precision=args.ov_precision)
+    backend = get_backend(args.backend, **kw)
+    segmenter = get_segmenter()
+    ctx = TaskContext(limit=args.limit, split="dev")
+    if args.data is not None:
+        ctx.data_root = args.data
+    for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
+        try:
+            items = get_task(name).load(ctx).items
+        except DataMissing as exc:
+            print(f"describer_dev: {name}: {exc}", file=sys.stderr)
+            return 2
+        texts = [it.reasoning for it in items]
+        spans = segmenter.segment_many(texts)
+        t0 = time.perf_counter()
+        structs = describe_many(backend, [(it.problem, it.reasoning, ss)
+                                          for it, ss in zip(items, spans, strict=True)],
+                                args.max_new_tokens, args.repair_rounds)
+        wall = time.perf_counter() - t0
+        budget = sum(int(w.split(" step description")[0]) for s in structs for w in s.warnings
+                     if "stopped at the token budget" in w)
+        print(json.dumps({
+            "task": name, "split": "dev", "traces": len(items),
+            "spans": sum(len(ss) for ss in spans),
+            "parse_valid": round(sum(1.0 for s in structs if s.steps and all(
+                st.is_complete for st in s.steps)) / max(1, len(structs)), 3),
+            "spans_at_budget": budget, "describe_s": round(wall, 1),
+            "backend": backend.name, "model": backend.model_id,
+            "max_new_tokens": args.max_new_tokens, "repair_rounds": args.repair_rounds,
+        }), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
