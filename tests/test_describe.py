@@ -35,19 +35,22 @@ class EchoLM(Backend):
     def model_id(self) -> str:
         return "echo-lm"
 
+    #: completion tokens reported per generation
+    tokens = 9
+
+    def reply_to(self, conv: list[dict[str, str]]) -> str:
+        span = conv[-1]["content"].split("Reasoning to decompose:\n", 1)[1]
+        return self.reply if self.reply is not None else (
+            f"[Meta-reasoning 1]: Do {span[:12]}\n[Sub-problem 1]: What is {span[:12]}?\n"
+            f"[Answer 1]: {len(span)}\n[Meta-reasoning 2]: more")
+
     def generate(self, conversations: Sequence[list[dict[str, str]]],
                  max_new_tokens: int | None = None,
                  stop: Sequence[str] | None = None) -> list[Generation]:
         self.calls.append((len(conversations), max_new_tokens, tuple(stop or ())))
-        out = []
-        for conv in conversations:
-            span = conv[-1]["content"].split("Reasoning to decompose:\n", 1)[1]
-            text = self.reply if self.reply is not None else (
-                f"[Meta-reasoning 1]: Do {span[:12]}\n[Sub-problem 1]: What is {span[:12]}?\n"
-                f"[Answer 1]: {len(span)}\n[Meta-reasoning 2]: more")
-            out.append(Generation(text=cut_at_stop(text, stop or ())[0], completion_tokens=9,
-                                  prompt_tokens=30))
-        return out
+        return [Generation(text=cut_at_stop(self.reply_to(conv), stop or ())[0],
+                           completion_tokens=self.tokens, prompt_tokens=30)
+                for conv in conversations]
 
 
 TRACE = "Add 2 and 3. So we get 5. Wait, check it: 2 + 3 = 5. Yes."
@@ -128,22 +131,15 @@ def test_repair_prefix(text: str, want: str | None) -> None:
 class StopsEarlyLM(EchoLM):
     """Ends its turn after the meta-reasoning line; continues a prefilled turn properly."""
 
-    def generate(self, conversations: Sequence[list[dict[str, str]]],
-                 max_new_tokens: int | None = None,
-                 stop: Sequence[str] | None = None) -> list[Generation]:
-        self.calls.append((len(conversations), max_new_tokens, tuple(stop or ())))
-        out = []
-        for conv in conversations:
-            last = conv[-1]
-            if last["role"] != "assistant":
-                text = "[Meta-reasoning 1]: Find $x$"
-            elif last["content"].endswith("[Sub-problem 1]:"):
-                text = " What is $x$?"  # and ends its turn again
-            else:
-                text = " 7\n[Meta-reasoning 2]: more"
-            out.append(Generation(text=cut_at_stop(text, stop or ())[0], completion_tokens=5,
-                                  prompt_tokens=30))
-        return out
+    tokens = 5
+
+    def reply_to(self, conv: list[dict[str, str]]) -> str:
+        last = conv[-1]
+        if last["role"] != "assistant":
+            return "[Meta-reasoning 1]: Find $x$"
+        if last["content"].endswith("[Sub-problem 1]:"):
+            return " What is $x$?"  # and ends its turn again
+        return " 7\n[Meta-reasoning 2]: more"
 
 
 def test_a_description_that_ends_early_is_continued_with_the_next_tag() -> None:
