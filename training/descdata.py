@@ -117,7 +117,7 @@ def meta_body(question: str) -> str | None:
     >>> meta_body("How much does the paper cost?")
     'how much the paper costs'
     """
-    from training.segdata import _IRREGULAR, _PAST, _lower_first
+    from training.segdata import _PAST, _lower_first, uninvert
 
     q = " ".join(question.strip().rstrip("?").split())
     m = _BE.match(q)
@@ -134,15 +134,7 @@ def meta_body(question: str) -> str | None:
         return None
     subj, verb, rest = " ".join(words[:k]), words[k], " ".join(words[k + 1:])
     rest = f" {rest}" if rest else ""
-    if aux == "did":
-        verb = _PAST_MORE.get(verb) or _PAST.get(verb, verb + ("d" if verb.endswith("e")
-                                                               else "ed"))
-    elif aux == "does":
-        verb = _IRREGULAR.get(verb, verb + ("es" if verb.endswith(("s", "sh", "ch", "x"))
-                                            else "s"))
-    elif aux != "do":
-        verb = f"{aux} {verb}"
-    return _lower_first(f"{head} {subj} {verb}{rest}")
+    return _lower_first(f"{head} {subj} {uninvert(aux, verb, {**_PAST, **_PAST_MORE})}{rest}")
 
 
 def target_for(meta: str, subproblem: str, answer: str) -> str:

@@ -45,7 +45,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,6 +198,21 @@ _ASKED = re.compile(r"^((?:How (?:many|much)|What)\b(?:\s\w+){0,4}?)\s(does|do|d
                     r"(she|he|it|they|we|I|you|[A-Z][a-z]+)\s([a-z]+)\b(.*)$")
 
 
+def uninvert(aux: str, verb: str, past: Mapping[str, str] = _PAST) -> str:
+    """The verb as it reads once the auxiliary leaves the front of the question: "did" ->
+    past tense, "does" -> third person, "do" -> as it is, a modal stays in front of it.
+
+    >>> [uninvert("did", "pay"), uninvert("does", "wash"), uninvert("will", "be")]
+    ['paid', 'washes', 'will be']
+    """
+    if aux == "did":
+        return past.get(verb, verb + ("d" if verb.endswith("e") else "ed"))
+    if aux == "does":
+        return _IRREGULAR.get(verb, verb + ("es" if verb.endswith(("s", "sh", "ch", "x"))
+                                            else "s"))
+    return verb if aux == "do" else f"{aux} {verb}"
+
+
 def question_body(q: str) -> str | None:
     """A sub-question as the object of "find ...", or None when it cannot be turned safely.
 
@@ -217,12 +232,7 @@ def question_body(q: str) -> str | None:
     m = _ASKED.match(q)
     if m:
         head, aux, subj, verb, rest = m.groups()
-        if aux == "did":
-            verb = _PAST.get(verb, verb + ("d" if verb.endswith("e") else "ed"))
-        elif aux == "does":
-            verb = _IRREGULAR.get(verb, verb + ("es" if verb.endswith(("s", "sh", "ch", "x"))
-                                                else "s"))
-        return _lower_first(f"{head} {subj} {verb}{rest}")
+        return _lower_first(f"{head} {subj} {uninvert(aux, verb)}{rest}")
     if re.match(r"^(How (many|much)|What)\b", q) and not re.search(
             r"\b(does|do|did|will|would|can|could|should)\b", q):
         return _lower_first(q)
