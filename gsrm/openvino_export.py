@@ -35,10 +35,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Literal, get_args
 
 from gsrm.weights import DEFAULT_MODEL_NAME, cache_dir, resolve_adapter
 
-WEIGHT_FORMATS = ("fp32", "int8")
+WeightFormat = Literal["fp32", "int8"]
+WEIGHT_FORMATS: tuple[str, ...] = get_args(WeightFormat)
 """fp32: weights as trained (the backend's default: the transformers backend's outputs);
 int8: weights compressed to 8 bits (faster, smaller, outputs differ a little)."""
 PYTHON_ENV = "GSRM_OPENVINO_EXPORT_PYTHON"

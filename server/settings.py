@@ -26,6 +26,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gsrm.backends.openvino import OV_PRECISION_HELP, OV_WEIGHTS_HELP, Precision
+from gsrm.openvino_export import WeightFormat
 from gsrm.validation import GenBatchSize, MaxInputTokens, MaxNewTokens, PromptLookup, Threads
 
 ENV_PREFIX = "GSRM_"
@@ -94,13 +96,8 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32",
                                                             description="torch dtype (transformers)")
     threads: Threads = None
-    ov_weights: Literal["fp32", "int8"] = Field("fp32", description="openvino: which export "
-                                                "to run (made once with gsrm-export-openvino)")
-    ov_precision: Literal["f32", "auto"] = Field("f32", description="openvino: compute "
-                                                 "precision; f32 gives the transformers "
-                                                 "backend's outputs, batch-invariant; auto: "
-                                                 "bf16 where the CPU has it (faster, "
-                                                 "batch-dependent)")
+    ov_weights: WeightFormat = Field("fp32", description=OV_WEIGHTS_HELP)
+    ov_precision: Precision = Field("f32", description=OV_PRECISION_HELP)
     decomposer: Literal["two-stage", "single-pass"] = Field(
         "two-stage", description="two-stage: the trained segmenter finds the steps and the LM "
         "describes each; single-pass: the LM writes the whole decomposition")

@@ -24,29 +24,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from gsrm.backends.base import BackendError, LocalModelBackend
 from gsrm.prompts import Message
 from gsrm.structure import Generation
 
-PRECISIONS = ("f32", "auto")
+Precision = Literal["f32", "auto"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 """Compute precision: ``f32``, or ``auto``, the CPU plugin's choice (bf16 on CPUs with
 AMX/AVX512-BF16: faster, but a span's output then depends on what else shares its batch)."""
 
 
+OV_WEIGHTS_HELP = "openvino: which export to run (made once with gsrm-export-openvino)"
+OV_PRECISION_HELP = ("openvino: compute precision; f32 gives the transformers backend's "
+                     "outputs, batch-invariant; auto: bf16 where the CPU has it (faster, "
+                     "batch-dependent)")
+
+
 def add_openvino_args(group: Any) -> None:
     """``--ov-weights`` and ``--ov-precision`` on an argparse parser or group: the same flags
-    in ``gsrm``, ``gsrm-eval`` and ``benchmarks/decompose.py`` (one place for their choices)."""
+    in ``gsrm``, ``gsrm-eval`` and the benchmarks (one place for their choices; ``gsrm-serve``
+    takes the same types and help text)."""
     from gsrm.openvino_export import WEIGHT_FORMATS
 
     group.add_argument("--ov-weights", default=WEIGHT_FORMATS[0], choices=WEIGHT_FORMATS,
-                       help="openvino: which export to run (made once with "
-                            "gsrm-export-openvino; default: %(default)s)")
+                       help=f"{OV_WEIGHTS_HELP} (default: %(default)s)")
     group.add_argument("--ov-precision", default=PRECISIONS[0], choices=PRECISIONS,
-                       help="openvino: compute precision; f32 (default) gives the transformers "
-                            "backend's outputs, batch-invariant; auto: bf16 where the CPU has "
-                            "it (faster, batch-dependent)")
+                       help=f"{OV_PRECISION_HELP} (default: %(default)s)")
 
 
 class OpenVINOBackend(LocalModelBackend):
