@@ -27,7 +27,7 @@ Example::
     $ python benchmarks/decompose.py --traces gsm8k=/tmp/d/traces/gsm8k.jsonl \\
           --traces long=/tmp/d/traces/long.jsonl --limit 128 --device cuda --dtype bfloat16 \\
           --batch-size 128
-    $ python benchmarks/decompose.py --backend openvino --ov-weights fp32 --batch-size 32 \\
+    $ python benchmarks/decompose.py --backend openvino --ov-weights f16 --batch-size 32 \\
           --traces gsm8k=/tmp/gsm8k.jsonl --limit 64 --threads 2
 """
 
@@ -142,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "trained segmenter finds the step spans, the LM describes each)")
     p.add_argument("--describe-max-new-tokens", type=int, default=None,
                    help="two-stage: token budget per span (default: the GSRM's, 128)")
-    p.add_argument("--backend", choices=("transformers", "openvino"), default="transformers",
-                   help="the LM engine (openvino: OpenVINO GenAI on the export "
-                        "gsrm-export-openvino made; default: %(default)s)")
+    p.add_argument("--backend", choices=("transformers", "openvino"), default="openvino",
+                   help="the LM engine (openvino: OpenVINO GenAI on the GGUF export made on "
+                        "first use; default: %(default)s, the CPU default)")
     from gsrm.backends.openvino import add_openvino_args
 
     add_openvino_args(p)

@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated gsrm-eval tasks")
     p.add_argument("--limit", type=int, default=50, help="traces per task (default: 50)")
     p.add_argument("--data", type=Path, default=None, help="data root (default: gsrm-eval's)")
-    p.add_argument("--backend", default="transformers", choices=("transformers", "openvino"))
+    p.add_argument("--backend", default="openvino", choices=("transformers", "openvino"))
     p.add_argument("--adapter", default="auto", help="describer adapter (default: shipped)")
     p.add_argument("--max-new-tokens", type=int, default=DESCRIBE_MAX_NEW_TOKENS)
     p.add_argument("--repair-rounds", type=int, default=REPAIR_ROUNDS)

@@ -84,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    default=6144, help="prompt limit")
     g.add_argument("--threads", type=arg_type(Threads, "--threads"), default=None,
                    help="torch threads")
-    g.add_argument("--engine", default="transformers", choices=["transformers", "openvino"],
-                   help="LM backend of the model systems (openvino: OpenVINO GenAI on an IR "
-                        "made once by gsrm-export-openvino; default: %(default)s)")
+    g.add_argument("--engine", default=None, choices=["transformers", "openvino"],
+                   help="LM backend of the model systems (default: openvino, OpenVINO GenAI "
+                        "on a GGUF export made on first use; transformers when $GSRM_DEVICE "
+                        "names a GPU)")
     add_openvino_args(g)
     g.add_argument("--dtype", default="float32", choices=["float32", "auto", "bfloat16"],
                    help="float32 (default): a trace's decomposition does not depend on what "
@@ -119,6 +120,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from eval.report import write_outputs
     from eval.runner import RunConfig, run, validate
     from eval.systems import SystemOptions
+    from gsrm.backends import default_backend
 
     cfg = RunConfig(
         tasks=args.tasks, systems=args.systems, judges=args.judges, limit=args.limit,
@@ -131,7 +133,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             model=args.model, adapter=args.adapter, batch_size=args.batch_size,
             prompt_lookup=args.prompt_lookup, dtype=_dtype(args.dtype),
             max_input_tokens=args.max_input_tokens, threads=args.threads,
-            engine=args.engine, ov_weights=args.ov_weights,
+            engine=args.engine or default_backend(), ov_weights=args.ov_weights,
             ov_precision=args.ov_precision),
     )
     validate(cfg)

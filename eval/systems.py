@@ -68,9 +68,9 @@ class SystemOptions(BaseModel):
                        "batch-invariant; auto: bfloat16 where native (faster, batch-dependent)")
     max_input_tokens: int = Field(6144, description="prompt limit; longer traces are cut")
     threads: int | None = Field(None, description="torch threads (default: torch's choice)")
-    engine: str = Field("transformers", description="LM backend of the model systems: "
+    engine: str = Field("openvino", description="LM backend of the model systems: "
                         "transformers, or openvino (a one-time export: gsrm-export-openvino)")
-    ov_weights: str = Field("fp32", description="openvino engine: fp32 or int8 weights")
+    ov_weights: str = Field("int8", description="openvino engine: int8 or f16 weights")
     ov_precision: str = Field("f32", description="openvino engine: f32 or auto (bf16 where "
                               "the CPU has it)")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gsrm.align import SCORE_MODES
-from gsrm.backends import BACKENDS, DEFAULT_BACKEND
+from gsrm.backends import BACKENDS, default_backend
 from gsrm.backends.openvino import add_openvino_args
 from gsrm.io import (
     InputError,
@@ -49,8 +49,9 @@ from gsrm.validation import (
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decomposition model")
-    g.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS),
-                   help="decomposition generator (default: %(default)s)")
+    g.add_argument("--backend", default=None, choices=sorted(BACKENDS),
+                   help="decomposition generator (default: openvino on the CPU, transformers "
+                        "when --device/$GSRM_DEVICE names another torch device)")
     g.add_argument("--model", default=None,
                    help="HF model folder or hub id (transformers/vllm), or the served model name "
                         "(openai); default: the embedded SmolLM2-135M-Instruct")
@@ -100,8 +101,17 @@ def _shots(value: str | None) -> Any:
     return tuple(s.strip() for s in value.split(",") if s.strip())
 
 
+def backend_name(args: argparse.Namespace) -> str:
+    """``--backend``, else the default for ``--device`` (``gsrm.backends.default_backend``)."""
+    return args.backend or default_backend(args.device)
+
+
 def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for ``gsrm.backends.get_backend`` from parsed CLI flags."""
+    if args.backend == "openvino" and (args.device or "cpu").strip().lower() != "cpu":
+        raise ValueError(f"--backend openvino runs on the CPU; --device {args.device} needs "
+                         "--backend transformers or vllm")
+    args.backend = backend_name(args)
     kw: dict[str, Any] = {"max_new_tokens": args.max_new_tokens,
                           "max_input_tokens": args.max_input_tokens}
     shots = _shots(args.shots)
@@ -118,7 +128,7 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw.update(model=args.model, adapter=adapter)
     elif args.backend == "openvino":
         kw.update(model=args.model, adapter=adapter, threads=args.threads,
-                  weights=getattr(args, "ov_weights", "fp32"),
+                  weights=getattr(args, "ov_weights", "int8"),
                   precision=getattr(args, "ov_precision", "f32"),
                   batch_size=max(args.batch_size, 32))
     elif args.backend == "openai":
@@ -174,7 +184,8 @@ def _gsrm(args: argparse.Namespace, judge: bool) -> Any:
         if args.judge == "llm":
             jkw = {"base_url": args.judge_url, "model": args.judge_model}
         jdg = get_judge(args.judge, **jkw)
-    return GSRM(backend=get_backend(args.backend, **backend_kwargs(args)), judge=jdg,
+    kw = backend_kwargs(args)  # resolves the default --backend first
+    return GSRM(backend=get_backend(args.backend, **kw), judge=jdg,
                 mode=getattr(args, "mode", "paper"), use_coverage=getattr(args, "coverage", False),
                 decomposer=args.decomposer, segmenter=segmenter_from_arg(args.segmenter))
 

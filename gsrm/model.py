@@ -93,7 +93,7 @@ class GSRM:
     @classmethod
     def from_names(
         cls,
-        backend: str = "transformers",
+        backend: str | None = None,
         judge: str = "embedding",
         backend_kwargs: Mapping[str, Any] | None = None,
         judge_kwargs: Mapping[str, Any] | None = None,
@@ -105,6 +105,10 @@ class GSRM:
         write whole decompositions (``gsrm.weights.adapter_for``).
         """
         bkw = dict(backend_kwargs or {})
+        if backend is None:
+            from gsrm.backends import default_backend
+
+            backend = default_backend(bkw.get("device"))
         if getattr(BACKENDS.get(backend), "takes_adapter", False):
             from gsrm.weights import adapter_for
 

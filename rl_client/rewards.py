@@ -178,7 +178,7 @@ class LocalScorer:
     the backend or judge propagate (never a 0), as with the HTTP client.
     """
 
-    def __init__(self, gsrm: Any = None, *, backend: str = "transformers",
+    def __init__(self, gsrm: Any = None, *, backend: str | None = None,
                  judge: str = "embedding", mode: str = "paper",
                  backend_kwargs: Mapping[str, Any] | None = None,
                  judge_kwargs: Mapping[str, Any] | None = None) -> None:

@@ -215,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--beta", type=float, help="KL coefficient (0 skips the reference model)")
     g.add_argument("--gsrm", default="http://127.0.0.1:8000",
                    help="reward endpoint base URL, or 'local' for an in-process GSRM")
-    g.add_argument("--gsrm-backend", default="transformers", help="--gsrm local: backend")
+    g.add_argument("--gsrm-backend", default=None,
+                   help="--gsrm local: backend (default: openvino on the CPU, transformers "
+                        "when $GSRM_DEVICE names a GPU)")
     g.add_argument("--gsrm-judge", default="embedding", help="--gsrm local: judge")
     g.add_argument("--gsrm-model", default=None, help="--gsrm local: GSRM model dir")
     g.add_argument("--gsrm-device", default=None, help="--gsrm local, transformers backend: "
@@ -399,7 +401,10 @@ def gsrm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
     kw: dict[str, Any] = {"gsrm": args.gsrm, "on_error": args.gsrm_on_error}
     if args.gsrm == "local":
-        kw.update(backend=args.gsrm_backend, judge=args.gsrm_judge, mode=args.gsrm_mode)
+        from gsrm.backends import default_backend
+
+        kw.update(backend=args.gsrm_backend or default_backend(args.gsrm_device),
+                  judge=args.gsrm_judge, mode=args.gsrm_mode)
         backend_kw = {key: value for key, value in (
             ("model", args.gsrm_model), ("device", args.gsrm_device),
             ("dtype", args.gsrm_dtype), ("max_new_tokens", args.gsrm_max_new_tokens),

@@ -90,7 +90,7 @@ def gsrm_from_settings(settings: Settings) -> GSRM:
                "api_key": settings.judge_api_key}
     from gsrm.cli import segmenter_from_arg
 
-    return GSRM(backend=get_backend(settings.backend, **bkw),
+    return GSRM(backend=get_backend(ns.backend, **bkw),  # resolved by backend_kwargs
                 judge=get_judge(settings.judge, **jkw), mode=settings.mode,
                 use_coverage=settings.coverage, cache_size=settings.cache_size,
                 decomposer=settings.decomposer, segmenter=segmenter_from_arg(settings.segmenter))
@@ -243,7 +243,11 @@ class RewardService:
     # ------------------------------------------------------------------ facts
     @property
     def backend_name(self) -> str:
-        return self.gsrm.backend.name if self.gsrm is not None else self.settings.backend
+        if self.gsrm is not None:
+            return self.gsrm.backend.name
+        from gsrm.backends import default_backend
+
+        return self.settings.backend or default_backend(self.settings.device)
 
     @property
     def judge_name(self) -> str:

@@ -72,9 +72,10 @@ class Settings(BaseSettings):
                                       "let in-flight requests finish before closing them")
 
     # ---------------------------------------------------------------- decomposition model
-    backend: str = Field("transformers", description="decomposition generator: transformers, "
-                         "openai, vllm, openvino (CPU, a one-time export: "
-                         "gsrm-export-openvino) or sentences (model-free, cannot chat)")
+    backend: str | None = Field(None, description="decomposition generator: openvino (the "
+                                "default on the CPU), transformers (the default when --device "
+                                "names a GPU), openai, vllm or sentences (model-free, cannot "
+                                "chat)")
     model: str | None = Field(None, description="HF model folder or hub id (transformers, "
                                  "vllm) or served model name (openai); default: the embedded "
                                  "SmolLM2-135M-Instruct")
@@ -96,7 +97,7 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32",
                                                             description="torch dtype (transformers)")
     threads: Threads = None
-    ov_weights: WeightFormat = Field("fp32", description=OV_WEIGHTS_HELP)
+    ov_weights: WeightFormat = Field("int8", description=OV_WEIGHTS_HELP)
     ov_precision: Precision = Field("f32", description=OV_PRECISION_HELP)
     decomposer: Literal["two-stage", "single-pass"] = Field(
         "two-stage", description="two-stage: the trained segmenter finds the steps and the LM "
@@ -148,10 +149,10 @@ class Settings(BaseSettings):
 
     @field_validator("backend")
     @classmethod
-    def _known_backend(cls, v: str) -> str:
+    def _known_backend(cls, v: str | None) -> str | None:
         from gsrm.backends import BACKENDS
 
-        if v not in BACKENDS:
+        if v is not None and v not in BACKENDS:
             raise ValueError(f"unknown backend {v!r}; choose one of {sorted(BACKENDS)}")
         return v
 

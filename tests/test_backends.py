@@ -206,10 +206,11 @@ def test_explicit_adapter_path_is_kept(tmp_path) -> None:  # type: ignore[no-unt
 
 
 # --------------------------------------------------------------------------- issue 17, row 11
-def test_every_default_path_decodes_in_float32() -> None:
-    # the batch-invariant dtype is the default everywhere a GSRM is built: the library, the
-    # CLI, gsrm-serve, the RL client's --gsrm local, and the evaluation (bfloat16 stays an
-    # explicit option there)
+def test_every_default_path_builds_the_same_engine() -> None:
+    # one default everywhere a GSRM is built (the library, the CLI, gsrm-serve, the RL
+    # client's --gsrm local, the evaluation): openvino with int8 weights and f32 compute on
+    # the CPU; the transformers backend, when chosen, decodes in float32 (batch-invariant;
+    # bfloat16 stays an explicit option)
     import argparse
 
     from eval.cli import build_parser as eval_parser
@@ -221,22 +222,31 @@ def test_every_default_path_decodes_in_float32() -> None:
     from server.service import gsrm_from_settings
     from server.settings import Settings
 
+    def engine(b: object) -> tuple[str, str, str]:
+        return (b.name, b.weights, b.precision)  # type: ignore[attr-defined]
+
+    default = ("openvino", "int8", "f32")
+    assert engine(GSRM().backend) == default
+    assert engine(gsrm_from_settings(Settings()).backend) == default
+    assert engine(LocalScorer().gsrm.backend) == default
+    ns = cli_parser().parse_args(["decompose", "x.json"])
+    assert (ns.ov_weights, ns.ov_precision, ns.dtype) == ("int8", "f32", "float32")
     assert TransformersBackend().dtype == "float32"
-    assert GSRM().backend.dtype == "float32"  # type: ignore[attr-defined]
-    assert cli_parser().parse_args(["decompose", "x.json"]).dtype == "float32"
-    assert gsrm_from_settings(Settings()).backend.dtype == "float32"  # type: ignore[attr-defined]
-    assert LocalScorer().gsrm.backend.dtype == "float32"
     ns = eval_parser().parse_args(["run", "--out", "unused"])
     assert isinstance(ns, argparse.Namespace) and ns.dtype == "float32"
-    assert SystemOptions().dtype == "float32"
+    assert (ns.ov_weights, ns.ov_precision) == ("int8", "f32")
+    opts = SystemOptions()
+    assert (opts.engine, opts.ov_weights, opts.ov_precision, opts.dtype) \
+        == ("openvino", "int8", "f32", "float32")
 
 
 @pytest.mark.slow
-def test_default_decoding_is_batch_invariant() -> None:
+def test_float32_decoding_is_batch_invariant() -> None:
     """The same trace gets the same decomposition, hence the same reward, alone or batched
     with other traces of other lengths (padding, continuous-batching refills, the shared
-    prefix cache), on the library's default path (float32). In bfloat16 the eval README
-    measured outputs shifting with the batch."""
+    prefix cache), on the transformers backend in float32 (the choice for rewards that must
+    not depend on the batch; the openvino default's int8 kernels do, a little: README). In
+    bfloat16 the eval README measured outputs shifting with the batch."""
     from gsrm.judges import LexicalJudge
     from gsrm.model import GSRM
     from gsrm.structure import Step

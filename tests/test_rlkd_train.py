@@ -130,24 +130,28 @@ def test_grpo_config_carries_the_reward_weights() -> None:
     assert (cfg.num_generations, cfg.beta, cfg.temperature) == (4, 0.04, 0.7)
 
 
-@pytest.mark.parametrize(("flags", "expected"), [
-    # nothing given: the backend's own defaults ($GSRM_DEVICE or cpu, float32, 1024 tokens)
-    ([], None),
+@pytest.mark.parametrize(("flags", "expected", "backend"), [
+    # nothing given: the default engine on the CPU, its own defaults
+    ([], None, "openvino"),
     # the GPU check's in-process LM GSRM: device, dtype and token budget reach the backend
     (["--gsrm-device", "cuda", "--gsrm-dtype", "bfloat16", "--gsrm-max-new-tokens", "256"],
-     {"device": "cuda", "dtype": "bfloat16", "max_new_tokens": 256}),
+     {"device": "cuda", "dtype": "bfloat16", "max_new_tokens": 256}, "transformers"),
     # and the rows its two-stage decomposer describes together
-    (["--gsrm-device", "cuda", "--gsrm-batch-size", "128"], {"device": "cuda", "batch_size": 128}),
+    (["--gsrm-device", "cuda", "--gsrm-batch-size", "128"], {"device": "cuda", "batch_size": 128},
+     "transformers"),
     # --gsrm-model alone, as before
-    (["--gsrm-model", "/m"], {"model": "/m"}),
+    (["--gsrm-model", "/m"], {"model": "/m"}, "openvino"),
+    (["--gsrm-backend", "transformers"], None, "transformers"),
 ])
-def test_local_gsrm_backend_flags(flags: list[str], expected: dict[str, Any] | None) -> None:
+def test_local_gsrm_backend_flags(flags: list[str], expected: dict[str, Any] | None,
+                                  backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from rl_client.train import gsrm_kwargs
 
+    monkeypatch.delenv("GSRM_DEVICE", raising=False)
     args = resolve(build_parser().parse_args(["grpo", "--gsrm", "local", *flags]))
     kw = gsrm_kwargs(args)
     assert kw.get("backend_kwargs") == expected
-    assert kw["backend"] == "transformers" and kw["judge"] == "embedding"
+    assert kw["backend"] == backend and kw["judge"] == "embedding"
 
 
 @pytest.mark.parametrize(("backend", "decomposer"), [

@@ -1,11 +1,11 @@
 """LM transports behind one small interface, chosen by name.
 
-Why a registry: the same GSRM runs as a 135M model on a laptop CPU (``transformers``, the
-default), against a GPU server someone else runs (``openai``: vLLM, SGLang, llama.cpp),
-in-process on a GPU (``vllm``), or through OpenVINO GenAI on a CPU (``openvino``, an
-optional extra reading a one-time export: ``gsrm.openvino_export``). ``sentences`` is a
-model-free baseline (one step per sentence) that keeps fast tests and smoke runs free of
-model weights.
+Why a registry: the same GSRM runs as a 135M model on a laptop CPU (``openvino``, the
+default there: OpenVINO GenAI on a GGUF export made once, ``gsrm.openvino_export``), in
+torch on a GPU or CPU (``transformers``, the default when a torch accelerator device is
+asked for), against a GPU server someone else runs (``openai``: vLLM, SGLang, llama.cpp), or
+in-process on a GPU (``vllm``). ``sentences`` is a model-free baseline (one step per
+sentence) that keeps fast tests and smoke runs free of model weights.
 
 A backend generates chat completions in batches (``Backend.generate``) and reports, per
 completion, the text and the facts needed to trust it (``Generation``: token counts, input
@@ -40,8 +40,20 @@ from gsrm.backends.vllm import VLLMBackend
 from gsrm.structure import Generation
 
 __all__ = [
-    "BACKENDS", "DEFAULT_BACKEND", "Backend", "BackendError", "DecomposeItem", "Generation",
-    "OpenAIBackend", "OpenVINOBackend", "SentenceBackend", "TransformersBackend", "VLLMBackend", "get_backend",
+    "ACCELERATOR_BACKEND",
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "Backend",
+    "BackendError",
+    "DecomposeItem",
+    "Generation",
+    "OpenAIBackend",
+    "OpenVINOBackend",
+    "SentenceBackend",
+    "TransformersBackend",
+    "VLLMBackend",
+    "default_backend",
+    "get_backend",
 ]
 
 BACKENDS: dict[str, Callable[..., Backend]] = {
@@ -51,11 +63,31 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
     "openvino": OpenVINOBackend,
     "sentences": SentenceBackend,
 }
-DEFAULT_BACKEND = "transformers"
+DEFAULT_BACKEND = "openvino"
+"""The CPU default: the fastest engine there whose decompositions score as the transformers
+backend's do (README, "Inference engines")."""
+ACCELERATOR_BACKEND = "transformers"
+"""The default when a torch device other than the CPU is asked for (OpenVINO runs on the CPU)."""
 
 
-def get_backend(name: str = DEFAULT_BACKEND, **kwargs: Any) -> Backend:
-    """Build a backend by registry name; unknown keyword arguments raise TypeError."""
+def default_backend(device: str | None = None) -> str:
+    """The backend used when none is named: ``openvino`` on the CPU, ``transformers`` when
+    ``device`` (else ``$GSRM_DEVICE``) names another torch device.
+
+    >>> default_backend("cpu"), default_backend("cuda:0")
+    ('openvino', 'transformers')
+    """
+    from gsrm.backends.transformers import default_device
+
+    chosen = (device or default_device()).strip().lower()
+    return DEFAULT_BACKEND if chosen == "cpu" else ACCELERATOR_BACKEND
+
+
+def get_backend(name: str | None = None, **kwargs: Any) -> Backend:
+    """Build a backend by registry name (None: ``default_backend(device)``); unknown keyword
+    arguments raise TypeError."""
+    if name is None:
+        name = default_backend(kwargs.get("device"))
     try:
         factory = BACKENDS[name]
     except KeyError:

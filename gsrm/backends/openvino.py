@@ -1,23 +1,23 @@
-"""``openvino``: OpenVINO GenAI on the CPU, an optional extra (``pip install 'gsrm[openvino]'``).
+"""``openvino``: OpenVINO GenAI on the CPU, the default engine there.
 
-Why: on a CPU the describer's workload (many ~250-token prompts sharing a long prefix, ~60
+Why: on a CPU the describer's workload (many ~250-token prompts sharing a long prefix, ~50
 tokens out each) is what a real inference engine is built for: OpenVINO GenAI's continuous
-batching pipeline has a paged KV cache, prefix caching and int8 weights, where
-``gsrm.decode`` batches plain torch calls. It reads an IR export of the model with its adapter
-merged in, made once by ``gsrm-export-openvino`` (``gsrm.openvino_export``: it needs its own
-Python because the exporter pins an older transformers than gsrm's lock).
+batching pipeline has a paged KV cache, prefix caching and 8-bit weights with int8 matrix
+kernels, where the ``transformers`` backend batches plain torch calls. It reads a GGUF file of
+the model with its adapter merged in, which ``gsrm.openvino_export`` writes into the cache on
+first use (or ahead of time with ``gsrm-export-openvino``).
 
 The prompt is the same chat-templated text as the transformers backend's (the tokenizer saved
 with the export, ``transformers.AutoTokenizer``), tokenized here and handed over as ids;
 completions come back as ids and are decoded here, so token counts and the budget flag are
 exact; stop strings and the safeguards are applied by ``Backend.finished`` as everywhere.
 
-The defaults, ``weights="fp32"`` and ``precision="f32"``, give the transformers backend's
-float32 outputs and are batch-invariant, at ~3x its speed on this CPU
-(``benchmarks/openvino_parity.py`` measures both). The CPU plugin's own choice
-(``precision="auto"``) computes in bf16 on CPUs with AMX, and int8 weights quantize
-activations on the fly: both are faster, and both make a span's description depend on what
-else shares its batch, so the same student could get another reward in another batch.
+Weights ``int8`` (the default) are the fastest: the CPU plugin quantizes activations to 8
+bits on the fly to use its int8 kernels, so a few spans' descriptions differ from the
+transformers backend's and depend on what else shares their batch; ``f16`` weights with
+``precision="f32"`` give the transformers backend's descriptions on all but a few spans,
+whatever the batch, at about two thirds of the speed. ``benchmarks/openvino_parity.py``
+measures both properties, ``benchmarks/decompose.py`` the speed.
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 AMX/AVX512-BF16: faster, but a span's output then depends on what else shares its batch)."""
 
 
-OV_WEIGHTS_HELP = "openvino: which export to run (made once with gsrm-export-openvino)"
-OV_PRECISION_HELP = ("openvino: compute precision; f32 gives the transformers backend's "
-                     "outputs, batch-invariant; auto: bf16 where the CPU has it (faster, "
-                     "batch-dependent)")
+OV_WEIGHTS_HELP = ("openvino: weight format of the export (made on first use): int8 is "
+                   "fastest; f16 gives the transformers backend's outputs on nearly every span, "
+                   "whatever the batch")
+OV_PRECISION_HELP = ("openvino: compute precision of what is not int8; f32, or auto: bf16 "
+                     "where the CPU has it (batch-dependent)")
 
 
 def add_openvino_args(group: Any) -> None:
@@ -55,12 +56,12 @@ def add_openvino_args(group: Any) -> None:
 
 
 class OpenVINOBackend(LocalModelBackend):
-    """OpenVINO GenAI ``ContinuousBatchingPipeline`` on an exported IR folder, greedy."""
+    """OpenVINO GenAI ``ContinuousBatchingPipeline`` on the exported GGUF file, greedy."""
 
     name = "openvino"
 
     def __init__(self, model: str | None = None, adapter: str | None = "auto",
-                 weights: str = "fp32", ir: str | None = None, threads: int | None = None,
+                 weights: str = "int8", export: str | None = None, threads: int | None = None,
                  batch_size: int = 32, kv_cache_gb: float = 1.0, precision: str = "f32",
                  max_batched_tokens: int = 1024, **kwargs: Any) -> None:
         from gsrm.openvino_export import WEIGHT_FORMATS
@@ -71,7 +72,7 @@ class OpenVINOBackend(LocalModelBackend):
             raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
         super().__init__(model=model, adapter=adapter, **kwargs)
         self.weights = weights
-        self.ir = ir
+        self.export = export
         self.threads = threads
         self.batch_size = batch_size
         self.kv_cache_gb = kv_cache_gb
@@ -83,14 +84,14 @@ class OpenVINOBackend(LocalModelBackend):
     def model_id(self) -> str:
         return f"{super().model_id}@openvino-{self.weights}-{self.precision}"
 
-    def ir_dir(self) -> Path:
-        """The IR folder: ``ir`` when given, else the cache folder ``gsrm-export-openvino``
-        writes for this model, adapter and weight format."""
-        if self.ir:
-            return Path(self.ir).expanduser()
-        from gsrm.openvino_export import ir_dir
+    def export_dir(self) -> Path:
+        """The export folder: ``export`` when given, else the cache folder for this model,
+        adapter and weight format (``gsrm.openvino_export.export_dir``)."""
+        if self.export:
+            return Path(self.export).expanduser()
+        from gsrm.openvino_export import export_dir
 
-        return ir_dir(self.model_path, self.adapter, self.weights)
+        return export_dir(self.model_path, self.adapter, self.weights)
 
     def load(self) -> None:
         if self._pipe is not None:
@@ -98,20 +99,21 @@ class OpenVINOBackend(LocalModelBackend):
         try:
             import openvino_genai as og
         except ImportError as exc:
-            raise BackendError("the openvino backend needs: pip install 'gsrm[openvino]'") \
+            raise BackendError("the openvino backend needs: pip install openvino-genai") \
                 from exc
         from transformers import AutoTokenizer
 
-        from gsrm.openvino_export import IR_FILE
+        from gsrm.openvino_export import MODEL_FILE, ExportError, export
 
-        folder = self.ir_dir()
-        if not (folder / IR_FILE).is_file():
-            model = f" --model {self.model_path}" if self.model_path else ""
-            how = "" if self.ir else (
-                f" (export it once: gsrm-export-openvino{model} --adapter "
-                f"{self.adapter or 'none'} --weights {self.weights}; see "
-                "gsrm/openvino_export.py)")
-            raise BackendError(f"no OpenVINO IR at {folder}{how}")
+        try:
+            folder = self.export_dir()
+            if not (folder / MODEL_FILE).is_file():
+                if self.export:
+                    raise BackendError(f"no {MODEL_FILE} in {folder} (gsrm-export-openvino "
+                                       "writes one)")
+                export(self.model_path, self.adapter, self.weights)  # once, into the cache
+        except ExportError as exc:
+            raise BackendError(str(exc)) from exc
         sc = og.SchedulerConfig()
         sc.cache_size = max(1, round(self.kv_cache_gb))
         sc.max_num_seqs = self.batch_size
@@ -123,13 +125,17 @@ class OpenVINOBackend(LocalModelBackend):
         if self.threads:
             props["INFERENCE_NUM_THREADS"] = int(self.threads)
         try:
-            self._pipe = og.ContinuousBatchingPipeline(str(folder), sc, "CPU", props)
+            self._pipe = og.ContinuousBatchingPipeline(str(folder / MODEL_FILE), sc, "CPU",
+                                                       props)
         except RuntimeError as exc:
             raise BackendError(f"OpenVINO could not load {folder}: {exc}") from exc
         self._tok = AutoTokenizer.from_pretrained(str(folder))
 
     def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "weights": self.weights, "precision": self.precision,
+        from gsrm.openvino_export import EXPORT_VERSION
+
+        return {**super().identity(), "weights": self.weights, "export": EXPORT_VERSION,
+                "precision": self.precision,
                 "max_batched_tokens": self.max_batched_tokens}
 
     def generate(
