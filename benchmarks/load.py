@@ -10,8 +10,8 @@ what the server sustains on this machine and whether its targets (issue 3) hold:
     from a bounded pool of sentences whose embeddings the judge caches after the warm-up (the
     pool size is reported). ``a_novel`` repeats concurrency 32 with a never-seen sentence in
     every student step, so every pair costs fresh embeddings (no target; reported as measured).
-(b) raw-text students decomposed by the default model (``transformers`` backend, small
-    ``--max-new-tokens``), one shared teacher (decomposed once, in the warm-up, then cached),
+(b) raw-text students decomposed by the default model (the server's default backend, or
+    ``--backend``; small ``--max-new-tokens`` by default), one shared teacher (decomposed once, in the warm-up, then cached),
     at concurrency 1, 8 and 32: batching should give at least 2x the pairs/s of concurrency 1.
 overhead: ``POST /v1/rewards`` with a batch of 32 pairs against ``GSRM.score_many`` on the same
     32 pairs in this process (same GSRM settings), median of ``--overhead-repeats``, for pool
@@ -132,12 +132,14 @@ class ServerProcess:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the server writes it
             "w+", prefix="gsrm-serve-", suffix=".log", delete=False)
         cmd = [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port",
-               str(self.port), "--backend", "transformers", "--judge", "embedding",
+               str(self.port), "--judge", "embedding",
                "--max-new-tokens", str(args.max_new_tokens), "--gen-batch-size",
                str(args.gen_batch_size), "--batch-window-ms", str(args.batch_window_ms),
                "--max-batch", str(args.max_batch), "--log-level", "warning"]
         if threads:
             cmd += ["--threads", str(threads)]
+        if args.backend:
+            cmd += ["--backend", args.backend]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
@@ -310,6 +312,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             async with httpx.AsyncClient(timeout=args.request_timeout, limits=limits) as client:
                 out["server_b"]["ready_s"] = round(await wait_ready(client, url, 600, server), 1)
+                out["server_b"]["backend"] = (await client.get(url + "/health")).json().get("backend")
                 # the teacher is decomposed once here; every later pair reuses it (cache)
                 t0 = time.perf_counter()
                 r = await client.post(url + "/v1/rewards", content=rewards_body(
@@ -367,7 +370,7 @@ async def overhead(client: Any, url: str, args: argparse.Namespace, rng: random.
         import torch
 
         torch.set_num_threads(args.threads_a)
-    gsrm = GSRM.from_names(backend="transformers", judge="embedding",
+    gsrm = GSRM.from_names(backend=args.backend, judge="embedding",
                            backend_kwargs={"max_new_tokens": args.max_new_tokens})
     # same warm state as the server: the wording pool embedded once
     warm = [(problem, t_steps, pool_student(rng, students)) for _ in range(args.warmup_pairs)]
@@ -452,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--b-rounds", type=int, default=2, help="(b) requests = concurrency x rounds")
     p.add_argument("--b-max-requests", type=int, default=32, help="(b) requests per level, at most")
     p.add_argument("--b-seconds", type=float, default=240.0, help="(b) seconds per level, at most")
+    p.add_argument("--backend", default=None, help="decomposition backend of the servers "
+                   "started here (default: gsrm-serve's own, openvino on a CPU)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--gen-batch-size", type=int, default=8, help="sequences per generate() "
                    "call of server B (the server's own default, 8): on a 2-core CPU a larger "

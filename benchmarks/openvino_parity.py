@@ -5,13 +5,14 @@ segmenter, as the two-stage GSRM does), how many step descriptions of the openvi
 (``--weights``, ``--precision``) are identical to the transformers backend's (float32), and
 on a second set of spans how many come out the same when each span is described alone as
 when all are described in one batch. Why: a reward must not depend on the engine that served
-it, nor on which other completions shared its batch; this is what the README's figures
-("130 of 130", "41 of 41") come from. Needs the ``openvino`` extra and an export
-(``gsrm-export-openvino``).
+it, nor on which other completions shared its batch; the README's parity figures come from
+here. The export the backend reads is written on first use (``gsrm-export-openvino`` does it
+ahead of time).
 
 Example::
 
     $ python benchmarks/openvino_parity.py --data ../shared/data
+    $ python benchmarks/openvino_parity.py --weights f16
     $ python benchmarks/openvino_parity.py --weights int8 --precision auto
 """
 
