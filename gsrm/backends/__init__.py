@@ -65,7 +65,7 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
 }
 DEFAULT_BACKEND = "openvino"
 """The CPU default: the fastest engine there whose decompositions score as the transformers
-backend's do (README, "Inference engines")."""
+backend's do (README, "Speed and memory")."""
 ACCELERATOR_BACKEND = "transformers"
 """The default when a torch device other than the CPU is asked for (OpenVINO runs on the CPU)."""
 
