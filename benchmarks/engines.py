@@ -36,7 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import the checkout's gsrm
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.openvino_parity import _slice, span_conversations  # after the path set-up
+from benchmarks.openvino_parity import (  # after the path set-up
+    _slice,
+    gsm8k_test_file,
+    span_conversations,
+)
 
 ENGINES = ("decode", "generate-batch", "openvino-int8", "openvino-f16")
 Generate = Callable[[list[Any], int], list[Any]]  # (conversations, max_new_tokens) -> Generations
@@ -100,9 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args(argv)
-    path = Path(args.data) / "gsm8k" / "test.jsonl"
-    if not path.is_file():
-        print(f"error: {path} not found (pass --data DIR)", file=sys.stderr)
+    path = gsm8k_test_file(args.data)
+    if path is None:
         return 2
     import torch
 

@@ -44,6 +44,15 @@ def span_conversations(path: Path, start: int, stop: int) -> list[list[dict[str,
             for s in ss]
 
 
+def gsm8k_test_file(data: str) -> Path | None:
+    """``DATA/gsm8k/test.jsonl``, or None after saying on stderr that it is missing."""
+    path = Path(data) / "gsm8k" / "test.jsonl"
+    if path.is_file():
+        return path
+    print(f"error: {path} not found (pass --data DIR)", file=sys.stderr)
+    return None
+
+
 def _slice(value: str) -> tuple[int, int]:
     a, _, b = value.partition(":")
     return int(a), int(b)
@@ -65,9 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="GSM8K test items described alone and together (default: 1100:1112)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    path = Path(args.data) / "gsm8k" / "test.jsonl"
-    if not path.is_file():
-        print(f"error: {path} not found (pass --data DIR)", file=sys.stderr)
+    path = gsm8k_test_file(args.data)
+    if path is None:
         return 2
     from gsrm.backends import get_backend
     from gsrm.describe import DESCRIBE_MAX_NEW_TOKENS, DESCRIBE_STOP
