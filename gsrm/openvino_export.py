@@ -196,7 +196,13 @@ def write_gguf(template: Path, state: Mapping[str, Any], out: Path, weights: str
 
 def export(model: str | None = None, adapter: str | None = "auto", weights: str = "int8",
            force: bool = False) -> Path:
-    """Export (model, adapter) into the cache and return its folder (kept when present)."""
+    """Export (model, adapter) into the cache and return its folder (kept when present).
+
+    Several processes may start at once on a fresh machine (server workers, trainer reward
+    workers) and export the same folder; the export is deterministic, so the first copy
+    renamed into place wins and the others are dropped, and a folder another process may
+    already be reading is never deleted unless ``force`` asks for a rewrite.
+    """
     resolved = resolve_adapter(adapter, model)
     target = export_dir(model, resolved, weights)
     if (target / MODEL_FILE).is_file() and not force:
@@ -208,9 +214,16 @@ def export(model: str | None = None, adapter: str | None = "auto", weights: str 
         state, tokenizer = merged_state(model, resolved)
         write_gguf(template, state, tmp / MODEL_FILE, weights)
         tokenizer.save_pretrained(str(tmp))
+        if (target / MODEL_FILE).is_file() and not force:
+            return target  # another process finished the same export meanwhile: same bytes
         if target.exists():
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / MODEL_FILE).is_file():
+                raise
+            # another process renamed its copy into place between our check and ours
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -153,6 +153,36 @@ def test_export_folder_names_base_content_adapter_content_and_weights(
         export_dir(None, None, "int4", root)
 
 
+class _Tokenizer:
+    def save_pretrained(self, folder: str) -> None:
+        (Path(folder) / "tokenizer.json").write_text("{}")
+
+
+@pytest.mark.parametrize(("force", "kept"), [(False, b"theirs"), (True, b"ours")])
+def test_an_export_finished_meanwhile_by_another_process_is_kept_unless_forced(
+        force: bool, kept: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Server or trainer workers starting together on a fresh machine export the same folder;
+    the one renamed into place first must not be deleted under a process reading it."""
+    from gsrm import openvino_export as ox
+
+    base = tmp_path / "base.gguf"
+    state = _tiny_template(base)
+    monkeypatch.setenv("GSRM_WEIGHTS", str(base))
+    monkeypatch.setenv("GSRM_CACHE_DIR", str(tmp_path / "cache"))
+    target = export_dir(None, None, "int8")
+    monkeypatch.setattr(ox, "merged_state", lambda model, adapter: (state, _Tokenizer()))
+
+    def write_while_another_finishes(template: Path, st: object, out: Path, weights: str) -> None:
+        target.mkdir(parents=True)
+        (target / MODEL_FILE).write_bytes(b"theirs")  # the other process's copy, in place
+        out.write_bytes(b"ours")
+
+    monkeypatch.setattr(ox, "write_gguf", write_while_another_finishes)
+    assert ox.export(None, None, "int8", force=force) == target
+    assert (target / MODEL_FILE).read_bytes() == kept
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporary left
+
+
 def test_backend_with_an_empty_export_folder_is_a_clear_error(tmp_path: Path) -> None:
     b = get_backend("openvino", export=str(tmp_path))
     with pytest.raises(BackendError) as err:
