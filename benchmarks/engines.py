@@ -7,8 +7,8 @@ prompt tokens sharing the system prompt, ~50-token outputs, all in one batch. En
 - ``decode``: the ``transformers`` backend, i.e. ``gsrm.decode.greedy_decode`` (our
   continuous-batching loop on transformers' model forward, float32); the reference text;
 - ``generate-batch``: transformers' own continuous batching (``model.generate_batch``, paged
-  attention) on the same loaded model and prompts, the completions passed through the same
-  ``Backend.finished`` (stop strings, safeguards);
+  attention) on the same loaded model and prompts, the completions turned into results by
+  the backend's own ``_result`` (stop strings, safeguards);
 - ``openvino-int8`` / ``openvino-f16``: the ``openvino`` backend (OpenVINO GenAI on the GGUF
   export; its load and a first-use export are not timed).
 
@@ -66,11 +66,10 @@ def generate_batch_engine(backend: Any) -> Generate:
         gens = []
         for i, prompt in enumerate(prompts):
             toks = list(by_id[f"req_{i}"].generated_tokens)
-            ended = any(t in eos for t in toks)
-            ids = [t for t in toks if t not in eos]
-            text = backend._tok.decode(ids, skip_special_tokens=True)
-            gens.append(backend.finished(text, len(prompt), len(ids),
-                                         not ended and len(ids) >= limit, DESCRIBE_STOP))
+            n = next((j for j, t in enumerate(toks) if t in eos), len(toks))
+            # the backend's own result builder: decoding, budget flag, stop strings, safeguards
+            gens.append(backend._result(toks[:n], len(prompt), limit, n < len(toks),
+                                        DESCRIBE_STOP))
         return gens
 
     return run

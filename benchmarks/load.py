@@ -11,8 +11,8 @@ what the server sustains on this machine and whether its targets (issue 3) hold:
     pool size is reported). ``a_novel`` repeats concurrency 32 with a never-seen sentence in
     every student step, so every pair costs fresh embeddings (no target; reported as measured).
 (b) raw-text students decomposed by the default model (the server's default backend, or
-    ``--backend``; small ``--max-new-tokens`` by default), one shared teacher (decomposed once, in the warm-up, then cached),
-    at concurrency 1, 8 and 32: batching should give at least 2x the pairs/s of concurrency 1.
+    ``--backend``; small ``--max-new-tokens`` by default), one shared teacher (decomposed
+    once, in the warm-up, then cached), at concurrency 1, 8 and 32: batching should give at least 2x the pairs/s of concurrency 1.
 overhead: ``POST /v1/rewards`` with a batch of 32 pairs against ``GSRM.score_many`` on the same
     32 pairs in this process (same GSRM settings), median of ``--overhead-repeats``, for pool
     inputs (as in (a)) and for novel inputs.
