@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "trained segmenter finds the step spans, the LM describes each)")
     p.add_argument("--describe-max-new-tokens", type=int, default=None,
                    help="two-stage: token budget per span (default: the GSRM's, 128)")
+    p.add_argument("--prefix-warmup", action="store_true",
+                   help="experiment: prefill each problem's prompt once before the describer's "
+                        "batch (gsrm.describe.warm_prefixes; off by default)")
     p.add_argument("--backend", choices=("transformers", "openvino"), default="openvino",
                    help="the LM engine (openvino: OpenVINO GenAI on the GGUF export made on "
                         "first use; default: %(default)s, the CPU default)")
@@ -203,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend = TransformersBackend(model=args.model, adapter=args.adapter, device=args.device,
                                       dtype=args.dtype, batch_size=args.batch_size,
                                       max_new_tokens=args.max_new_tokens, threads=args.threads)
+    if args.prefix_warmup:
+        backend.prefix_warmup = True
     gsrm = GSRM(backend=backend, judge=get_judge("lexical"), decomposer=args.decomposer,
                 describe_max_new_tokens=args.describe_max_new_tokens)
     result: dict[str, Any] = {
@@ -216,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dtype": args.dtype if args.backend == "transformers"
         else f"weights {args.ov_weights}, precision {args.ov_precision}",
         "batch_size": args.batch_size,
+        "prefix_warmup": backend.prefix_warmup,
         "max_new_tokens": args.max_new_tokens,
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),

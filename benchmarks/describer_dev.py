@@ -4,10 +4,11 @@ Prints ONE JSON line per task: the shipped segmenter cuts each dev-split trace (
 into spans, the describer describes every span (``gsrm.describe.describe_many``, the path every
 decomposition takes), and the line says how many traces have every step complete
 (``parse_valid``, as ``gsrm-eval`` counts it) and how many span descriptions ended at their
-token budget without a complete step. Why a separate script: the describer's data mix, its
-format repair (``--repair-rounds``) and its budget (``--max-new-tokens``) are chosen on these
-dev figures, never on the test splits ``gsrm-eval run`` reports; the describer model card's
-dev table comes from here.
+token budget without a complete step (and how many steps lack a part, and the completion
+tokens spent). Why a separate script: the describer's data mix, its format repair
+(``--repair-rounds``) and its budget (``--max-new-tokens``) are chosen on these dev figures,
+never on the test splits ``gsrm-eval run`` reports; the describer model card's dev table comes
+from here.
 
 Example::
 
@@ -49,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--adapter", default="auto", help="describer adapter (default: shipped)")
     p.add_argument("--max-new-tokens", type=int, default=DESCRIBE_MAX_NEW_TOKENS)
     p.add_argument("--repair-rounds", type=int, default=REPAIR_ROUNDS)
+    p.add_argument("--prefix-warmup", action="store_true",
+                   help="experiment: prefill each problem's prompt once before the describer's "
+                        "batch (gsrm.describe.warm_prefixes; off by default)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     add_openvino_args(p)
@@ -59,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend == "openvino":
         kw.update(weights=args.ov_weights, precision=args.ov_precision)
     backend = get_backend(args.backend, **kw)
+    if args.prefix_warmup:
+        backend.prefix_warmup = True
     segmenter = get_segmenter()
     ctx = TaskContext(limit=args.limit, split="dev")
     if args.data is not None:
@@ -84,8 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "parse_valid": round(sum(1.0 for s in structs if s.steps and all(
                 st.is_complete for st in s.steps)) / max(1, len(structs)), 3),
             "spans_at_budget": budget, "describe_s": round(wall, 1),
+            "steps_incomplete": sum(not st.is_complete for s in structs for st in s.steps),
+            "completion_tokens": sum(s.generation.completion_tokens for s in structs
+                                     if s.generation is not None),
             "backend": backend.name, "model": backend.model_id,
             "max_new_tokens": args.max_new_tokens, "repair_rounds": args.repair_rounds,
+            "prefix_warmup": backend.prefix_warmup,
         }), flush=True)
     return 0
 

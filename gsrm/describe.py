@@ -8,7 +8,9 @@ skip a step or invent one, and every step keeps the span it describes.
 The LM gets the problem and the span's text as the "reasoning to decompose" (the prompt the
 shipped describer adapter, ``gsrm/adapters/describer``, was trained on, one span per example:
 ``training.descdata``); its first step's three parts are kept (the completion is cut at the
-second step or the final-answer line, ``DESCRIBE_STOP``).
+second step or the final-answer line, ``DESCRIBE_STOP``). With ``Backend.prefix_warmup`` (an
+opt-in experiment) each problem's prompt is prefilled once before the batch
+(``warm_prefixes``), so all spans of a problem share it in the engine's prefix cache.
 
 Format repair (``repair_prefix``): a completion that ends before the step's next part (the
 small model sometimes ends its turn right after the meta-reasoning line on LaTeX-heavy spans;
@@ -16,8 +18,9 @@ a loop inside a line is cut there by the safeguards) is continued with its text 
 part's tag as an assistant prefill (``gsrm.backends.base.continues_reply``), at most twice per
 span, each continuation with its own small budget (``REPAIR_MAX_NEW_TOKENS``). It only adds
 the missing tag; the model writes every part's words. It lives here, not in a backend, so
-every backend does the same, and its settings are in the decomposition's cache identity. A span whose completion still has no complete step keeps its
-span and the parts it has, and the structure's warnings say which steps.
+every backend does the same, and its settings are in the decomposition's cache identity. A
+span whose completion still has no complete step keeps its span and the parts it has, and the
+structure's warnings say which steps.
 
 Example::
 
@@ -127,6 +130,36 @@ def _repair(backend: Backend, convs: Sequence[list[Message]], gens: list[Generat
     return gens
 
 
+def first_per_key(keys: Sequence[str]) -> list[int]:
+    """Indices of the first occurrence of each distinct key, in order.
+
+    >>> first_per_key(["a", "b", "a", "c", "b"])
+    [0, 1, 3]
+    """
+    seen: dict[str, int] = {}
+    for j, key in enumerate(keys):
+        seen.setdefault(key, j)
+    return list(seen.values())
+
+
+def warm_prefixes(backend: Backend, convs: Sequence[list[Message]],
+                  problems: Sequence[str]) -> None:
+    """Prefill one span's prompt per distinct problem (a one-token generation, discarded), so
+    the engine's prefix cache holds every problem's prompt prefix before the batch starts.
+
+    Why: every span prompt of a problem repeats the same system prompt and problem (a GRPO
+    group's completions all share one problem), and OpenVINO GenAI's prefix cache reuses
+    only blocks that an earlier step has computed: prompts prefilled in the same step each
+    compute the prefix again. The completions should be the same text up to a backend's
+    batch dependence: only what is in the cache changes. Opt-in (``Backend.prefix_warmup``):
+    the README has the figures, from ``benchmarks/decompose.py --prefix-warmup`` and
+    ``benchmarks/describer_dev.py --prefix-warmup``, and the one evaluation it failed.
+    """
+    firsts = first_per_key([p.strip() for p in problems])
+    if len(firsts) < len(convs):  # nothing shared: warming would only add work
+        backend.generate([convs[j] for j in firsts], 1)
+
+
 def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Span]]],
                   max_new_tokens: int = DESCRIBE_MAX_NEW_TOKENS,
                   repair_rounds: int = REPAIR_ROUNDS) -> list[Structure]:
@@ -138,6 +171,8 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
         for k, span in enumerate(spans):
             convs.append(build_messages(problem, span_text(reasoning, span), backend.shots))
             where.append((i, k))
+    if backend.prefix_warmup:
+        warm_prefixes(backend, convs, [items[i][0] for i, _ in where])
     gens: list[Generation] = backend.generate(convs, max_new_tokens, stop=DESCRIBE_STOP) \
         if convs else []
     gens = _repair(backend, convs, gens, repair_rounds)

@@ -169,3 +169,30 @@ def _kw(**kw: Any) -> dict[str, Any]:
 def test_unknown_decomposer_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown decomposer"):
         GSRM(**_kw(decomposer="three-stage"))
+
+
+class CachingEchoLM(EchoLM):
+    """An EchoLM with the describer's prefix warm-up on (``Backend.prefix_warmup``)."""
+
+    prefix_warmup = True
+
+
+@pytest.mark.parametrize(("items", "warm_calls"), [
+    # two traces of one problem (a GRPO group): its prompt prefix is prefilled once, first
+    ([("p", TRACE), ("p", "One step only")], [(1, 1, ())]),
+    # two problems, several spans each: one warm-up prompt per problem
+    ([("p", TRACE), ("q", TRACE)], [(2, 1, ())]),
+    # one span per problem: nothing is shared, so nothing is warmed
+    ([("p", "One step only"), ("q", "Another one")], []),
+])
+def test_shared_problem_prefixes_are_prefilled_once_before_the_batch(
+        items: list[tuple[str, str]], warm_calls: list[tuple[int, int, tuple[str, ...]]]) -> None:
+    lm = CachingEchoLM()
+    g = GSRM(backend=lm, segmenter=get_segmenter("units"))
+    got = g.decompose_many(items)
+    n_spans = sum(s.n_steps for s in got)
+    assert lm.calls == [*warm_calls, (n_spans, g.describe_max_new_tokens, DESCRIBE_STOP)]
+    # why: warming changes what the engine has cached, never what is described
+    plain = GSRM(backend=EchoLM(), segmenter=get_segmenter("units")).decompose_many(items)
+    assert [s.steps for s in got] == [s.steps for s in plain]
+    assert [s.generation for s in got] == [s.generation for s in plain]

@@ -57,6 +57,13 @@ class Backend(ABC):
     #: True for backends that load a LoRA adapter themselves (``adapter=``); the GSRM then
     #: picks the one trained for its decomposer (``gsrm.weights.adapter_for``)
     takes_adapter: bool = False
+    #: True: the describer prefills each problem's prompt once before its batch
+    #: (``gsrm.describe.warm_prefixes``), for engines whose prefix cache reuses prompt blocks
+    #: only once an earlier step has computed them (OpenVINO GenAI). Off by default everywhere
+    #: (an opt-in experiment, set on an instance: ``backend.prefix_warmup = True``): faster on
+    #: OpenVINO, but one all-task evaluation with it on returned unparsable descriptions that
+    #: no run without it did (README, "Speed and memory"); not yet explained
+    prefix_warmup: bool = False
 
     def __init__(
         self,
