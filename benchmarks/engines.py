@@ -50,10 +50,11 @@ def generate_batch_engine(backend: Any) -> Generate:
     """Greedy generations through transformers' ``generate_batch`` on ``backend``'s model."""
     from transformers import GenerationConfig
 
-    from gsrm.describe import DESCRIBE_STOP
+    from gsrm.spanformat import get_span_format
 
     backend.load()
     eos = backend._eos_ids()
+    stop = get_span_format(backend.span_format).stop
 
     def run(convs: list[Any], limit: int) -> list[Any]:
         prompts = [backend._prompt_ids(c) for c in convs]
@@ -68,8 +69,7 @@ def generate_batch_engine(backend: Any) -> Generate:
             toks = list(by_id[f"req_{i}"].generated_tokens)
             n = next((j for j, t in enumerate(toks) if t in eos), len(toks))
             # the backend's own result builder: decoding, budget flag, stop strings, safeguards
-            gens.append(backend._result(toks[:n], len(prompt), limit, n < len(toks),
-                                        DESCRIBE_STOP))
+            gens.append(backend._result(toks[:n], len(prompt), limit, n < len(toks), stop))
         return gens
 
     return run
@@ -78,7 +78,7 @@ def generate_batch_engine(backend: Any) -> Generate:
 def make_engine(name: str, threads: int, batch_size: int) -> Generate:
     """The generate function of one engine (loaded; an openvino export is made if missing)."""
     from gsrm.backends import get_backend
-    from gsrm.describe import DESCRIBE_STOP
+    from gsrm.spanformat import get_span_format
 
     if name == "generate-batch":
         return generate_batch_engine(get_backend("transformers", threads=threads,
@@ -89,7 +89,8 @@ def make_engine(name: str, threads: int, batch_size: int) -> Generate:
         backend = get_backend("openvino", weights=name.removeprefix("openvino-"),
                               threads=threads, batch_size=batch_size)
     backend.load()  # type: ignore[attr-defined]
-    return lambda convs, limit: backend.generate(convs, limit, stop=DESCRIBE_STOP)
+    stop = get_span_format(backend.span_format).stop
+    return lambda convs, limit: backend.generate(convs, limit, stop=stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

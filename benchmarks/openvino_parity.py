@@ -29,19 +29,23 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import the check
     sys.path.insert(0, str(ROOT))
 
 
-def span_conversations(path: Path, start: int, stop: int) -> list[list[dict[str, str]]]:
-    """Describer conversations for every step span of GSM8K test solutions [start, stop)."""
+def span_conversations(path: Path, start: int, stop: int, span_format: str | None = None
+                       ) -> list[list[dict[str, str]]]:
+    """Describer conversations for every step span of GSM8K test solutions [start, stop), in
+    ``span_format`` (default: the one the shipped describer adapter was trained on)."""
     from gsrm.calibrate import strip_calculator
     from gsrm.describe import span_text
-    from gsrm.prompts import build_messages
     from gsrm.segment import get_segmenter
+    from gsrm.spanformat import get_span_format, span_format_of
+    from gsrm.weights import resolve_adapter
+
+    fmt = get_span_format(span_format or span_format_of(resolve_adapter("auto", None)))
 
     rows = [json.loads(line) for line in path.open(encoding="utf-8")][start:stop]
     items = [(r["question"], " ".join(strip_calculator(r["answer"]).split("####")[0].split()))
              for r in rows]
     spans = get_segmenter().segment_many([t for _, t in items])
-    return [build_messages(p, span_text(t, s), ()) for (p, t), ss in zip(items, spans)
-            for s in ss]
+    return [fmt.messages(p, span_text(t, s)) for (p, t), ss in zip(items, spans) for s in ss]
 
 
 def gsm8k_test_file(data: str) -> Path | None:
@@ -78,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if path is None:
         return 2
     from gsrm.backends import get_backend
-    from gsrm.describe import DESCRIBE_MAX_NEW_TOKENS, DESCRIBE_STOP
+    from gsrm.describe import DESCRIBE_MAX_NEW_TOKENS
+    from gsrm.spanformat import get_span_format
 
     ov = get_backend("openvino", weights=args.weights, precision=args.precision,
                      threads=args.threads, batch_size=64)
@@ -86,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def texts(backend: object, convs: list) -> list[str]:
         return [g.text for g in backend.generate(convs, DESCRIBE_MAX_NEW_TOKENS,  # type: ignore[attr-defined]
-                                                 stop=DESCRIBE_STOP)]
+                                                 stop=get_span_format(ov.span_format).stop)]
 
     same = span_conversations(path, *args.same_items)
     got, ref = texts(ov, same), texts(pt, same)

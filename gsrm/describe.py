@@ -5,17 +5,19 @@ the three parts of a step is a short, independent generation (~60 tokens) per sp
 spans of all traces decode together in one continuous batch; nothing can loop across steps,
 skip a step or invent one, and every step keeps the span it describes.
 
-The LM gets the problem and the span's text as the "reasoning to decompose" (the prompt the
-shipped describer adapter, ``gsrm/adapters/describer``, was trained on, one span per example:
-``training.descdata``); its first step's three parts are kept (the completion is cut at the
-second step or the final-answer line, ``DESCRIBE_STOP``). With ``Backend.prefix_warmup`` (an
+The LM gets the problem and the span's text in the prompt of its span format
+(``gsrm.spanformat``: the one the backend's adapter was trained on, ``Backend.span_format``;
+the shipped describer, ``gsrm/adapters/describer``, was trained on ``tags``: the canonical
+prompt and ``[Meta-reasoning 1]:`` lines, one span per example: ``training.descdata``); its
+first step's three parts are kept (the completion is cut at a second step,
+``SpanFormat.stop``). With ``Backend.prefix_warmup`` (an
 opt-in experiment) each problem's prompt is prefilled once before the batch
 (``warm_prefixes``), so all spans of a problem share it in the engine's prefix cache.
 
 Format repair (``repair_prefix``): a completion that ends before the step's next part (the
 small model sometimes ends its turn right after the meta-reasoning line on LaTeX-heavy spans;
 a loop inside a line is cut there by the safeguards) is continued with its text and the next
-part's tag as an assistant prefill (``gsrm.backends.base.continues_reply``), at most twice per
+part's header as an assistant prefill (``gsrm.backends.base.continues_reply``), at most twice per
 span, each continuation with its own small budget (``REPAIR_MAX_NEW_TOKENS``). It only adds
 the missing tag; the model writes every part's words. It lives here, not in a backend, so
 every backend does the same, and its settings are in the decomposition's cache identity. A
@@ -34,24 +36,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gsrm.backends import Backend
-from gsrm.parse import parse_structure
-from gsrm.prompts import Message, build_messages
+from gsrm.prompts import Message
 from gsrm.segment import Segmenter, Span
+from gsrm.spanformat import SpanFormat, get_span_format
 from gsrm.structure import Generation, Step, Structure
+
+TAGS = get_span_format("tags")
 
 DESCRIBE_MAX_NEW_TOKENS = 192
 """Budget per span: a step's three lines are 40-80 tokens, but on a formula-heavy span the
 meta-reasoning and the sub-problem may each restate a long formula (128 cut ~1% of the
 long-trace spans on the dev splits before their answer); a longer completion is cut."""
-DESCRIBE_STOP: tuple[str, ...] = ("\n[Meta-reasoning", "\nSo the final answer")
-"""A described span is one step: any second meta-reasoning line ends it (also one numbered 1
-again, which a loop writes), as does the final-answer line."""
+DESCRIBE_STOP: tuple[str, ...] = TAGS.stop
+"""Stop strings of the ``tags`` format: a described span is one step, so any second
+meta-reasoning line ends it (also one numbered 1 again, which a loop writes), as does the
+final-answer line. Each format has its own (``SpanFormat.stop``)."""
 REPAIR_ROUNDS = 2
 """Format-repair continuations per span (0 turns the repair off): meta -> sub-problem -> answer."""
 REPAIR_MAX_NEW_TOKENS = 64
 """Budget of one repair continuation: the missing parts are one or two short lines. Fixed per
 continuation (not what the first round left) so a span's result never depends on its batch."""
-_NEXT_TAG = (("[Sub-problem", "[Sub-problem 1]:"), ("[Answer", "[Answer 1]:"))
 MAX_SPAN_CHARS = 4000
 """A span longer than this is described from its first and last parts (its middle elided)."""
 
@@ -69,23 +73,20 @@ def span_text(reasoning: str, span: Span, limit: int = MAX_SPAN_CHARS) -> str:
     return f"{text[:half]} … {text[-half:]}"
 
 
-def first_step(text: str) -> tuple[Step, list[str]]:
-    """The first step of a completion, and warnings when it is missing or incomplete."""
-    parsed = parse_structure(text)
-    if not parsed.steps:
+def first_step(text: str, fmt: SpanFormat = TAGS) -> tuple[Step, list[str]]:
+    """The first step of a completion in format ``fmt``, and warnings when it is missing or
+    incomplete."""
+    step = fmt.parse(text)
+    if step is None:
         return Step(), ["no step could be parsed from the describer's completion"]
-    step = parsed.steps[0]
-    # a completion cut by the budget can end in the next step's partial tag ("\n[Meta")
-    step = step.model_copy(update={k: step.part(k).split("\n[")[0].strip()
-                                   for k in ("meta", "subproblem", "answer")})
     warns = [] if step.is_complete else ["the describer's step is missing a part"]
     return step, warns
 
 
-def repair_prefix(text: str) -> str | None:
-    r"""The completion with the next missing part's tag appended, or None when there is
-    nothing a tag can fix (all three parts are there, a part's tag is present but empty, or
-    the text has no complete meta-reasoning line).
+def repair_prefix(text: str, fmt: SpanFormat = TAGS) -> str | None:
+    r"""The completion with the next missing part's header appended, or None when there is
+    nothing a header can fix (all three parts are there, a part's header is present but
+    empty, or the text has no complete meta-reasoning line).
 
     >>> repair_prefix("[Meta-reasoning 1]: Find $x$")
     '[Meta-reasoning 1]: Find $x$\n[Sub-problem 1]:'
@@ -93,13 +94,16 @@ def repair_prefix(text: str) -> str | None:
     '[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]:'
     >>> repair_prefix("[Meta-reasoning 1]: m\n[Sub-problem 1]:") is None
     True
+    >>> repair_prefix("Plan: m", get_span_format("pqa"))
+    'Plan: m\nQuestion:'
     """
-    step, _ = first_step(text)
+    step, _ = first_step(text, fmt)
     if step.is_complete or not step.meta:
         return None
     body = text.rstrip()
-    for (tag, header), have in zip(_NEXT_TAG, (step.subproblem, step.answer), strict=True):
-        if tag not in body:
+    for mark, header, have in zip(fmt.marks[1:], fmt.headers[1:], (step.subproblem, step.answer),
+                                  strict=True):
+        if mark not in body:
             return f"{body}\n{header}"
         if not have:
             return None
@@ -107,19 +111,19 @@ def repair_prefix(text: str) -> str | None:
 
 
 def _repair(backend: Backend, convs: Sequence[list[Message]], gens: list[Generation],
-            rounds: int) -> list[Generation]:
+            rounds: int, fmt: SpanFormat) -> list[Generation]:
     """``gens`` with incomplete completions continued through ``repair_prefix`` (in place)."""
     for _ in range(rounds):
         todo: list[tuple[int, str]] = []
         for j, gen in enumerate(gens):
-            prefix = None if gen.hit_max_new_tokens else repair_prefix(gen.text)
+            prefix = None if gen.hit_max_new_tokens else repair_prefix(gen.text, fmt)
             if prefix is not None:
                 todo.append((j, prefix))
         if not todo:
             break
         more = backend.generate(
             [[*convs[j], {"role": "assistant", "content": prefix}] for j, prefix in todo],
-            REPAIR_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)
+            REPAIR_MAX_NEW_TOKENS, stop=fmt.stop)
         for (j, prefix), cont in zip(todo, more, strict=True):
             old = gens[j]
             gens[j] = cont.model_copy(update={
@@ -165,21 +169,22 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
                   repair_rounds: int = REPAIR_ROUNDS) -> list[Structure]:
     """Structures for ``(problem, reasoning, spans)`` items: one generation per span, batched
     (then the format repair's continuations, batched)."""
+    fmt = get_span_format(backend.span_format)
     convs = []
     where: list[tuple[int, int]] = []
     for i, (problem, reasoning, spans) in enumerate(items):
         for k, span in enumerate(spans):
-            convs.append(build_messages(problem, span_text(reasoning, span), backend.shots))
+            convs.append(fmt.messages(problem, span_text(reasoning, span), backend.shots))
             where.append((i, k))
     if backend.prefix_warmup:
         warm_prefixes(backend, convs, [items[i][0] for i, _ in where])
-    gens: list[Generation] = backend.generate(convs, max_new_tokens, stop=DESCRIBE_STOP) \
+    gens: list[Generation] = backend.generate(convs, max_new_tokens, stop=fmt.stop) \
         if convs else []
-    gens = _repair(backend, convs, gens, repair_rounds)
+    gens = _repair(backend, convs, gens, repair_rounds, fmt)
     out = [Structure(steps=[Step(span=s) for s in spans]) for _, _, spans in items]
     stats = [{"prompt": 0, "completion": 0, "budget": 0, "loop": 0} for _ in items]
     for (i, k), gen in zip(where, gens, strict=True):
-        step, warns = first_step(gen.text)
+        step, warns = first_step(gen.text, fmt)
         out[i].steps[k] = step.model_copy(update={"span": items[i][2][k]})
         out[i].warnings.extend(f"step {k + 1}: {w}" for w in warns)
         stats[i]["prompt"] += gen.prompt_tokens

@@ -246,21 +246,23 @@ SPANS = [  # (problem, span): steps with one clear result each
 @pytest.mark.parametrize("weights", ["int8", "f16"])
 def test_exported_describer_runs_in_openvino_like_the_transformers_backend(
         weights: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gsrm.describe import DESCRIBE_MAX_NEW_TOKENS, DESCRIBE_STOP, first_step
+    from gsrm.describe import DESCRIBE_MAX_NEW_TOKENS, first_step
     from gsrm.judges import answer_number
+    from gsrm.spanformat import get_span_format
 
     ov = get_backend("openvino", threads=2, weights=weights)
     ov.load()  # exports into the cache on first use
     assert (ov.export_dir() / MODEL_FILE).is_file()
-    convs = [build_messages(p, s, ()) for p, s in SPANS]
-    got = [g.text for g in ov.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)]
-    steps = [first_step(t)[0] for t in got]
+    fmt = get_span_format(ov.span_format)  # the one the shipped describer was trained on
+    convs = [fmt.messages(p, s) for p, s in SPANS]
+    got = [g.text for g in ov.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=fmt.stop)]
+    steps = [first_step(t, fmt)[0] for t in got]
     assert all(s.is_complete for s in steps)
     assert [answer_number(s.answer) for s in steps] == [9.0, 72.0, 84.0]
     if weights == "f16":  # the near-exact choice: torch float32's text, alone as in a batch
         pt = get_backend("transformers", threads=2)
-        ref = [g.text for g in pt.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)]
+        ref = [g.text for g in pt.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=fmt.stop)]
         assert got == ref
-        alone = [ov.generate([c], DESCRIBE_MAX_NEW_TOKENS, stop=DESCRIBE_STOP)[0].text
+        alone = [ov.generate([c], DESCRIBE_MAX_NEW_TOKENS, stop=fmt.stop)[0].text
                  for c in convs]
         assert alone == got

@@ -198,6 +198,8 @@ def test_encode_masks_prompt_and_tiny_sft_run(tmp_path: Path) -> None:
     info = json.loads((run / "run.json").read_text())
     assert info["steps"] == 2 and info["train_tokens"] > 0
     assert (run / "adapter" / "adapter_model.safetensors").exists()
+    # why: the adapter folder says which describer format it was trained on (whole traces: none)
+    assert json.loads((run / "adapter" / "run.json").read_text())["span_format"] is None
     backend = TransformersBackend(adapter=str(run / "adapter"), shots=0, max_new_tokens=8)
     assert backend.generate([[{"role": "user", "content": "hi"}]], 8)[0].text is not None
 
@@ -230,6 +232,40 @@ def test_encode_trains_wording_only_from_human_or_teacher_sources(source: str,
         assert trained.startswith("[Meta-reasoning 1]:\n[Sub-problem 1]:\n[Answer 1]:")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("source", "wording_trained"), [
+    ("gsm8k-socratic", True), ("prm800k", False),
+])
+def test_describer_rows_encode_in_their_span_format(source: str, wording_trained: bool) -> None:
+    """Describer data in the compact format: its own short prompt, its own headers masked
+    around the weak wording, the answer and the end of turn always trained."""
+    from transformers import AutoTokenizer
+
+    from gsrm.spanformat import PQA_SYSTEM_PROMPT, get_span_format
+    from gsrm.weights import default_model_dir
+    from training.data import SFTExample
+    from training.sft import IGNORE, encode
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir())
+    target = get_span_format("pqa").render("Work out the eggs.", "How many eggs?", "9 eggs")
+    ex = SFTExample(id="x", source=source, split="train", problem="Eggs?",
+                    reasoning="She sells 16 - 7 = 9 eggs.", target=target, layout="span",
+                    n_steps=1)
+    enc = encode(tok, ex, 2048, "pqa")
+    assert enc is not None
+    ids, labels = enc["input_ids"], enc["labels"]
+    n_prompt = next(k for k, lab in enumerate(labels) if lab != IGNORE)
+    prompt = tok.decode(ids[:n_prompt])
+    assert PQA_SYSTEM_PROMPT in prompt and "Step:\nShe sells 16 - 7 = 9 eggs." in prompt
+    assert "Reasoning to decompose" not in prompt
+    trained = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE])
+    assert "Answer: 9 eggs<|im_end|>" in trained
+    assert ("Work out the eggs." in trained) is wording_trained
+    assert ("How many eggs?" in trained) is wording_trained
+    if not wording_trained:
+        assert trained.startswith("Plan:\nQuestion:\nAnswer: 9 eggs")
+
+
 @pytest.mark.parametrize(("question", "meta"), [
     # the shapes question_body already turned
     ("How many eggs does Janet sell?", "Work out how many eggs Janet sells."),
@@ -248,3 +284,15 @@ def test_describer_meta_wording(question: str, meta: str) -> None:
     from training.descdata import describe_meta
 
     assert describe_meta(0, 3, question, random.Random(0)) == meta
+
+
+@pytest.mark.parametrize(("span_format", "want"), [
+    ("tags", "[Meta-reasoning 1]: Find the clips.\n[Sub-problem 1]: How many clips?\n"
+             "[Answer 1]: 24 clips"),
+    ("pqa", "Plan: Find the clips.\nQuestion: How many clips?\nAnswer: 24 clips"),
+])
+def test_describer_targets_are_written_in_the_chosen_span_format(span_format: str,
+                                                                 want: str) -> None:
+    from training.descdata import target_for
+
+    assert target_for("Find the clips.", "How many clips?", "24 clips", span_format) == want

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--data", type=Path, default=Path("../shared/data"))
     ds.add_argument("--out", type=Path, required=True, help="output folder")
     ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--span-format", default="tags",
+                    help="the describer's prompt and reply format (gsrm.spanformat: tags, pqa)")
 
     xs = sub.add_parser("export-segmenter",
                         help="copy a segmenter run into the package (gsrm/adapters/segmenter)")
@@ -131,10 +133,11 @@ def _describer_data(args: argparse.Namespace) -> int:
     from training.data import BuildReport, write_dataset
     from training.descdata import MIX, build
 
-    examples, counts, problems = build(args.data, seed=args.seed)
+    examples, counts, problems = build(args.data, seed=args.seed, span_format=args.span_format)
     report = BuildReport(counts=counts, problems=problems)
     manifest = write_dataset(examples, args.out, report, {
-        "data_root": str(args.data), "kind": "describer", "mix": MIX, "seed": args.seed})
+        "data_root": str(args.data), "kind": "describer", "mix": MIX, "seed": args.seed,
+        "span_format": args.span_format})
     print(json.dumps({"out": str(args.out), "counts": manifest["counts"]}))
     return 0
 

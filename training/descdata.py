@@ -1,13 +1,20 @@
 """Training data for the step describer: one step span -> its meta-reasoning, sub-problem, answer.
 
 Why per span: the two-stage GSRM (DESIGN.md section 7) asks the LM to describe one span at a
-time (``gsrm.describe``), with the prompt the backend sends for an adapter
-(``gsrm.prompts.build_messages(problem, span, shots=())``). The describer is trained on
-exactly that job: each example's "reasoning" is one step's text, its target one step::
+time (``gsrm.describe``), with the prompt of the describer's span format
+(``gsrm.spanformat``: ``SpanFormat.messages(problem, span)``). The describer is trained on
+exactly that job: each example's "reasoning" is one step's text, its target one step, in the
+format named by ``--span-format`` (written to the data's manifest, then by ``gsrm-train sft``
+to the adapter's ``run.json``, from which the backends read it). The default, ``tags`` (what
+the shipped describer was trained on)::
 
     [Meta-reasoning 1]: Find how many eggs are left.
     [Sub-problem 1]: How many eggs are left?
     [Answer 1]: 9 eggs
+
+``pqa`` (``Plan: / Question: / Answer:`` under a short one-step prompt) costs ~21 fewer
+decoded and ~90 fewer prompt tokens per span; a describer trained on it was not shipped (README,
+"Speed and memory": faster on GSM8K, less often complete on long math traces).
 
 Where the parts come from:
 
@@ -44,8 +51,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gsrm.calibrate import short_answer
-from gsrm.prompts import render_structure
-from gsrm.structure import Step, Structure
+from gsrm.spanformat import get_span_format
 from training.data import SFTExample, weak_step
 from training.segdata import SOURCES, StepTrace, plan_sentence
 
@@ -137,13 +143,14 @@ def meta_body(question: str) -> str | None:
     return _lower_first(f"{head} {subj} {uninvert(aux, verb, {**_PAST, **_PAST_MORE})}{rest}")
 
 
-def target_for(meta: str, subproblem: str, answer: str) -> str:
-    """The one-step completion the describer is trained to write."""
-    return render_structure(Structure(steps=[Step(meta=meta, subproblem=subproblem,
-                                                  answer=answer)]))
+def target_for(meta: str, subproblem: str, answer: str, span_format: str = "tags") -> str:
+    """The one-step completion the describer is trained to write, in ``span_format``
+    (``gsrm.spanformat``)."""
+    return get_span_format(span_format).render(meta, subproblem, answer)
 
 
-def socratic_examples(tr: StepTrace, rng: random.Random) -> Iterator[SFTExample]:
+def socratic_examples(tr: StepTrace, rng: random.Random, span_format: str = "tags"
+                      ) -> Iterator[SFTExample]:
     """Human-worded examples: one per step of a socratic item (questions are human)."""
     assert tr.questions is not None
     n = len(tr.steps)
@@ -154,11 +161,13 @@ def socratic_examples(tr: StepTrace, rng: random.Random) -> Iterator[SFTExample]
         yield SFTExample(id=f"{tr.id}:{k}", source="gsm8k-socratic",
                          split="train" if tr.split == "train" else "validation",
                          problem=tr.problem, reasoning=span,
-                         target=target_for(describe_meta(k, n, q, rng), q, short_answer(step)),
+                         target=target_for(describe_meta(k, n, q, rng), q, short_answer(step),
+                                           span_format),
                          layout="span", n_steps=1)
 
 
-def weak_examples(tr: StepTrace, rng: random.Random, per_trace: int = 2) -> Iterator[SFTExample]:
+def weak_examples(tr: StepTrace, rng: random.Random, per_trace: int = 2,
+                  span_format: str = "tags") -> Iterator[SFTExample]:
     """Format-and-answer examples from boundary-only sources (wording masked in SFT)."""
     from training.data import weak_meta
 
@@ -169,7 +178,8 @@ def weak_examples(tr: StepTrace, rng: random.Random, per_trace: int = 2) -> Iter
         yield SFTExample(id=f"{tr.id}:{k}", source=tr.source,
                          split="train" if tr.split == "train" else "validation",
                          problem=tr.problem, reasoning=step,
-                         target=target_for(weak_meta(k, n, step), sub, short_answer(step)),
+                         target=target_for(weak_meta(k, n, step), sub, short_answer(step),
+                                           span_format),
                          layout="span", n_steps=1)
 
 
@@ -178,9 +188,11 @@ MIX: dict[str, int] = {"gsm8k-socratic": 1200, "prm800k": 400, "branching": 400,
                        "bbm": 250, "champ": 120, "prmbench-branch": 250}
 
 
-def build(root: Path, mix: dict[str, int] | None = None, seed: int = 0
-          ) -> tuple[list[SFTExample], Counter[str], list[str]]:
-    """Train and validation examples per ``mix`` (sampled with ``seed``), and what was skipped."""
+def build(root: Path, mix: dict[str, int] | None = None, seed: int = 0,
+          span_format: str = "tags") -> tuple[list[SFTExample], Counter[str], list[str]]:
+    """Train and validation examples per ``mix`` (sampled with ``seed``), targets in
+    ``span_format``, and what was skipped."""
+    get_span_format(span_format)
     mix = MIX if mix is None else mix
     rng = random.Random(seed)
     problems: list[str] = []
@@ -195,11 +207,11 @@ def build(root: Path, mix: dict[str, int] | None = None, seed: int = 0
             r = random.Random(f"{seed}:{tr.id}")
             if name == "gsm8k":
                 if tr.id.startswith("gsm8k-soc-"):
-                    exs: Sequence[SFTExample] = list(socratic_examples(tr, r))
+                    exs: Sequence[SFTExample] = list(socratic_examples(tr, r, span_format))
                 else:
                     continue
             else:
-                exs = list(weak_examples(tr, r))
+                exs = list(weak_examples(tr, r, span_format=span_format))
             for e in exs:
                 pools.setdefault(e.source, []).append(e)
     out: list[SFTExample] = []

