@@ -19,7 +19,7 @@ small model sometimes ends its turn right after the meta-reasoning line on LaTeX
 a loop inside a line is cut there by the safeguards) is continued with its text and the next
 part's header as an assistant prefill (``gsrm.backends.base.continues_reply``), at most twice per
 span, each continuation with its own small budget (``REPAIR_MAX_NEW_TOKENS``). It only adds
-the missing tag; the model writes every part's words. It lives here, not in a backend, so
+the missing header; the model writes every part's words. It lives here, not in a backend, so
 every backend does the same, and its settings are in the decomposition's cache identity. A
 span whose completion still has no complete step keeps its span and the parts it has, and the
 structure's warnings say which steps.
