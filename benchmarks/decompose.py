@@ -118,6 +118,9 @@ def measure(gsrm: Any, items: Sequence[Item]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gsrm.backends.openvino import add_openvino_args
+    from gsrm.describe import add_prefix_warmup_arg
+
     p = argparse.ArgumentParser(
         prog="python benchmarks/decompose.py",
         description="GSRM decomposition throughput (traces/s) per trace set (JSON lines).",
@@ -141,15 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the GSRM's decomposer (default: %(default)s, the GSRM's default: the "
                         "trained segmenter finds the step spans, the LM describes each)")
     p.add_argument("--describe-max-new-tokens", type=int, default=None,
-                   help="two-stage: token budget per span (default: the GSRM's, 128)")
-    p.add_argument("--prefix-warmup", action="store_true",
-                   help="experiment: prefill each problem's prompt once before the describer's "
-                        "batch (gsrm.describe.warm_prefixes; off by default)")
+                   help="two-stage: token budget per span (default: the GSRM's, "
+                        "gsrm.describe.DESCRIBE_MAX_NEW_TOKENS)")
+    add_prefix_warmup_arg(p)
     p.add_argument("--backend", choices=("transformers", "openvino"), default="openvino",
                    help="the LM engine (openvino: OpenVINO GenAI on the GGUF export made on "
                         "first use; default: %(default)s, the CPU default)")
-    from gsrm.backends.openvino import add_openvino_args
-
     add_openvino_args(p)
     return p
 

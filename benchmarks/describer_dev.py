@@ -38,7 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.tasks.base import DataMissing, TaskContext
     from gsrm.backends import get_backend
     from gsrm.backends.openvino import add_openvino_args
-    from gsrm.describe import DESCRIBE_MAX_NEW_TOKENS, REPAIR_ROUNDS, describe_many
+    from gsrm.describe import (
+        DESCRIBE_MAX_NEW_TOKENS,
+        REPAIR_ROUNDS,
+        RETRY_ROUNDS,
+        add_prefix_warmup_arg,
+        describe_many,
+    )
     from gsrm.segment import get_segmenter
 
     p = argparse.ArgumentParser(prog="python benchmarks/describer_dev.py",
@@ -50,9 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--adapter", default="auto", help="describer adapter (default: shipped)")
     p.add_argument("--max-new-tokens", type=int, default=DESCRIBE_MAX_NEW_TOKENS)
     p.add_argument("--repair-rounds", type=int, default=REPAIR_ROUNDS)
-    p.add_argument("--prefix-warmup", action="store_true",
-                   help="experiment: prefill each problem's prompt once before the describer's "
-                        "batch (gsrm.describe.warm_prefixes; off by default)")
+    p.add_argument("--retry-rounds", type=int, default=RETRY_ROUNDS,
+                   help="fresh-batch retries of spans with no step (default: %(default)s)")
+    add_prefix_warmup_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     add_openvino_args(p)
@@ -80,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         structs = describe_many(backend, [(it.problem, it.reasoning, ss)
                                           for it, ss in zip(items, spans, strict=True)],
-                                args.max_new_tokens, args.repair_rounds)
+                                args.max_new_tokens, args.repair_rounds, args.retry_rounds)
         wall = time.perf_counter() - t0
         budget = sum(int(w.split(" step description")[0]) for s in structs for w in s.warnings
                      if "stopped at the token budget" in w)
@@ -90,11 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "parse_valid": round(sum(1.0 for s in structs if s.steps and all(
                 st.is_complete for st in s.steps)) / max(1, len(structs)), 3),
             "spans_at_budget": budget, "describe_s": round(wall, 1),
+            "spans_described_again": sum("described again" in w for s in structs
+                                         for w in s.warnings),
             "steps_incomplete": sum(not st.is_complete for s in structs for st in s.steps),
             "completion_tokens": sum(s.generation.completion_tokens for s in structs
                                      if s.generation is not None),
             "backend": backend.name, "model": backend.model_id,
             "max_new_tokens": args.max_new_tokens, "repair_rounds": args.repair_rounds,
+            "retry_rounds": args.retry_rounds,
             "prefix_warmup": backend.prefix_warmup,
         }), flush=True)
     return 0

@@ -24,6 +24,13 @@ every backend does the same, and its settings are in the decomposition's cache i
 span whose completion still has no complete step keeps its span and the parts it has, and the
 structure's warnings say which steps.
 
+Retry (``RETRY_ROUNDS``): a span whose completion (after the repair) has no step at all is
+described again, once, in a fresh batch of only such spans. Why: OpenVINO GenAI once returned
+unparsable text for every span from one point of a long engine call to its end, while the
+calls before and after were fine (README, "Speed and memory"); a fresh call recovers from that,
+and a deterministic backend just writes the same text again (the warnings still say so). A
+reward must not silently lose those steps.
+
 Example::
 
     >>> from gsrm.structure import Step
@@ -33,6 +40,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 
 from gsrm.backends import Backend
@@ -56,6 +64,8 @@ REPAIR_ROUNDS = 2
 REPAIR_MAX_NEW_TOKENS = 64
 """Budget of one repair continuation: the missing parts are one or two short lines. Fixed per
 continuation (not what the first round left) so a span's result never depends on its batch."""
+RETRY_ROUNDS = 1
+"""Fresh-call retries of spans whose completion has no step at all (0 turns it off)."""
 MAX_SPAN_CHARS = 4000
 """A span longer than this is described from its first and last parts (its middle elided)."""
 
@@ -125,13 +135,40 @@ def _repair(backend: Backend, convs: Sequence[list[Message]], gens: list[Generat
             [[*convs[j], {"role": "assistant", "content": prefix}] for j, prefix in todo],
             REPAIR_MAX_NEW_TOKENS, stop=fmt.stop)
         for (j, prefix), cont in zip(todo, more, strict=True):
-            old = gens[j]
-            gens[j] = cont.model_copy(update={
-                "text": prefix + cont.text,
-                "prompt_tokens": old.prompt_tokens + cont.prompt_tokens,
-                "completion_tokens": old.completion_tokens + cont.completion_tokens,
-                "stopped_in_loop": old.stopped_in_loop or cont.stopped_in_loop})
+            gens[j] = _merge(gens[j], cont, prefix + cont.text)
     return gens
+
+
+def _merge(old: Generation, new: Generation, text: str) -> Generation:
+    """``new`` with ``text`` and the token counts and loop flag of both generations."""
+    return new.model_copy(update={
+        "text": text,
+        "prompt_tokens": old.prompt_tokens + new.prompt_tokens,
+        "completion_tokens": old.completion_tokens + new.completion_tokens,
+        "stopped_in_loop": old.stopped_in_loop or new.stopped_in_loop})
+
+
+def _retry(backend: Backend, convs: Sequence[list[Message]], gens: list[Generation],
+           max_new_tokens: int, repair_rounds: int, fmt: SpanFormat,
+           rounds: int = RETRY_ROUNDS) -> set[int]:
+    """Describe again (in place), in a fresh batch, the spans whose completion has no step;
+    the indices whose retry gave one."""
+    recovered: set[int] = set()
+    for _ in range(rounds):
+        todo = [j for j, gen in enumerate(gens) if j not in recovered
+                and fmt.parse(gen.text) is None]
+        if not todo:
+            break
+        sub = [convs[j] for j in todo]
+        again = _repair(backend, sub, backend.generate(sub, max_new_tokens, stop=fmt.stop),
+                        repair_rounds, fmt)
+        for j, new in zip(todo, again, strict=True):
+            if fmt.parse(new.text) is not None:
+                recovered.add(j)
+                gens[j] = _merge(gens[j], new, new.text)
+            else:  # keep the first text, count the work
+                gens[j] = _merge(new, gens[j], gens[j].text)
+    return recovered
 
 
 def first_per_key(keys: Sequence[str]) -> list[int]:
@@ -164,11 +201,20 @@ def warm_prefixes(backend: Backend, convs: Sequence[list[Message]],
         backend.generate([convs[j] for j in firsts], 1)
 
 
+def add_prefix_warmup_arg(parser: argparse.ArgumentParser) -> None:
+    """``--prefix-warmup`` for the benchmark scripts that try the warm-up (``warm_prefixes``)."""
+    parser.add_argument("--prefix-warmup", action="store_true",
+                        help="experiment: prefill each problem's prompt once before the "
+                             "describer's batch (gsrm.describe.warm_prefixes; off by default)")
+
+
 def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Span]]],
                   max_new_tokens: int = DESCRIBE_MAX_NEW_TOKENS,
-                  repair_rounds: int = REPAIR_ROUNDS) -> list[Structure]:
+                  repair_rounds: int = REPAIR_ROUNDS,
+                  retry_rounds: int | None = None) -> list[Structure]:
     """Structures for ``(problem, reasoning, spans)`` items: one generation per span, batched
-    (then the format repair's continuations, batched)."""
+    (then the format repair's continuations and the retry of spans with no step, batched).
+    ``retry_rounds`` None: ``RETRY_ROUNDS``."""
     fmt = get_span_format(backend.span_format)
     convs = []
     where: list[tuple[int, int]] = []
@@ -181,11 +227,15 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
     gens: list[Generation] = backend.generate(convs, max_new_tokens, stop=fmt.stop) \
         if convs else []
     gens = _repair(backend, convs, gens, repair_rounds, fmt)
+    retried = _retry(backend, convs, gens, max_new_tokens, repair_rounds, fmt,
+                     RETRY_ROUNDS if retry_rounds is None else retry_rounds)
     out = [Structure(steps=[Step(span=s) for s in spans]) for _, _, spans in items]
     stats = [{"prompt": 0, "completion": 0, "budget": 0, "loop": 0} for _ in items]
-    for (i, k), gen in zip(where, gens, strict=True):
+    for j, ((i, k), gen) in enumerate(zip(where, gens, strict=True)):
         step, warns = first_step(gen.text, fmt)
         out[i].steps[k] = step.model_copy(update={"span": items[i][2][k]})
+        if j in retried:
+            warns = ["the describer's first completion had no step; described again", *warns]
         out[i].warnings.extend(f"step {k + 1}: {w}" for w in warns)
         stats[i]["prompt"] += gen.prompt_tokens
         stats[i]["completion"] += gen.completion_tokens

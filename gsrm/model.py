@@ -143,12 +143,18 @@ class GSRM:
 
         if not self.two_stage:
             return "single-pass"
-        from gsrm.describe import DESCRIBE_STOP, REPAIR_MAX_NEW_TOKENS, REPAIR_ROUNDS
+        from gsrm.describe import (
+            DESCRIBE_STOP,
+            REPAIR_MAX_NEW_TOKENS,
+            REPAIR_ROUNDS,
+            RETRY_ROUNDS,
+        )
 
         return json.dumps({"decomposer": "two-stage", "segmenter": self.segmenter.identity(),
                            "describe_max_new_tokens": self.describe_max_new_tokens,
                            "describe_stop": list(DESCRIBE_STOP),
-                           "describe_repair": [REPAIR_ROUNDS, REPAIR_MAX_NEW_TOKENS]},
+                           "describe_repair": [REPAIR_ROUNDS, REPAIR_MAX_NEW_TOKENS],
+                           "describe_retry": RETRY_ROUNDS},
                           sort_keys=True)
 
     @property

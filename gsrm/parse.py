@@ -489,3 +489,19 @@ def _repeats(parts: list[dict[Kind, str]]) -> bool:
         return False
     key = tuple(last.get(k, "") for k in _RANK)
     return any(tuple(p.get(k, "") for k in _RANK) == key for p in parts[:-1])
+
+
+_WORDING = re.compile(r"^\[(?:Meta-reasoning|Sub-problem) \d+\]:([ \t]*.*)$", re.MULTILINE)
+
+
+def wording_spans(text: str) -> list[tuple[int, int]]:
+    r"""Character spans of the meta-reasoning and sub-problem texts of a canonically written
+    decomposition (after the ``]:``, leading blank included; tags, answers and line breaks
+    are not in them). Why: SFT masks this wording in rows whose wording is not human-written
+    (``training.sft``); the format, not the wording, is what those rows teach.
+
+    >>> t = "[Meta-reasoning 1]: First.\n[Sub-problem 1]: Eggs?\n[Answer 1]: 9"
+    >>> [t[a:b] for a, b in wording_spans(t)]
+    [' First.', ' Eggs?']
+    """
+    return [(m.start(1), m.end(1)) for m in _WORDING.finditer(text) if m.end(1) > m.start(1)]

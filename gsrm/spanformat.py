@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gsrm.parse import parse_structure
+from gsrm.parse import parse_structure, wording_spans
 from gsrm.prompts import Message, build_messages
 from gsrm.structure import Step
 
@@ -53,19 +53,22 @@ class SpanFormat:
 
     ``headers`` are written in front of the meta-reasoning, sub-problem and answer lines;
     ``marks`` are what shows a part was started (a tag may be written with another number);
-    ``stop`` ends a reply at a second step (the describer writes one).
+    ``stop`` ends a reply at a second step (the describer writes one). ``canonical``: the
+    canonical decomposition prompt (``gsrm.prompts.build_messages``) and step grammar
+    (``gsrm.parse``: every tag spelling and number); otherwise ``system`` and the
+    ``PQA_USER_TEMPLATE`` user turn, and lines read by their exact ``headers``.
     """
 
     name: str
     headers: tuple[str, str, str]
     marks: tuple[str, str, str]
     stop: tuple[str, ...]
-    system: str | None = None
-    """None: the canonical decomposition prompt (``gsrm.prompts.build_messages``)."""
+    canonical: bool = False
+    system: str = ""
 
     def messages(self, problem: str, span: str, shots: Sequence[str] | int = ()) -> list[Message]:
         """The chat that asks for ``span``'s step (``shots`` only for the canonical prompt)."""
-        if self.system is None:
+        if self.canonical:
             return build_messages(problem, span, shots)
         return [{"role": "system", "content": self.system},
                 {"role": "user", "content": PQA_USER_TEMPLATE.format(
@@ -79,7 +82,7 @@ class SpanFormat:
     def parse(self, text: str) -> Step | None:
         """The first step of a reply (parts cut at a following header), or None when no part
         of it could be found."""
-        if self.system is None:
+        if self.canonical:
             parsed = parse_structure(text)
             if not parsed.steps:
                 return None
@@ -94,7 +97,10 @@ class SpanFormat:
 
     def wording_spans(self, target: str) -> list[tuple[int, int]]:
         """Character spans of the meta-reasoning and sub-problem texts of a rendered target
-        (after the header; what SFT masks for rows whose wording is not human)."""
+        (after the header; what SFT masks for rows whose wording is not human). The canonical
+        format reads every step of a whole decomposition (``gsrm.parse.wording_spans``)."""
+        if self.canonical:
+            return wording_spans(target)
         out = []
         for head in self.headers[:2]:
             m = re.search(rf"^{re.escape(head)}([ \t]*.*)$", target, re.MULTILINE)
@@ -129,7 +135,7 @@ SPAN_FORMATS: dict[str, SpanFormat] = {
     "tags": SpanFormat(
         name="tags", headers=("[Meta-reasoning 1]:", "[Sub-problem 1]:", "[Answer 1]:"),
         marks=("[Meta-reasoning", "[Sub-problem", "[Answer"),
-        stop=("\n[Meta-reasoning", "\nSo the final answer")),
+        stop=("\n[Meta-reasoning", "\nSo the final answer"), canonical=True),
     "pqa": SpanFormat(
         name="pqa", headers=("Plan:", "Question:", "Answer:"),
         marks=("Plan:", "Question:", "Answer:"), stop=("\nPlan:",),

@@ -12,6 +12,7 @@ from gsrm.backends.safeguards import cut_at_stop
 from gsrm.describe import (
     DESCRIBE_STOP,
     REPAIR_MAX_NEW_TOKENS,
+    describe_many,
     first_step,
     repair_prefix,
     span_text,
@@ -79,11 +80,50 @@ def test_two_stage_and_single_pass_have_different_cache_keys() -> None:
 
 
 def test_an_unparsable_description_keeps_its_span_and_says_so() -> None:
-    g = GSRM(backend=EchoLM(reply="I cannot do that."), segmenter=get_segmenter("units"))
+    lm = EchoLM(reply="I cannot do that.")
+    g = GSRM(backend=lm, segmenter=get_segmenter("units"))
     s = g.decompose("p", "First. Second.")
     assert [st.span for st in s.steps] == [(0, 6), (7, 14)]
     assert all(not st.is_complete for st in s.steps)
-    assert any("no step could be parsed" in w for w in s.warnings)
+    assert s.warnings == [f"step {k}: no step could be parsed from the describer's completion"
+                          for k in (1, 2)]
+    # why: described again once in a fresh batch (the same text here), and both calls counted
+    assert [c[:2] for c in lm.calls] == [(2, g.describe_max_new_tokens)] * 2
+    assert s.generation is not None and s.generation.completion_tokens == 2 * 2 * 9
+
+
+class FaultyOnceLM(EchoLM):
+    """Returns garbage for the spans of its first batch from the second span on (as the
+    engine fault did: every completion from one point of a call to its end), then is fine."""
+
+    def generate(self, conversations: Sequence[list[dict[str, str]]],
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[Generation]:
+        out = super().generate(conversations, max_new_tokens, stop)
+        if len(self.calls) == 1:
+            out[1:] = [g.model_copy(update={"text": "</s>## ##"}) for g in out[1:]]
+        return out
+
+
+def test_spans_with_no_step_are_described_again_in_a_fresh_batch() -> None:
+    lm = FaultyOnceLM()
+    g = GSRM(backend=lm, segmenter=get_segmenter("units"))
+    got = g.decompose_many([("p", TRACE), ("q", "One step only")])
+    want = GSRM(backend=EchoLM(), segmenter=get_segmenter("units")).decompose_many(
+        [("p", TRACE), ("q", "One step only")])
+    assert [c[:2] for c in lm.calls] == [(5, g.describe_max_new_tokens),
+                                         (4, g.describe_max_new_tokens)]
+    assert [s.steps for s in got] == [s.steps for s in want]
+    again = "the describer's first completion had no step; described again"
+    assert got[0].warnings == [f"step {k}: {again}" for k in (2, 3, 4)]
+    assert got[1].warnings == [f"step 1: {again}"]
+    assert got[0].generation is not None and got[0].generation.completion_tokens == 7 * 9
+
+
+def test_the_retry_can_be_turned_off() -> None:
+    lm = FaultyOnceLM()
+    [s] = describe_many(lm, [("p", "First. Second.", [(0, 6), (7, 14)])], retry_rounds=0)
+    assert len(lm.calls) == 1 and s.steps[0].is_complete and not s.steps[1].is_complete
 
 
 def test_rule_backends_keep_their_own_steps_with_spans() -> None:
@@ -155,10 +195,12 @@ def test_a_description_that_ends_early_is_continued_with_the_next_tag() -> None:
     assert s.generation.completion_tokens == 2 * 3 * 5
 
 
-def test_the_repair_is_in_the_cache_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("setting", ["REPAIR_ROUNDS", "REPAIR_MAX_NEW_TOKENS", "RETRY_ROUNDS"])
+def test_the_repair_and_retry_are_in_the_cache_identity(monkeypatch: pytest.MonkeyPatch,
+                                                        setting: str) -> None:
     g = GSRM(backend=EchoLM(), segmenter=get_segmenter("units"))
     before = g.cache_key("p", TRACE)
-    monkeypatch.setattr("gsrm.describe.REPAIR_ROUNDS", 0)
+    monkeypatch.setattr(f"gsrm.describe.{setting}", 7)
     assert g.cache_key("p", TRACE) != before
 
 

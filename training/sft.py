@@ -13,8 +13,8 @@ wording is human (GSM8K socratic questions) or a teacher LLM's (``gsrm-train lab
 those two fields. In the other rows the sub-problems are derived by rule (GSM8K train:
 "How many duck eggs a day?") or weak (PRM800K, PRMBench, CHAMP, BIG-Bench Mistake: the
 step's first sentence), and their meta-reasoning repeats them; the text of those lines is
-masked (``wording_spans``), so the rows teach where steps begin and what they answer, but
-not to ask terse questions. (With them unmasked, 300 derived GSM8K rows raised step-count
+masked (``SpanFormat.wording_spans``), so the rows teach where steps begin and what they
+answer, but not to ask terse questions. (With them unmasked, 300 derived GSM8K rows raised step-count
 exact match and lowered sub-problem agreement; see the model card.)
 
 Presets (``PRESETS``):
@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,18 +41,6 @@ from training.data import SFTExample
 
 IGNORE = -100
 WORDING_SOURCES = frozenset({"gsm8k-socratic", "labels"})
-_WORDING = re.compile(r"^\[(?:Meta-reasoning|Sub-problem) \d+\]:([ \t]*.*)$", re.MULTILINE)
-
-
-def wording_spans(target: str) -> list[tuple[int, int]]:
-    r"""Character spans of the meta-reasoning and sub-problem texts in a target (after the
-    ``]:``, leading blank included; headers, answers and line breaks are not in them).
-
-    >>> t = "[Meta-reasoning 1]: First.\n[Sub-problem 1]: Eggs?\n[Answer 1]: 9"
-    >>> [t[a:b] for a, b in wording_spans(t)]
-    [' First.', ' Eggs?']
-    """
-    return [(m.start(1), m.end(1)) for m in _WORDING.finditer(target) if m.end(1) > m.start(1)]
 
 
 @dataclass(frozen=True)
@@ -144,12 +131,10 @@ def encode(tok: Any, ex: SFTExample, max_length: int, span_format: str | None = 
 
     ``span_format``: describer data (``gsrm.spanformat``: its prompt, and its headers for the
     wording mask); None: a whole decomposition in the canonical prompt and tags."""
-    from gsrm.prompts import build_messages
     from gsrm.spanformat import get_span_format
 
-    fmt = get_span_format(span_format) if span_format else None
-    messages = fmt.messages(ex.problem, ex.reasoning) if fmt else \
-        build_messages(ex.problem, ex.reasoning, shots=())
+    fmt = get_span_format(span_format or "tags")  # tags: the canonical prompt, no shots
+    messages = fmt.messages(ex.problem, ex.reasoning)
     prompt = chat_ids(tok, messages, add_generation_prompt=True)
     full = chat_ids(tok, messages + [{"role": "assistant", "content": ex.target}])
     if full[: len(prompt)] != prompt:
@@ -159,8 +144,8 @@ def encode(tok: Any, ex: SFTExample, max_length: int, span_format: str | None = 
         return None
     labels = [IGNORE] * len(prompt) + full[len(prompt):]
     if ex.source not in WORDING_SOURCES:
-        spans = fmt.wording_spans(ex.target) if fmt else wording_spans(ex.target)
-        _mask_wording(tok, messages, ex.target, spans, full, len(prompt), labels)
+        _mask_wording(tok, messages, ex.target, fmt.wording_spans(ex.target), full,
+                      len(prompt), labels)
     return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
 
 
@@ -168,7 +153,7 @@ def _mask_wording(tok: Any, messages: list[dict[str, str]], target: str,
                   wording: list[tuple[int, int]], full: list[int], n_prompt: int,
                   labels: list[int]) -> None:
     """Set the labels of tokens inside ``wording`` (character spans of ``target``, from
-    ``wording_spans``) to IGNORE (in place).
+    ``SpanFormat.wording_spans``) to IGNORE (in place).
 
     Tokens are located by the fast tokenizer's character offsets on the chat text, which must
     re-tokenize to exactly ``full`` (checked, with a clear error otherwise; SmolLM2's template
