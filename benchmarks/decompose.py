@@ -206,8 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend = TransformersBackend(model=args.model, adapter=args.adapter, device=args.device,
                                       dtype=args.dtype, batch_size=args.batch_size,
                                       max_new_tokens=args.max_new_tokens, threads=args.threads)
-    if args.prefix_warmup:
-        backend.prefix_warmup = True
+    if args.prefix_warmup is not None:
+        backend.prefix_warmup = args.prefix_warmup
     gsrm = GSRM(backend=backend, judge=get_judge("lexical"), decomposer=args.decomposer,
                 describe_max_new_tokens=args.describe_max_new_tokens)
     result: dict[str, Any] = {

@@ -69,8 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend == "openvino":
         kw.update(weights=args.ov_weights, precision=args.ov_precision)
     backend = get_backend(args.backend, **kw)
-    if args.prefix_warmup:
-        backend.prefix_warmup = True
+    if args.prefix_warmup is not None:
+        backend.prefix_warmup = args.prefix_warmup
     segmenter = get_segmenter()
     ctx = TaskContext(limit=args.limit, split="dev")
     if args.data is not None:

@@ -29,6 +29,7 @@ def _names(value: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from eval.runner import RunConfig
     from gsrm.backends.openvino import add_openvino_args
+    from gsrm.describe import add_prefix_warmup_arg
     from gsrm.validation import (
         GenBatchSize,
         MaxInputTokens,
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "on a GGUF export made on first use; transformers when $GSRM_DEVICE "
                         "names a GPU)")
     add_openvino_args(g)
+    add_prefix_warmup_arg(g)
     g.add_argument("--dtype", default="float32", choices=["float32", "auto", "bfloat16"],
                    help="float32 (default): a trace's decomposition does not depend on what "
                         "else is in the batch; bfloat16 (or auto: bfloat16 where the CPU/GPU "
@@ -134,7 +136,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             prompt_lookup=args.prompt_lookup, dtype=_dtype(args.dtype),
             max_input_tokens=args.max_input_tokens, threads=args.threads,
             engine=args.engine or default_backend(), ov_weights=args.ov_weights,
-            ov_precision=args.ov_precision),
+            ov_precision=args.ov_precision, prefix_warmup=args.prefix_warmup),
     )
     validate(cfg)
     details: list[dict] = []

@@ -73,6 +73,9 @@ class SystemOptions(BaseModel):
     ov_weights: str = Field("int8", description="openvino engine: int8 or f16 weights")
     ov_precision: str = Field("f32", description="openvino engine: f32 or auto (bf16 where "
                               "the CPU has it)")
+    prefix_warmup: bool | None = Field(None, description="openvino engine: prefill each "
+                                       "problem's prompt once before the describer's batch "
+                                       "(None: the engine's default, on)")
 
 
 # --------------------------------------------------------------------------- rule baselines
@@ -255,7 +258,9 @@ def _transformers(opts: SystemOptions, adapter: str | None = None, shots: int | 
                                weights=opts.ov_weights, precision=opts.ov_precision,
                                threads=opts.threads,
                                batch_size=opts.batch_size, max_input_tokens=opts.max_input_tokens,
-                               **({} if shots is None else {"shots": shots}))
+                               **({} if shots is None else {"shots": shots}),
+                               **({} if opts.prefix_warmup is None
+                                  else {"prefix_warmup": opts.prefix_warmup}))
 
     kw: dict[str, object] = {
         "model": opts.model, "adapter": adapter or "none", "device": opts.device,

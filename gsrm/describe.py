@@ -10,9 +10,10 @@ The LM gets the problem and the span's text in the prompt of its span format
 the shipped describer, ``gsrm/adapters/describer``, was trained on ``tags``: the canonical
 prompt and ``[Meta-reasoning 1]:`` lines, one span per example: ``training.descdata``); its
 first step's three parts are kept (the completion is cut at a second step,
-``SpanFormat.stop``). With ``Backend.prefix_warmup`` (an
-opt-in experiment) each problem's prompt is prefilled once before the batch
-(``warm_prefixes``), so all spans of a problem share it in the engine's prefix cache.
+``SpanFormat.stop``). Spans with the same prompt are described once (``describe_many``).
+With ``Backend.prefix_warmup`` (the OpenVINO backend's default) each problem's prompt is
+prefilled once before the batch (``warm_prefixes``), so all spans of a problem share it in
+the engine's prefix cache.
 
 Format repair (``repair_prefix``): a completion that ends before the step's next part (the
 small model sometimes ends its turn right after the meta-reasoning line on LaTeX-heavy spans;
@@ -41,7 +42,9 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
+from typing import Any
 
 from gsrm.backends import Backend
 from gsrm.prompts import Message
@@ -191,39 +194,58 @@ def warm_prefixes(backend: Backend, convs: Sequence[list[Message]],
     Why: every span prompt of a problem repeats the same system prompt and problem (a GRPO
     group's completions all share one problem), and OpenVINO GenAI's prefix cache reuses
     only blocks that an earlier step has computed: prompts prefilled in the same step each
-    compute the prefix again. The completions should be the same text up to a backend's
-    batch dependence: only what is in the cache changes. Opt-in (``Backend.prefix_warmup``):
-    the README has the figures, from ``benchmarks/decompose.py --prefix-warmup`` and
-    ``benchmarks/describer_dev.py --prefix-warmup``, and the one evaluation it failed.
+    compute the prefix again. The completions are the same text up to a backend's batch
+    dependence: only what is in the cache changes (which is why identical span prompts are
+    described once: with the warm-up but without that, copies of a step in one batch got
+    different descriptions more often). On where ``Backend.prefix_warmup`` is (the OpenVINO
+    backend's default); the README has the figures (``benchmarks/decompose.py
+    [--no-prefix-warmup]``, ``gsrm-eval run [--no-prefix-warmup]``).
     """
     firsts = first_per_key([p.strip() for p in problems])
     if len(firsts) < len(convs):  # nothing shared: warming would only add work
         backend.generate([convs[j] for j in firsts], 1)
 
 
-def add_prefix_warmup_arg(parser: argparse.ArgumentParser) -> None:
-    """``--prefix-warmup`` for the benchmark scripts that try the warm-up (``warm_prefixes``)."""
-    parser.add_argument("--prefix-warmup", action="store_true",
-                        help="experiment: prefill each problem's prompt once before the "
-                             "describer's batch (gsrm.describe.warm_prefixes; off by default)")
+def add_prefix_warmup_arg(parser: Any) -> None:
+    """``--prefix-warmup`` / ``--no-prefix-warmup`` (None when neither is given: the
+    backend's default) on an argparse parser or group: ``gsrm-eval`` and the benchmarks."""
+    parser.add_argument("--prefix-warmup", action=argparse.BooleanOptionalAction, default=None,
+                        help="prefill each problem's prompt once before the describer's batch "
+                             "(gsrm.describe.warm_prefixes; default: the backend's: on for "
+                             "openvino, off for transformers)")
 
 
 def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Span]]],
                   max_new_tokens: int = DESCRIBE_MAX_NEW_TOKENS,
                   repair_rounds: int = REPAIR_ROUNDS,
                   retry_rounds: int | None = None) -> list[Structure]:
-    """Structures for ``(problem, reasoning, spans)`` items: one generation per span, batched
-    (then the format repair's continuations and the retry of spans with no step, batched).
-    ``retry_rounds`` None: ``RETRY_ROUNDS``."""
+    """Structures for ``(problem, reasoning, spans)`` items: one generation per distinct span
+    prompt, batched (then the format repair's continuations and the retry of spans with no
+    step, batched). ``retry_rounds`` None: ``RETRY_ROUNDS``.
+
+    Spans with the same prompt (same problem, same span text: the steps a corrected or
+    perturbed trace shares with its original, completions of a GRPO group that agree on a
+    step) are described once and share the description, so identical steps always get
+    identical descriptions, whatever an engine's batch numerics (OpenVINO's int8 kernels
+    give a prompt another text in another batch slot), and the work is done once. A
+    structure's token counts are what was decoded for it in this call (a shared span counts
+    for its first trace)."""
     fmt = get_span_format(backend.span_format)
-    convs = []
-    where: list[tuple[int, int]] = []
+    convs: list[list[Message]] = []  # one per distinct span prompt
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    where: list[tuple[int, int, int]] = []  # (item, step, index in convs)
     for i, (problem, reasoning, spans) in enumerate(items):
         for k, span in enumerate(spans):
-            convs.append(fmt.messages(problem, span_text(reasoning, span), backend.shots))
-            where.append((i, k))
+            conv = fmt.messages(problem, span_text(reasoning, span), backend.shots)
+            key = json.dumps(conv)
+            if key not in seen:
+                seen[key] = len(convs)
+                convs.append(conv)
+                problems.append(problem)
+            where.append((i, k, seen[key]))
     if backend.prefix_warmup:
-        warm_prefixes(backend, convs, [items[i][0] for i, _ in where])
+        warm_prefixes(backend, convs, problems)
     gens: list[Generation] = backend.generate(convs, max_new_tokens, stop=fmt.stop) \
         if convs else []
     gens = _repair(backend, convs, gens, repair_rounds, fmt)
@@ -231,14 +253,18 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
                      RETRY_ROUNDS if retry_rounds is None else retry_rounds)
     out = [Structure(steps=[Step(span=s) for s in spans]) for _, _, spans in items]
     stats = [{"prompt": 0, "completion": 0, "budget": 0, "loop": 0} for _ in items]
-    for j, ((i, k), gen) in enumerate(zip(where, gens, strict=True)):
+    counted: set[int] = set()
+    for i, k, j in where:
+        gen = gens[j]
         step, warns = first_step(gen.text, fmt)
         out[i].steps[k] = step.model_copy(update={"span": items[i][2][k]})
         if j in retried:
             warns = ["the describer's first completion had no step; described again", *warns]
         out[i].warnings.extend(f"step {k + 1}: {w}" for w in warns)
-        stats[i]["prompt"] += gen.prompt_tokens
-        stats[i]["completion"] += gen.completion_tokens
+        if j not in counted:  # tokens count where the work was done: the first such span
+            counted.add(j)
+            stats[i]["prompt"] += gen.prompt_tokens
+            stats[i]["completion"] += gen.completion_tokens
         stats[i]["budget"] += int(gen.hit_max_new_tokens and not step.is_complete)
         stats[i]["loop"] += int(gen.stopped_in_loop)
     for s, st in zip(out, stats, strict=True):

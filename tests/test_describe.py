@@ -70,6 +70,29 @@ def test_every_span_of_every_trace_is_described_in_one_batch() -> None:
     assert a.generation is not None and a.generation.completion_tokens == 4 * 9
 
 
+@pytest.mark.parametrize(("items", "batch", "tokens"), [
+    # a trace and its copy: every span described once, the copy decodes nothing
+    ([("p", TRACE), ("p", TRACE)], 4, [4 * 9, 0]),
+    # a perturbed copy shares its first two steps with the original
+    ([("p", TRACE), ("p", "Add 2 and 3. So we get 5. Wait, 2 + 3 = 6.")], 5, [4 * 9, 9]),
+    # the same text under another problem is another prompt
+    ([("p", TRACE), ("q", TRACE)], 8, [4 * 9, 4 * 9]),
+])
+def test_identical_span_prompts_are_described_once(items: list[tuple[str, str]], batch: int,
+                                                   tokens: list[int]) -> None:
+    lm = EchoLM()
+    spans = get_segmenter("units").segment_many([text for _, text in items])
+    got = describe_many(lm, [(p, r, ss) for (p, r), ss in zip(items, spans, strict=True)])
+    assert [c[0] for c in lm.calls] == [batch]
+    assert [s.generation.completion_tokens for s in got if s.generation] == tokens
+    # why: a step's description depends on its prompt only, never on its batch slot
+    shared = [(a, b) for a, b in zip(got[0].steps, got[1].steps, strict=False)
+              if TRACE[a.span[0]:a.span[1]] == items[1][1][b.span[0]:b.span[1]]]
+    assert all(a == b for a, b in shared) and len(shared) >= 2
+    assert [[st.span for st in s.steps] for s in got] == spans
+    assert all(st.is_complete for s in got for st in s.steps)
+
+
 def test_two_stage_and_single_pass_have_different_cache_keys() -> None:
     lm = EchoLM()
     two = GSRM(backend=lm, segmenter=get_segmenter("units"))

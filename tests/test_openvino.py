@@ -233,6 +233,24 @@ def test_cli_builds_the_openvino_backend_from_its_flags() -> None:
         get_backend("openvino", weights="fp32")
 
 
+@pytest.mark.parametrize(("argv", "want"), [
+    ([], True),                          # the engine's default: on
+    (["--prefix-warmup"], True),
+    (["--no-prefix-warmup"], False),
+])
+def test_the_prefix_warmup_is_on_for_openvino_unless_turned_off(argv: list[str],
+                                                                want: bool) -> None:
+    from eval.cli import build_parser as eval_parser
+    from eval.systems import SystemOptions, _transformers
+
+    args = eval_parser().parse_args(["run", "--out", "x", *argv])
+    opts = SystemOptions(engine="openvino", prefix_warmup=args.prefix_warmup)
+    assert _transformers(opts).prefix_warmup is want
+    # why: the torch path shares a batch's prefix itself; warming would only add work
+    assert _transformers(opts.model_copy(update={"engine": "transformers"})).prefix_warmup \
+        is False
+
+
 SPANS = [  # (problem, span): steps with one clear result each
     ("Janet has 16 eggs. She eats 3 and bakes 4. How many are left?",
      "She has 16 - 3 - 4 = 9 eggs left."),

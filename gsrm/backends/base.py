@@ -59,10 +59,8 @@ class Backend(ABC):
     takes_adapter: bool = False
     #: True: the describer prefills each problem's prompt once before its batch
     #: (``gsrm.describe.warm_prefixes``), for engines whose prefix cache reuses prompt blocks
-    #: only once an earlier step has computed them (OpenVINO GenAI). Off by default everywhere
-    #: (an opt-in experiment, set on an instance: ``backend.prefix_warmup = True``): faster on
-    #: OpenVINO, but one all-task evaluation with it on returned unparsable descriptions that
-    #: no run without it did (README, "Speed and memory"); not yet explained
+    #: only once an earlier step has computed them: on in the OpenVINO backend (its
+    #: ``prefix_warmup=``), off here (the torch path shares a batch's prefix itself)
     prefix_warmup: bool = False
     #: the describer format the model was trained on (``gsrm.spanformat``; an adapter says
     #: which in its ``run.json``); ``tags`` for a base model with few-shot examples

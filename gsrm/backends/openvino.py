@@ -63,7 +63,8 @@ class OpenVINOBackend(LocalModelBackend):
     def __init__(self, model: str | None = None, adapter: str | None = "auto",
                  weights: str = "int8", export: str | None = None, threads: int | None = None,
                  batch_size: int = 32, kv_cache_gb: float = 1.0, precision: str = "f32",
-                 max_batched_tokens: int = 1024, **kwargs: Any) -> None:
+                 max_batched_tokens: int = 1024, prefix_warmup: bool = True,
+                 **kwargs: Any) -> None:
         from gsrm.openvino_export import WEIGHT_FORMATS
 
         if weights not in WEIGHT_FORMATS:
@@ -78,6 +79,9 @@ class OpenVINOBackend(LocalModelBackend):
         self.kv_cache_gb = kv_cache_gb
         self.precision = precision
         self.max_batched_tokens = max_batched_tokens
+        # on by default: its prefix cache reuses only blocks an earlier step computed
+        # (gsrm.describe.warm_prefixes; README, "Speed and memory")
+        self.prefix_warmup = prefix_warmup
         self._pipe: Any = None
 
     @property
