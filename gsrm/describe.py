@@ -25,12 +25,15 @@ every backend does the same, and its settings are in the decomposition's cache i
 span whose completion still has no complete step keeps its span and the parts it has, and the
 structure's warnings say which steps.
 
-Retry (``RETRY_ROUNDS``): a span whose completion (after the repair) has no step at all is
-described again, once, in a fresh batch of only such spans. Why: OpenVINO GenAI once returned
-unparsable text for every span from one point of a long engine call to its end, while the
-calls before and after were fine (README, "Speed and memory"); a fresh call recovers from that,
-and a deterministic backend just writes the same text again (the warnings still say so). A
-reward must not silently lose those steps.
+Retry (``RETRY_ROUNDS``): a span whose completion (after the repair) has no step at all, or
+ran to its token budget before its step was complete, is described again, once, in a fresh
+batch of only such spans, and the structure's warnings say which. Why: OpenVINO GenAI once
+returned unparsable text for every span from one point of a long engine call to its end,
+while the calls before and after were fine (README, "Speed and memory"), and its int8
+kernels give a prompt slightly different numbers in another batch, which is enough to tip a
+description that restates a formula into a loop or out of one. A fresh call recovers from
+both; a deterministic backend writes the same text again (the cost of a few spans). A reward
+must not silently lose those steps.
 
 Example::
 
@@ -151,27 +154,40 @@ def _merge(old: Generation, new: Generation, text: str) -> Generation:
         "stopped_in_loop": old.stopped_in_loop or new.stopped_in_loop})
 
 
+def _failure(gen: Generation, fmt: SpanFormat) -> str | None:
+    """Why ``gen`` is described again: it has no step, or it ran to its budget before its
+    step was complete; None when neither."""
+    step = fmt.parse(gen.text)
+    if step is None:
+        return "had no step"
+    if gen.hit_max_new_tokens and not step.is_complete:
+        return "stopped at the token budget"
+    return None
+
+
 def _retry(backend: Backend, convs: Sequence[list[Message]], gens: list[Generation],
            max_new_tokens: int, repair_rounds: int, fmt: SpanFormat,
-           rounds: int = RETRY_ROUNDS) -> set[int]:
-    """Describe again (in place), in a fresh batch, the spans whose completion has no step;
-    the indices whose retry gave one."""
-    recovered: set[int] = set()
+           rounds: int = RETRY_ROUNDS) -> dict[int, str]:
+    """Describe again (in place), in a fresh batch, the spans whose completion failed
+    (``_failure``); the retried indices and why. A retry is kept when it did not fail, or
+    when it has a step where the first had none."""
+    retried: dict[int, str] = {}
     for _ in range(rounds):
-        todo = [j for j, gen in enumerate(gens) if j not in recovered
-                and fmt.parse(gen.text) is None]
+        todo = [(j, why) for j, gen in enumerate(gens)
+                if j not in retried and (why := _failure(gen, fmt)) is not None]
         if not todo:
             break
-        sub = [convs[j] for j in todo]
+        sub = [convs[j] for j, _ in todo]
         again = _repair(backend, sub, backend.generate(sub, max_new_tokens, stop=fmt.stop),
                         repair_rounds, fmt)
-        for j, new in zip(todo, again, strict=True):
-            if fmt.parse(new.text) is not None:
-                recovered.add(j)
+        for (j, why), new in zip(todo, again, strict=True):
+            retried[j] = why
+            if _failure(new, fmt) is None or (why == "had no step"
+                                               and fmt.parse(new.text) is not None):
                 gens[j] = _merge(gens[j], new, new.text)
             else:  # keep the first text, count the work
                 gens[j] = _merge(new, gens[j], gens[j].text)
-    return recovered
+    return retried
 
 
 def first_per_key(keys: Sequence[str]) -> list[int]:
@@ -259,7 +275,7 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
         step, warns = first_step(gen.text, fmt)
         out[i].steps[k] = step.model_copy(update={"span": items[i][2][k]})
         if j in retried:
-            warns = ["the describer's first completion had no step; described again", *warns]
+            warns = [f"the describer's first completion {retried[j]}; described again", *warns]
         out[i].warnings.extend(f"step {k + 1}: {w}" for w in warns)
         if j not in counted:  # tokens count where the work was done: the first such span
             counted.add(j)

@@ -108,8 +108,9 @@ def test_an_unparsable_description_keeps_its_span_and_says_so() -> None:
     s = g.decompose("p", "First. Second.")
     assert [st.span for st in s.steps] == [(0, 6), (7, 14)]
     assert all(not st.is_complete for st in s.steps)
-    assert s.warnings == [f"step {k}: no step could be parsed from the describer's completion"
-                          for k in (1, 2)]
+    assert s.warnings == [w for k in (1, 2) for w in (
+        f"step {k}: the describer's first completion had no step; described again",
+        f"step {k}: no step could be parsed from the describer's completion")]
     # why: described again once in a fresh batch (the same text here), and both calls counted
     assert [c[:2] for c in lm.calls] == [(2, g.describe_max_new_tokens)] * 2
     assert s.generation is not None and s.generation.completion_tokens == 2 * 2 * 9
@@ -141,6 +142,31 @@ def test_spans_with_no_step_are_described_again_in_a_fresh_batch() -> None:
     assert got[0].warnings == [f"step {k}: {again}" for k in (2, 3, 4)]
     assert got[1].warnings == [f"step 1: {again}"]
     assert got[0].generation is not None and got[0].generation.completion_tokens == 7 * 9
+
+
+class LoopsOnceLM(EchoLM):
+    """Runs the first batch's second span to its budget inside the answer (as a formula
+    restated in a loop does), then is fine."""
+
+    def generate(self, conversations: Sequence[list[dict[str, str]]],
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[Generation]:
+        out = super().generate(conversations, max_new_tokens, stop)
+        if len(self.calls) == 1:
+            out[1] = out[1].model_copy(update={
+                "text": "[Meta-reasoning 1]: m\n[Sub-problem 1]: q = 1 + 1 + 1 + 1 + 1 +",
+                "hit_max_new_tokens": True})
+        return out
+
+
+def test_a_description_cut_by_the_budget_is_described_again() -> None:
+    lm = LoopsOnceLM()
+    [s] = describe_many(lm, [("p", "First. Second. Third.", [(0, 6), (7, 14), (15, 21)])])
+    assert [c[0] for c in lm.calls] == [3, 1]
+    assert all(st.is_complete for st in s.steps)
+    why = "stopped at the token budget"
+    assert s.warnings == [f"step 2: the describer's first completion {why}; described again"]
+    assert s.generation is not None and not s.generation.hit_max_new_tokens
 
 
 def test_the_retry_can_be_turned_off() -> None:
