@@ -40,6 +40,7 @@ import copy
 import json
 import os
 import random
+import re
 import signal
 import socket
 import statistics
@@ -100,10 +101,21 @@ def pool_size(students: list[list[dict[str, str]]]) -> int:
     return len(texts)
 
 
-def raw_student(i: int, rng: random.Random, texts: list[str]) -> str:
-    """A distinct raw student trace: an example student with a varied opening sentence."""
+def raw_student(i: int, rng: random.Random, texts: list[str], shared_spans: bool = False) -> str:
+    """A distinct raw student trace: an example student with a varied opening sentence and,
+    unless ``shared_spans``, its attempt number in every sentence.
+
+    Why every sentence: the describer describes identical span prompts once
+    (``gsrm.describe.describe_many``), so students that differ only in their opening would
+    share every later step's description and measure that sharing, not the describer; real
+    completions of one problem share some steps, not all. ``--shared-spans`` keeps the old
+    students (only the opening differs) for comparison.
+    """
     opener = rng.choice(["Let me think.", "Okay.", "Right, let's see.", "Alright.", "Hmm."])
-    return f"{opener} (attempt {i}) {rng.choice(texts)}"
+    text = rng.choice(texts)
+    if not shared_spans:
+        text = re.sub(r"([.!?])(\s+|$)", rf" (attempt {i})\1\2", text)
+    return f"{opener} (attempt {i}) {text}"
 
 
 # --------------------------------------------------------------------------- server process
@@ -323,12 +335,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                    "gen_batch_size": args.gen_batch_size,
                                    "teacher_decomposed_in_warmup_s":
                                        round(time.perf_counter() - t0, 2),
-                                   "pairs_per_request": 1}
+                                   "pairs_per_request": 1,
+                                   "students_share_spans": args.shared_spans}
                 counter = iter(range(10**9))
 
                 def b_body(_: int) -> bytes:
                     return rewards_body([{"problem": problem, "teacher": raw_teacher,
-                                          "student": raw_student(next(counter), rng, raw_texts)}])
+                                          "student": raw_student(next(counter), rng, raw_texts,
+                                                                 args.shared_spans)}])
 
                 out["b"] = []
                 for c in args.concurrency:
@@ -473,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overhead-repeats", type=int, default=7)
     p.add_argument("--request-timeout", type=float, default=900.0)
     p.add_argument("--soak", type=float, default=0.0, help="soak seconds (0: off)")
+    p.add_argument("--shared-spans", action="store_true",
+                   help="(b): students differ only in their opening sentence (the describer "
+                        "then describes their later steps once); default: every sentence "
+                        "differs")
     p.add_argument("--skip-a", action="store_true")
     p.add_argument("--skip-b", action="store_true")
     p.add_argument("--seed", type=int, default=0)
