@@ -57,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=DESCRIBE_MAX_NEW_TOKENS)
     p.add_argument("--repair-rounds", type=int, default=REPAIR_ROUNDS)
     p.add_argument("--retry-rounds", type=int, default=RETRY_ROUNDS,
-                   help="fresh-batch retries of spans with no step (default: %(default)s)")
+                   help="fresh-batch retries of spans with no step or cut at the budget "
+                        "(default: %(default)s)")
     add_prefix_warmup_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)

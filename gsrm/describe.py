@@ -71,7 +71,8 @@ REPAIR_MAX_NEW_TOKENS = 64
 """Budget of one repair continuation: the missing parts are one or two short lines. Fixed per
 continuation (not what the first round left) so a span's result never depends on its batch."""
 RETRY_ROUNDS = 1
-"""Fresh-call retries of spans whose completion has no step at all (0 turns it off)."""
+"""Fresh-batch retries of spans whose completion has no step at all or ran to its budget
+before its step was complete (0 turns it off)."""
 MAX_SPAN_CHARS = 4000
 """A span longer than this is described from its first and last parts (its middle elided)."""
 
@@ -237,7 +238,7 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
                   retry_rounds: int | None = None) -> list[Structure]:
     """Structures for ``(problem, reasoning, spans)`` items: one generation per distinct span
     prompt, batched (then the format repair's continuations and the retry of spans with no
-    step, batched). ``retry_rounds`` None: ``RETRY_ROUNDS``.
+    step or cut at the budget, batched). ``retry_rounds`` None: ``RETRY_ROUNDS``.
 
     Spans with the same prompt (same problem, same span text: the steps a corrected or
     perturbed trace shares with its original, completions of a GRPO group that agree on a

@@ -14,8 +14,8 @@ those two fields. In the other rows the sub-problems are derived by rule (GSM8K 
 "How many duck eggs a day?") or weak (PRM800K, PRMBench, CHAMP, BIG-Bench Mistake: the
 step's first sentence), and their meta-reasoning repeats them; the text of those lines is
 masked (``SpanFormat.wording_spans``), so the rows teach where steps begin and what they
-answer, but not to ask terse questions. (With them unmasked, 300 derived GSM8K rows raised step-count
-exact match and lowered sub-problem agreement; see the model card.)
+answer, but not to ask terse questions. (With them unmasked, 300 derived GSM8K rows raised
+step-count exact match and lowered sub-problem agreement; see the model card.)
 
 Presets (``PRESETS``):
 
