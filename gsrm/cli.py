@@ -28,6 +28,7 @@ from typing import Any
 from gsrm.align import SCORE_MODES
 from gsrm.backends import BACKENDS, default_backend
 from gsrm.backends.openvino import add_openvino_args
+from gsrm.describe import add_prefix_warmup_arg
 from gsrm.io import (
     InputError,
     iter_jsonl,
@@ -82,6 +83,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                         "shared with other busy processes, 1 avoids thread oversubscription")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     add_openvino_args(g)
+    add_prefix_warmup_arg(g)
     g.add_argument("--decomposer", default="two-stage", choices=["two-stage", "single-pass"],
                    help="two-stage (default): the trained segmenter finds the steps, the LM "
                         "describes each; single-pass: the LM writes the whole decomposition "
@@ -131,6 +133,8 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                   weights=getattr(args, "ov_weights", "int8"),
                   precision=getattr(args, "ov_precision", "f32"),
                   batch_size=max(args.batch_size, 32))
+        if getattr(args, "prefix_warmup", None) is not None:
+            kw["prefix_warmup"] = args.prefix_warmup
     elif args.backend == "openai":
         kw.update(base_url=args.base_url, model=args.model, api_key=args.api_key)
     return kw

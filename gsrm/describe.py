@@ -225,7 +225,8 @@ def warm_prefixes(backend: Backend, convs: Sequence[list[Message]],
 
 def add_prefix_warmup_arg(parser: Any) -> None:
     """``--prefix-warmup`` / ``--no-prefix-warmup`` (None when neither is given: the
-    backend's default) on an argparse parser or group: ``gsrm-eval`` and the benchmarks."""
+    backend's default) on an argparse parser or group: ``gsrm``, ``gsrm-eval`` and the
+    benchmarks (``gsrm-serve`` has it from its settings)."""
     parser.add_argument("--prefix-warmup", action=argparse.BooleanOptionalAction, default=None,
                         help="prefill each problem's prompt once before the describer's batch "
                              "(gsrm.describe.warm_prefixes; default: the backend's: on for "

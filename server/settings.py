@@ -43,7 +43,7 @@ def _group(title: str, *names: str) -> None:
 
 _group("decomposition model", "backend", "model", "adapter", "backend_url", "backend_api_key",
        "max_new_tokens", "max_input_tokens", "shots", "gen_batch_size", "prompt_lookup", "device",
-       "dtype", "threads", "ov_weights", "ov_precision")
+       "dtype", "threads", "ov_weights", "ov_precision", "prefix_warmup")
 _group("judge and reward", "judge", "judge_url", "judge_model", "judge_api_key", "mode",
        "coverage", "cache_size")
 _group("batching and queue", "batch_window_ms", "max_batch", "max_queue", "request_timeout_s",
@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     threads: Threads = None
     ov_weights: WeightFormat = Field("int8", description=OV_WEIGHTS_HELP)
     ov_precision: Precision = Field("f32", description=OV_PRECISION_HELP)
+    prefix_warmup: bool = Field(True, description="openvino: prefill each problem's prompt once "
+                                "before the describer's batch (faster; "
+                                "gsrm.describe.warm_prefixes)")
     decomposer: Literal["two-stage", "single-pass"] = Field(
         "two-stage", description="two-stage: the trained segmenter finds the steps and the LM "
         "describes each; single-pass: the LM writes the whole decomposition")

@@ -246,6 +246,14 @@ def test_the_prefix_warmup_is_on_for_openvino_unless_turned_off(argv: list[str],
     args = eval_parser().parse_args(["run", "--out", "x", *argv])
     opts = SystemOptions(engine="openvino", prefix_warmup=args.prefix_warmup)
     assert _transformers(opts).prefix_warmup is want
+    # the same flag in `gsrm` and, through its settings, in `gsrm-serve`
+    cli = build_parser().parse_args(["decompose", "x.json", *argv])
+    assert get_backend("openvino", **backend_kwargs(cli)).prefix_warmup is want
+    from server.service import gsrm_from_settings
+    from server.settings import parse_settings
+
+    settings = parse_settings(argv, env={})
+    assert gsrm_from_settings(settings).backend.prefix_warmup is want
     # why: the torch path shares a batch's prefix itself; warming would only add work
     assert _transformers(opts.model_copy(update={"engine": "transformers"})).prefix_warmup \
         is False
