@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gsrm.backends import get_backend
     from gsrm.backends.openvino import add_openvino_args
     from gsrm.describe import (
+        BUDGET_WARNING,
         DESCRIBE_MAX_NEW_TOKENS,
         REPAIR_ROUNDS,
         RETRY_ROUNDS,
@@ -89,8 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           for it, ss in zip(items, spans, strict=True)],
                                 args.max_new_tokens, args.repair_rounds, args.retry_rounds)
         wall = time.perf_counter() - t0
-        budget = sum(int(w.split(" step description")[0]) for s in structs for w in s.warnings
-                     if "stopped at the token budget" in w)
+        # the summary warning only: a retry's warning names the budget too
+        budget = sum(int(w.split(" ", 1)[0]) for s in structs for w in s.warnings
+                     if w.endswith(f" {BUDGET_WARNING}"))
         print(json.dumps({
             "task": name, "split": "dev", "traces": len(items),
             "spans": sum(len(ss) for ss in spans),

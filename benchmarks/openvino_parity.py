@@ -90,8 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pt = get_backend("transformers", threads=args.threads, batch_size=64)
 
     def texts(backend: object, convs: list) -> list[str]:
+        stop = get_span_format(backend.span_format).stop  # type: ignore[attr-defined]
         return [g.text for g in backend.generate(convs, DESCRIBE_MAX_NEW_TOKENS,  # type: ignore[attr-defined]
-                                                 stop=get_span_format(ov.span_format).stop)]
+                                                 stop=stop)]
 
     same = span_conversations(path, *args.same_items)
     got, ref = texts(ov, same), texts(pt, same)

@@ -73,6 +73,9 @@ continuation (not what the first round left) so a span's result never depends on
 RETRY_ROUNDS = 1
 """Fresh-batch retries of spans whose completion has no step at all or ran to its budget
 before its step was complete (0 turns it off)."""
+BUDGET_WARNING = "step description(s) stopped at the token budget"
+"""End of a structure's summary warning, after the count of spans left cut by the budget
+(``describe_many``); what scripts match to count them."""
 MAX_SPAN_CHARS = 4000
 """A span longer than this is described from its first and last parts (its middle elided)."""
 
@@ -292,7 +295,7 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
             completion_tokens=st["completion"], hit_max_new_tokens=st["budget"] > 0,
             stopped_in_loop=st["loop"] > 0)
         if st["budget"]:
-            s.warnings.append(f"{st['budget']} step description(s) stopped at the token budget")
+            s.warnings.append(f"{st['budget']} {BUDGET_WARNING}")
     return out
 
 

@@ -10,6 +10,7 @@ import pytest
 from gsrm.backends import Backend, Generation
 from gsrm.backends.safeguards import cut_at_stop
 from gsrm.describe import (
+    BUDGET_WARNING,
     DESCRIBE_STOP,
     REPAIR_MAX_NEW_TOKENS,
     describe_many,
@@ -167,6 +168,31 @@ def test_a_description_cut_by_the_budget_is_described_again() -> None:
     why = "stopped at the token budget"
     assert s.warnings == [f"step 2: the describer's first completion {why}; described again"]
     assert s.generation is not None and not s.generation.hit_max_new_tokens
+
+
+class AlwaysLoopsLM(LoopsOnceLM):
+    """Runs the second span of every batch it gets to its budget (the retry too)."""
+
+    def generate(self, conversations: Sequence[list[dict[str, str]]],
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[Generation]:
+        out = EchoLM.generate(self, conversations, max_new_tokens, stop)
+        k = 1 if len(out) > 1 else 0
+        out[k] = out[k].model_copy(update={
+            "text": "[Meta-reasoning 1]: m\n[Sub-problem 1]: q = 1 + 1 +",
+            "hit_max_new_tokens": True})
+        return out
+
+
+def test_a_span_still_cut_after_its_retry_is_counted_once_by_the_summary_warning() -> None:
+    [s] = describe_many(AlwaysLoopsLM(), [("p", "First. Second.", [(0, 6), (7, 14)])])
+    assert not s.steps[1].is_complete and s.generation is not None
+    assert s.generation.hit_max_new_tokens
+    # why: scripts count cut spans from the summary; the retry's warning names the budget too
+    assert [w for w in s.warnings if w.endswith(f" {BUDGET_WARNING}")] == [
+        f"1 {BUDGET_WARNING}"]
+    assert s.warnings[0] == ("step 2: the describer's first completion stopped at the token "
+                             "budget; described again")
 
 
 def test_the_retry_can_be_turned_off() -> None:
