@@ -8,7 +8,8 @@ token budget without a complete step (and how many steps lack a part, and the co
 tokens spent). Why a separate script: the describer's data mix, its format repair
 (``--repair-rounds``) and its budget (``--max-new-tokens``) are chosen on these dev figures,
 never on the test splits ``gsrm-eval run`` reports; the describer model card's dev table comes
-from here.
+from here. ``--split test`` reports a choice already made on dev, per task (``gsrm-eval run``
+pools the tasks' spans in one batch).
 
 Example::
 
@@ -41,11 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gsrm.describe import (
         BUDGET_WARNING,
         DESCRIBE_MAX_NEW_TOKENS,
+        REPAIR_AT_BUDGET,
         REPAIR_ROUNDS,
         RETRY_ROUNDS,
         add_prefix_warmup_arg,
         describe_many,
     )
+    from gsrm.io import write_text_atomic
     from gsrm.segment import get_segmenter
 
     p = argparse.ArgumentParser(prog="python benchmarks/describer_dev.py",
@@ -60,9 +63,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--retry-rounds", type=int, default=RETRY_ROUNDS,
                    help="fresh-batch retries of spans with no step or cut at the budget "
                         "(default: %(default)s)")
+    p.add_argument("--repair-at-budget", action=argparse.BooleanOptionalAction,
+                   default=REPAIR_AT_BUDGET,
+                   help="continue completions cut by the budget with the next part's header "
+                        "(gsrm.describe.REPAIR_AT_BUDGET; default: %(default)s)")
     add_prefix_warmup_arg(p)
+    p.add_argument("--split", choices=("dev", "test"), default="dev",
+                   help="dev (default) to choose settings on; test only to report a choice "
+                        "made on dev")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder: write each task's structures to TASK.jsonl there (atomically), "
+                        "one {id, problem, reasoning, structure} per trace, to read which spans "
+                        "were cut or left incomplete")
     add_openvino_args(p)
     args = p.parse_args(argv)
 
@@ -74,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.prefix_warmup is not None:
         backend.prefix_warmup = args.prefix_warmup
     segmenter = get_segmenter()
-    ctx = TaskContext(limit=args.limit, split="dev")
+    ctx = TaskContext(limit=args.limit, split=args.split)
     if args.data is not None:
         ctx.data_root = args.data
     for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
@@ -88,17 +102,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         structs = describe_many(backend, [(it.problem, it.reasoning, ss)
                                           for it, ss in zip(items, spans, strict=True)],
-                                args.max_new_tokens, args.repair_rounds, args.retry_rounds)
+                                args.max_new_tokens, args.repair_rounds, args.retry_rounds,
+                                args.repair_at_budget)
         wall = time.perf_counter() - t0
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(args.out / f"{name}.jsonl", "".join(
+                json.dumps({"id": getattr(it, "id", n), "problem": it.problem, "reasoning": it.reasoning,
+                            "structure": s.model_dump(mode="json")}) + "\n"
+                for n, (it, s) in enumerate(zip(items, structs, strict=True))))
         # the summary warning only: a retry's warning names the budget too
         budget = sum(int(w.split(" ", 1)[0]) for s in structs for w in s.warnings
                      if w.endswith(f" {BUDGET_WARNING}"))
         print(json.dumps({
-            "task": name, "split": "dev", "traces": len(items),
+            "task": name, "split": args.split, "traces": len(items),
             "spans": sum(len(ss) for ss in spans),
             "parse_valid": round(sum(1.0 for s in structs if s.steps and all(
                 st.is_complete for st in s.steps)) / max(1, len(structs)), 3),
             "spans_at_budget": budget, "describe_s": round(wall, 1),
+            # first completions cut by the budget, whatever happened next (repair or retry)
+            "first_completions_at_budget": sum(
+                "token budget" in w and not w.endswith(BUDGET_WARNING)
+                for s in structs for w in s.warnings),
             "spans_described_again": sum("described again" in w for s in structs
                                          for w in s.warnings),
             "steps_incomplete": sum(not st.is_complete for s in structs for st in s.steps),
@@ -106,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      if s.generation is not None),
             "backend": backend.name, "model": backend.model_id,
             "max_new_tokens": args.max_new_tokens, "repair_rounds": args.repair_rounds,
-            "retry_rounds": args.retry_rounds,
+            "retry_rounds": args.retry_rounds, "repair_at_budget": args.repair_at_budget,
             "prefix_warmup": backend.prefix_warmup,
         }), flush=True)
     return 0

@@ -25,6 +25,16 @@ every backend does the same, and its settings are in the decomposition's cache i
 span whose completion still has no complete step keeps its span and the parts it has, and the
 structure's warnings say which steps.
 
+Past the budget (``REPAIR_AT_BUDGET``): a completion that ran to its token budget before its
+step was complete gets the same repair: what it wrote stays (its last part cut where the budget
+cut it) and the next part's header is appended. Why: on formula-heavy spans the describer
+copies a long formula into the meta-reasoning and again into the sub-problem, and the budget
+ends it before the answer; described again, it writes the same copy (greedy decoding), so a
+fresh retry paid a second full budget, in series, for nothing (on the dev splits, README
+"Speed and memory"), while a continuation of at most ``REPAIR_MAX_NEW_TOKENS`` writes the
+missing answer. A loop inside a line is cut by the safeguards before this (it is not a budget
+cut). The structure's warnings name every step whose completion was cut by the budget.
+
 Retry (``RETRY_ROUNDS``): a span whose completion (after the repair) has no step at all, or
 ran to its token budget before its step was complete, is described again, once, in a fresh
 batch of only such spans, and the structure's warnings say which. Why: OpenVINO GenAI once
@@ -70,6 +80,11 @@ REPAIR_ROUNDS = 2
 REPAIR_MAX_NEW_TOKENS = 64
 """Budget of one repair continuation: the missing parts are one or two short lines. Fixed per
 continuation (not what the first round left) so a span's result never depends on its batch."""
+REPAIR_AT_BUDGET = True
+"""Whether the format repair also continues completions cut by the budget (see above)."""
+AT_BUDGET_WARNING = "the describer's completion ran to the token budget"
+"""Start of a step's warning when its completion was cut by the budget and its missing parts
+were asked for after the cut; what scripts match to count first completions at the budget."""
 RETRY_ROUNDS = 1
 """Fresh-batch retries of spans whose completion has no step at all or ran to its budget
 before its step was complete (0 turns it off)."""
@@ -131,12 +146,14 @@ def repair_prefix(text: str, fmt: SpanFormat = TAGS) -> str | None:
 
 
 def _repair(backend: Backend, convs: Sequence[list[Message]], gens: list[Generation],
-            rounds: int, fmt: SpanFormat) -> list[Generation]:
-    """``gens`` with incomplete completions continued through ``repair_prefix`` (in place)."""
+            rounds: int, fmt: SpanFormat, at_budget: bool = REPAIR_AT_BUDGET) -> list[Generation]:
+    """``gens`` with incomplete completions continued through ``repair_prefix`` (in place);
+    ``at_budget``: also those that ran to their budget."""
     for _ in range(rounds):
         todo: list[tuple[int, str]] = []
         for j, gen in enumerate(gens):
-            prefix = None if gen.hit_max_new_tokens else repair_prefix(gen.text, fmt)
+            prefix = None if gen.hit_max_new_tokens and not at_budget \
+                else repair_prefix(gen.text, fmt)
             if prefix is not None:
                 todo.append((j, prefix))
         if not todo:
@@ -171,7 +188,7 @@ def _failure(gen: Generation, fmt: SpanFormat) -> str | None:
 
 def _retry(backend: Backend, convs: Sequence[list[Message]], gens: list[Generation],
            max_new_tokens: int, repair_rounds: int, fmt: SpanFormat,
-           rounds: int = RETRY_ROUNDS) -> dict[int, str]:
+           rounds: int = RETRY_ROUNDS, at_budget: bool = REPAIR_AT_BUDGET) -> dict[int, str]:
     """Describe again (in place), in a fresh batch, the spans whose completion failed
     (``_failure``); the retried indices and why. A retry is kept when it did not fail, or
     when it has a step where the first had none."""
@@ -183,7 +200,7 @@ def _retry(backend: Backend, convs: Sequence[list[Message]], gens: list[Generati
             break
         sub = [convs[j] for j, _ in todo]
         again = _repair(backend, sub, backend.generate(sub, max_new_tokens, stop=fmt.stop),
-                        repair_rounds, fmt)
+                        repair_rounds, fmt, at_budget)
         for (j, why), new in zip(todo, again, strict=True):
             retried[j] = why
             if _failure(new, fmt) is None or (why == "had no step"
@@ -239,10 +256,12 @@ def add_prefix_warmup_arg(parser: Any) -> None:
 def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Span]]],
                   max_new_tokens: int = DESCRIBE_MAX_NEW_TOKENS,
                   repair_rounds: int = REPAIR_ROUNDS,
-                  retry_rounds: int | None = None) -> list[Structure]:
+                  retry_rounds: int | None = None,
+                  repair_at_budget: bool | None = None) -> list[Structure]:
     """Structures for ``(problem, reasoning, spans)`` items: one generation per distinct span
     prompt, batched (then the format repair's continuations and the retry of spans with no
-    step or cut at the budget, batched). ``retry_rounds`` None: ``RETRY_ROUNDS``.
+    step or cut at the budget, batched). ``retry_rounds`` None: ``RETRY_ROUNDS``;
+    ``repair_at_budget`` None: ``REPAIR_AT_BUDGET``.
 
     Spans with the same prompt (same problem, same span text: the steps a corrected or
     perturbed trace shares with its original, completions of a GRPO group that agree on a
@@ -269,9 +288,12 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
         warm_prefixes(backend, convs, problems)
     gens: list[Generation] = backend.generate(convs, max_new_tokens, stop=fmt.stop) \
         if convs else []
-    gens = _repair(backend, convs, gens, repair_rounds, fmt)
+    at_budget = REPAIR_AT_BUDGET if repair_at_budget is None else repair_at_budget
+    cut = {j for j, gen in enumerate(gens)
+           if gen.hit_max_new_tokens and not first_step(gen.text, fmt)[0].is_complete}
+    gens = _repair(backend, convs, gens, repair_rounds, fmt, at_budget)
     retried = _retry(backend, convs, gens, max_new_tokens, repair_rounds, fmt,
-                     RETRY_ROUNDS if retry_rounds is None else retry_rounds)
+                     RETRY_ROUNDS if retry_rounds is None else retry_rounds, at_budget)
     out = [Structure(steps=[Step(span=s) for s in spans]) for _, _, spans in items]
     stats = [{"prompt": 0, "completion": 0, "budget": 0, "loop": 0} for _ in items]
     counted: set[int] = set()
@@ -281,6 +303,9 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
         out[i].steps[k] = step.model_copy(update={"span": items[i][2][k]})
         if j in retried:
             warns = [f"the describer's first completion {retried[j]}; described again", *warns]
+        elif j in cut:
+            warns = [(f"{AT_BUDGET_WARNING} ({max_new_tokens}) before its step was complete; "
+                      "its missing parts were asked for after the cut"), *warns]
         out[i].warnings.extend(f"step {k + 1}: {w}" for w in warns)
         if j not in counted:  # tokens count where the work was done: the first such span
             counted.add(j)

@@ -145,6 +145,7 @@ class GSRM:
             return "single-pass"
         from gsrm.describe import (
             DESCRIBE_STOP,
+            REPAIR_AT_BUDGET,
             REPAIR_MAX_NEW_TOKENS,
             REPAIR_ROUNDS,
             RETRY_ROUNDS,
@@ -153,7 +154,8 @@ class GSRM:
         return json.dumps({"decomposer": "two-stage", "segmenter": self.segmenter.identity(),
                            "describe_max_new_tokens": self.describe_max_new_tokens,
                            "describe_stop": list(DESCRIBE_STOP),
-                           "describe_repair": [REPAIR_ROUNDS, REPAIR_MAX_NEW_TOKENS],
+                           "describe_repair": [REPAIR_ROUNDS, REPAIR_MAX_NEW_TOKENS,
+                                               REPAIR_AT_BUDGET],
                            "describe_retry": RETRY_ROUNDS},
                           sort_keys=True)
 

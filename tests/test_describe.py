@@ -10,6 +10,7 @@ import pytest
 from gsrm.backends import Backend, Generation
 from gsrm.backends.safeguards import cut_at_stop
 from gsrm.describe import (
+    AT_BUDGET_WARNING,
     BUDGET_WARNING,
     DESCRIBE_STOP,
     REPAIR_MAX_NEW_TOKENS,
@@ -160,9 +161,11 @@ class LoopsOnceLM(EchoLM):
         return out
 
 
-def test_a_description_cut_by_the_budget_is_described_again() -> None:
+def test_a_description_cut_by_the_budget_is_described_again_without_the_repair_past_it(
+) -> None:
     lm = LoopsOnceLM()
-    [s] = describe_many(lm, [("p", "First. Second. Third.", [(0, 6), (7, 14), (15, 21)])])
+    [s] = describe_many(lm, [("p", "First. Second. Third.", [(0, 6), (7, 14), (15, 21)])],
+                        repair_at_budget=False)
     assert [c[0] for c in lm.calls] == [3, 1]
     assert all(st.is_complete for st in s.steps)
     why = "stopped at the token budget"
@@ -185,7 +188,8 @@ class AlwaysLoopsLM(LoopsOnceLM):
 
 
 def test_a_span_still_cut_after_its_retry_is_counted_once_by_the_summary_warning() -> None:
-    [s] = describe_many(AlwaysLoopsLM(), [("p", "First. Second.", [(0, 6), (7, 14)])])
+    [s] = describe_many(AlwaysLoopsLM(), [("p", "First. Second.", [(0, 6), (7, 14)])],
+                        repair_at_budget=False)
     assert not s.steps[1].is_complete and s.generation is not None
     assert s.generation.hit_max_new_tokens
     # why: scripts count cut spans from the summary; the retry's warning names the budget too
@@ -193,6 +197,61 @@ def test_a_span_still_cut_after_its_retry_is_counted_once_by_the_summary_warning
         f"1 {BUDGET_WARNING}"]
     assert s.warnings[0] == ("step 2: the describer's first completion stopped at the token "
                              "budget; described again")
+
+
+class CopiesAtBudgetLM(EchoLM):
+    """Copies a long formula into the second span's sub-problem until the budget cuts it (the
+    same text every time, as greedy decoding does); answers a prefilled answer header with
+    ``answer`` (or, when None, runs that to its budget with nothing written)."""
+
+    cut = "[Meta-reasoning 1]: Find $s = w + x$\n[Sub-problem 1]: Find $s = w + x + y + z$ whe"
+
+    def __init__(self, answer: str | None = " the roots $w,x,y,z$") -> None:
+        super().__init__()
+        self.answer = answer
+
+    def generate(self, conversations: Sequence[list[dict[str, str]]],
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[Generation]:
+        self.calls.append((len(conversations), max_new_tokens, tuple(stop or ())))
+        out = []
+        for conv in conversations:
+            if conv[-1]["role"] == "assistant":
+                assert conv[-1]["content"] == f"{self.cut}\n[Answer 1]:"
+                text, budget = (self.answer, False) if self.answer is not None else ("", True)
+            elif "Second." in conv[-1]["content"]:
+                text, budget = self.cut, True
+            else:
+                text, budget = cut_at_stop(self.reply_to(conv), stop or ())[0], False
+            out.append(Generation(text=text, completion_tokens=self.tokens, prompt_tokens=30,
+                                  hit_max_new_tokens=budget))
+        return out
+
+
+def test_a_description_cut_by_the_budget_is_continued_after_the_cut() -> None:
+    lm = CopiesAtBudgetLM()
+    [s] = describe_many(lm, [("p", "First. Second. Third.", [(0, 6), (7, 14), (15, 21)])],
+                        max_new_tokens=100)
+    # why: a fresh retry writes the same copy again; one short continuation finishes the step
+    assert [c[:2] for c in lm.calls] == [(3, 100), (1, REPAIR_MAX_NEW_TOKENS)]
+    assert all(st.is_complete for st in s.steps)
+    assert (s.steps[1].subproblem, s.steps[1].answer) == (
+        "Find $s = w + x + y + z$ whe", "the roots $w,x,y,z$")
+    assert s.warnings == [(f"step 2: {AT_BUDGET_WARNING} (100) before its step was complete; "
+                           "its missing parts were asked for after the cut")]
+    assert s.generation is not None and not s.generation.hit_max_new_tokens
+
+
+def test_a_continuation_cut_by_its_budget_too_is_described_again() -> None:
+    lm = CopiesAtBudgetLM(answer=None)
+    [s] = describe_many(lm, [("p", "First. Second.", [(0, 6), (7, 14)])], max_new_tokens=100)
+    assert [c[:2] for c in lm.calls] == [(2, 100), (1, REPAIR_MAX_NEW_TOKENS), (1, 100),
+                                         (1, REPAIR_MAX_NEW_TOKENS)]
+    assert s.steps[1].answer == "" and s.generation is not None
+    assert s.generation.hit_max_new_tokens
+    assert s.warnings == [("step 2: the describer's first completion stopped at the token "
+                           "budget; described again"),
+                          "step 2: the describer's step is missing a part", f"1 {BUDGET_WARNING}"]
 
 
 def test_the_retry_can_be_turned_off() -> None:
@@ -270,7 +329,8 @@ def test_a_description_that_ends_early_is_continued_with_the_next_tag() -> None:
     assert s.generation.completion_tokens == 2 * 3 * 5
 
 
-@pytest.mark.parametrize("setting", ["REPAIR_ROUNDS", "REPAIR_MAX_NEW_TOKENS", "RETRY_ROUNDS"])
+@pytest.mark.parametrize("setting", ["REPAIR_ROUNDS", "REPAIR_MAX_NEW_TOKENS", "RETRY_ROUNDS",
+                                     "REPAIR_AT_BUDGET"])
 def test_the_repair_and_retry_are_in_the_cache_identity(monkeypatch: pytest.MonkeyPatch,
                                                         setting: str) -> None:
     g = GSRM(backend=EchoLM(), segmenter=get_segmenter("units"))
