@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the LM engine (openvino: OpenVINO GenAI on the GGUF export made on "
                         "first use; default: %(default)s, the CPU default)")
     add_openvino_args(p)
+    p.add_argument("--ov-early-stop", action=argparse.BooleanOptionalAction, default=False,
+                   help="openvino: step the pipeline here and end a running completion once a "
+                        "loop has begun (an experiment; default: %(default)s)")
     return p
 
 
@@ -201,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend == "openvino":
         backend = OpenVINOBackend(model=args.model, adapter=args.adapter, weights=args.ov_weights,
                                   precision=args.ov_precision, batch_size=args.batch_size,
-                                  max_new_tokens=args.max_new_tokens, threads=args.threads)
+                                  max_new_tokens=args.max_new_tokens, threads=args.threads,
+                                  early_stop=args.ov_early_stop)
     else:
         backend = TransformersBackend(model=args.model, adapter=args.adapter, device=args.device,
                                       dtype=args.dtype, batch_size=args.batch_size,
@@ -222,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else f"weights {args.ov_weights}, precision {args.ov_precision}",
         "batch_size": args.batch_size,
         "prefix_warmup": backend.prefix_warmup,
+        "early_stop": getattr(backend, "early_stop", None),
         "max_new_tokens": args.max_new_tokens,
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),

