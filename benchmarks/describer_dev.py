@@ -124,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "parse_valid": round(sum(1.0 for s in structs if s.steps and all(
                 st.is_complete for st in s.steps)) / max(1, len(structs)), 3),
             "spans_at_budget": budget, "describe_s": round(wall, 1),
-            # first completions cut by the budget, whatever happened next (repair or retry)
+            # steps whose completion (first, or a repair continuation) the budget cut,
+            # whatever happened next: continued after the cut or described again
             "first_completions_at_budget": sum(
                 "token budget" in w and not w.endswith(BUDGET_WARNING)
                 for s in structs for w in s.warnings),

@@ -289,8 +289,9 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
     gens: list[Generation] = backend.generate(convs, max_new_tokens, stop=fmt.stop) \
         if convs else []
     at_budget = REPAIR_AT_BUDGET if repair_at_budget is None else repair_at_budget
+    # first completions the budget left without a complete step (``_failure``'s test)
     cut = {j for j, gen in enumerate(gens)
-           if gen.hit_max_new_tokens and not first_step(gen.text, fmt)[0].is_complete}
+           if gen.hit_max_new_tokens and _failure(gen, fmt) is not None}
     gens = _repair(backend, convs, gens, repair_rounds, fmt, at_budget)
     retried = _retry(backend, convs, gens, max_new_tokens, repair_rounds, fmt,
                      RETRY_ROUNDS if retry_rounds is None else retry_rounds, at_budget)

@@ -214,8 +214,13 @@ class OpenVINOBackend(LocalModelBackend):
             self._request_id += 1
             handles.append(self._pipe.add_request(self._request_id, tensor, cfg))
         ids: list[list[int]] = [[] for _ in handles]
+
+        def drain(i: int) -> None:  # what the engine has produced for request i so far
+            while handles[i].can_read():
+                for out in handles[i].read().values():
+                    ids[i].extend(out.generated_ids)
+
         running = set(range(len(handles)))
-        checked = [0] * len(handles)  # tokens a completion had before this check's read
         steps = 0
         try:
             while self._pipe.has_non_finished_requests():
@@ -224,23 +229,18 @@ class OpenVINOBackend(LocalModelBackend):
                 if steps % EARLY_STOP_EVERY:
                     continue
                 for i in list(running):
-                    h = handles[i]
-                    checked[i] = len(ids[i])
-                    while h.can_read():
-                        for out in h.read().values():
-                            ids[i].extend(out.generated_ids)
-                    if h.get_status().name != "RUNNING":
+                    before = len(ids[i])
+                    drain(i)
+                    if handles[i].get_status().name != "RUNNING":
                         running.discard(i)
-                    elif len(ids[i]) >= max(EARLY_STOP_MIN_NEW, checked[i] + 1) and should_stop(
+                    elif len(ids[i]) >= max(EARLY_STOP_MIN_NEW, before + 1) and should_stop(
                             self._tok.decode(ids[i], skip_special_tokens=True), stop, True):
-                        h.stop()
+                        handles[i].stop()
                         running.discard(i)
         except BaseException:
             for i in running:  # leave no request behind in the pipeline
                 handles[i].stop()
             raise
-        for i, h in enumerate(handles):
-            while h.can_read():
-                for out in h.read().values():
-                    ids[i].extend(out.generated_ids)
+        for i in range(len(handles)):
+            drain(i)
         return ids
