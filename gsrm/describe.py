@@ -277,7 +277,8 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
     where: list[tuple[int, int, int]] = []  # (item, step, index in convs)
     for i, (problem, reasoning, spans) in enumerate(items):
         for k, span in enumerate(spans):
-            conv = fmt.messages(problem, span_text(reasoning, span), backend.shots)
+            before = reasoning[spans[k - 1][0]:spans[k - 1][1]] if k and fmt.previous else None
+            conv = fmt.messages(problem, span_text(reasoning, span), backend.shots, before)
             key = json.dumps(conv)
             if key not in seen:
                 seen[key] = len(convs)

@@ -16,6 +16,13 @@ The structure that comes out is the same canonical ``Step`` either way.
   per span and the describer is decode- and prefill-bound on a CPU. A describer trained on
   it (same data and recipe) was 1.3x faster on GSM8K but left more steps incomplete on long
   math traces, so the shipped one is ``tags`` (README, "Speed and memory").
+- ``tags-prev``: ``tags`` with the end of the previous span's text (at most
+  ``PREVIOUS_CHARS`` characters, ``previous_tail``) in the user turn, between the problem and
+  the span. Why: a span that only makes sense after the one before it ("So that's 6 more.")
+  gets a vague sub-problem from ``tags``; issue 16 asks for the steps so far in the prompt.
+  The previous *span's text*, not its description, keeps every span of a trace independent,
+  so all of them still decode as one batch (the descriptions would make a trace's spans wait
+  for each other, in series).
 
 Example::
 
@@ -46,6 +53,31 @@ Answer: the brief answer to that question, without reasoning."""
 
 PQA_USER_TEMPLATE = "Problem:\n{problem}\n\nStep:\n{span}"
 
+PREVIOUS_HEADING = "Previous step (its end):"
+"""Heading of the previous span's text in a ``previous`` format's user turn."""
+PREVIOUS_CHARS = 240
+"""At most this many characters of the previous span (its end: where its result is stated)."""
+
+
+def previous_tail(text: str, limit: int = PREVIOUS_CHARS) -> str:
+    """The end of the previous span, at most ``limit`` characters, cut at a word boundary
+    (marked "…"); why its end: a step's result is stated last ("So she has 9 eggs.").
+
+    >>> previous_tail("one two three four", 10)
+    '… three four'
+    >>> previous_tail("  short  ")
+    'short'
+    """
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    start = len(text) - limit
+    cut = text[start:]
+    space = cut.find(" ")
+    if text[start - 1] != " " and 0 <= space < len(cut) - 1:  # drop a cut word's end
+        cut = cut[space + 1:]
+    return f"… {cut}"
+
 
 @dataclass(frozen=True)
 class SpanFormat:
@@ -57,6 +89,7 @@ class SpanFormat:
     canonical decomposition prompt (``gsrm.prompts.build_messages``) and step grammar
     (``gsrm.parse``: every tag spelling and number); otherwise ``system`` and the
     ``PQA_USER_TEMPLATE`` user turn, and lines read by their exact ``headers``.
+    ``previous``: the end of the previous span is shown before the span (``previous_tail``).
     """
 
     name: str
@@ -65,14 +98,28 @@ class SpanFormat:
     stop: tuple[str, ...]
     canonical: bool = False
     system: str = ""
+    previous: bool = False
 
-    def messages(self, problem: str, span: str, shots: Sequence[str] | int = ()) -> list[Message]:
-        """The chat that asks for ``span``'s step (``shots`` only for the canonical prompt)."""
+    def messages(self, problem: str, span: str, shots: Sequence[str] | int = (),
+                 previous: str | None = None) -> list[Message]:
+        """The chat that asks for ``span``'s step (``shots`` only for the canonical prompt).
+        ``previous``: the text of the span before it (None or empty for a trace's first
+        span); read only by a ``previous`` format, which shows its end."""
         if self.canonical:
-            return build_messages(problem, span, shots)
-        return [{"role": "system", "content": self.system},
-                {"role": "user", "content": PQA_USER_TEMPLATE.format(
-                    problem=problem.strip(), span=span.strip())}]
+            msgs = build_messages(problem, span, shots)
+        else:
+            msgs = [{"role": "system", "content": self.system},
+                    {"role": "user", "content": PQA_USER_TEMPLATE.format(
+                        problem=problem.strip(), span=span.strip())}]
+        if self.previous and previous and previous.strip():
+            head = f"Problem:\n{problem.strip()}\n\n"
+            user = msgs[-1]["content"]
+            if not user.startswith(head):  # both templates open with the problem
+                raise ValueError(f"span format {self.name!r}: user turn does not open with "
+                                 "the problem")
+            msgs[-1] = {"role": "user", "content": (
+                f"{head}{PREVIOUS_HEADING}\n{previous_tail(previous)}\n\n{user[len(head):]}")}
+        return msgs
 
     def render(self, meta: str, subproblem: str, answer: str) -> str:
         """The reply the describer is trained to write for one step."""
@@ -136,6 +183,10 @@ SPAN_FORMATS: dict[str, SpanFormat] = {
         name="tags", headers=("[Meta-reasoning 1]:", "[Sub-problem 1]:", "[Answer 1]:"),
         marks=("[Meta-reasoning", "[Sub-problem", "[Answer"),
         stop=("\n[Meta-reasoning", "\nSo the final answer"), canonical=True),
+    "tags-prev": SpanFormat(
+        name="tags-prev", headers=("[Meta-reasoning 1]:", "[Sub-problem 1]:", "[Answer 1]:"),
+        marks=("[Meta-reasoning", "[Sub-problem", "[Answer"),
+        stop=("\n[Meta-reasoning", "\nSo the final answer"), canonical=True, previous=True),
     "pqa": SpanFormat(
         name="pqa", headers=("Plan:", "Question:", "Answer:"),
         marks=("Plan:", "Question:", "Answer:"), stop=("\nPlan:",),
@@ -167,5 +218,5 @@ def span_format_of(adapter: str | Path | None) -> str:
     return str(name)
 
 
-__all__ = ["PQA_SYSTEM_PROMPT", "SPAN_FORMATS", "SpanFormat", "get_span_format",
-           "span_format_of"]
+__all__ = ["PQA_SYSTEM_PROMPT", "PREVIOUS_CHARS", "PREVIOUS_HEADING", "SPAN_FORMATS",
+           "SpanFormat", "get_span_format", "previous_tail", "span_format_of"]

@@ -13,7 +13,7 @@ import pytest
 
 # score_rss is left out: it passes its arguments through to ``gsrm score``
 SCRIPTS = ["decode", "decompose", "describer_dev", "engines", "load", "openvino_parity",
-           "segment"]
+           "segment", "train_step"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

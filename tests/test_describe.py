@@ -21,6 +21,7 @@ from gsrm.describe import (
 )
 from gsrm.model import GSRM
 from gsrm.segment import get_segmenter
+from gsrm.spanformat import PREVIOUS_HEADING
 
 
 class EchoLM(Backend):
@@ -93,6 +94,46 @@ def test_identical_span_prompts_are_described_once(items: list[tuple[str, str]],
     assert all(a == b for a, b in shared) and len(shared) >= 2
     assert [[st.span for st in s.steps] for s in got] == spans
     assert all(st.is_complete for s in got for st in s.steps)
+
+
+class PreviousEchoLM(EchoLM):
+    """EchoLM for a describer trained with the previous span in its prompt; keeps every
+    conversation it was asked for."""
+
+    span_format = "tags-prev"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs: list[list[dict[str, str]]] = []
+
+    def reply_to(self, conv: list[dict[str, str]]) -> str:
+        self.convs.append(conv)
+        return super().reply_to(conv)
+
+
+@pytest.mark.parametrize(("lm_class", "batch"), [
+    # "C." follows "B." in one trace and "X." in the other: with the previous span shown
+    # those are two prompts, without it one
+    (PreviousEchoLM, 5),
+    (EchoLM, 4),
+])
+def test_a_previous_format_shows_each_span_the_one_before_it(lm_class: type[EchoLM],
+                                                             batch: int) -> None:
+    lm = lm_class()
+    items = [("p", "A is 1. B is 2. C is 3."), ("p", "A is 1. X is 9. C is 3.")]
+    spans = get_segmenter("units").segment_many([text for _, text in items])
+    got = describe_many(lm, [(p, r, ss) for (p, r), ss in zip(items, spans, strict=True)])
+    assert [c[0] for c in lm.calls] == [batch]
+    assert all(st.is_complete for s in got for st in s.steps)
+    if not isinstance(lm, PreviousEchoLM):
+        return
+    users = {c[-1]["content"].rsplit("\n", 1)[1]: c[-1]["content"] for c in lm.convs}
+    assert PREVIOUS_HEADING not in users["A is 1."]  # a trace's first span has none
+    assert f"{PREVIOUS_HEADING}\nA is 1.\n\n" in users["B is 2."]
+    # every span is still described in the one batch: the previous span's *text* is shown
+    assert sorted(c[-1]["content"].split(f"{PREVIOUS_HEADING}\n")[-1].split("\n")[0]
+                  for c in lm.convs if PREVIOUS_HEADING in c[-1]["content"]) == [
+        "A is 1.", "A is 1.", "B is 2.", "X is 9."]
 
 
 def test_two_stage_and_single_pass_have_different_cache_keys() -> None:

@@ -13,7 +13,14 @@ from gsrm.backends import Backend, Generation
 from gsrm.backends.safeguards import cut_at_stop
 from gsrm.describe import describe_many, first_step, repair_prefix
 from gsrm.prompts import SYSTEM_PROMPT
-from gsrm.spanformat import SPAN_FORMATS, get_span_format, span_format_of
+from gsrm.spanformat import (
+    PREVIOUS_CHARS,
+    PREVIOUS_HEADING,
+    SPAN_FORMATS,
+    get_span_format,
+    previous_tail,
+    span_format_of,
+)
 
 PARTS = ("Find the clips.", "How many clips?", "24 clips")
 
@@ -74,6 +81,40 @@ def test_the_tags_format_is_the_canonical_prompt_and_pqa_a_short_one() -> None:
     assert pqa[1]["content"] == "Problem:\nWhat is 2+3?\n\nStep:\n2 plus 3 is 5."
 
 
+@pytest.mark.parametrize(("name", "previous", "shown"), [
+    ("tags-prev", "Janet has 10 eggs. She eats 4, so 10 - 4 = 6.",
+     "Janet has 10 eggs. She eats 4, so 10 - 4 = 6."),
+    ("tags-prev", None, None),  # a trace's first span: no section at all
+    ("tags-prev", "  \n ", None),
+    ("tags", "Janet has 10 eggs.", None),  # a format without ``previous`` ignores it
+    ("pqa", "Janet has 10 eggs.", None),
+])
+def test_a_previous_format_shows_the_previous_span_between_problem_and_span(
+        name: str, previous: str | None, shown: str | None) -> None:
+    fmt = get_span_format(name)
+    user = fmt.messages("What is left?", "So that's 6 more.", 0, previous)[-1]["content"]
+    plain = fmt.messages("What is left?", "So that's 6 more.", 0)[-1]["content"]
+    if shown is None:
+        assert user == plain
+    else:
+        assert user == ("Problem:\nWhat is left?\n\n"
+                        f"{PREVIOUS_HEADING}\n{shown}\n\nReasoning to decompose:\nSo that's 6 more.")
+        # the same system prompt and problem: the prefix all spans of a problem share
+        assert fmt.messages("What is left?", "x", 0, previous)[0] == \
+            get_span_format("tags").messages("What is left?", "x", 0)[0]
+
+
+@pytest.mark.parametrize(("text", "limit", "want"), [
+    ("one two three four", 10, "… three four"),
+    ("  short\n text ", PREVIOUS_CHARS, "short text"),
+    ("x" * 30, 10, "… " + "x" * 10),  # no space to cut at: cut mid-word
+    ("a " * 200 + "So she has 9 eggs.", 20, "… a So she has 9 eggs."),
+])
+def test_previous_tail_keeps_the_end_at_a_word_boundary(text: str, limit: int, want: str) -> None:
+    got = previous_tail(text, limit)
+    assert got == want and len(got) <= limit + 2
+
+
 @pytest.mark.parametrize(("run_json", "want"), [
     (None, "tags"),  # no run.json: an adapter from elsewhere, or none
     ({"preset": "describer-cpu"}, "tags"),  # trained before the key existed
@@ -89,7 +130,8 @@ def test_an_adapter_declares_its_span_format(tmp_path: Path, run_json: dict | No
 
 def test_an_unknown_span_format_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text(json.dumps({"span_format": "yaml"}))
-    with pytest.raises(KeyError, match="unknown span format 'yaml'; known: \\['pqa', 'tags'\\]"):
+    with pytest.raises(KeyError, match="unknown span format 'yaml'; known: \\['pqa', 'tags', "
+                       "'tags-prev'\\]"):
         span_format_of(tmp_path)
     (tmp_path / "run.json").write_text("{not json")
     with pytest.raises(ValueError, match="run.json: not readable as JSON"):

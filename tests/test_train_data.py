@@ -197,6 +197,10 @@ def test_encode_masks_prompt_and_tiny_sft_run(tmp_path: Path) -> None:
                      "--max-steps-examples", "8", "--threads", "2"]) == 0
     info = json.loads((run / "run.json").read_text())
     assert info["steps"] == 2 and info["train_tokens"] > 0
+    # why: bf16 only where the CPU has it (emulated, it was 24x slower than float32)
+    from training.precision import use_bf16
+
+    assert info["bf16"] is use_bf16(True, cuda=False)
     assert (run / "adapter" / "adapter_model.safetensors").exists()
     # why: the adapter folder says which describer format it was trained on (whole traces: none)
     assert json.loads((run / "adapter" / "run.json").read_text())["span_format"] is None
@@ -296,3 +300,46 @@ def test_describer_targets_are_written_in_the_chosen_span_format(span_format: st
     from training.descdata import target_for
 
     assert target_for("Find the clips.", "How many clips?", "24 clips", span_format) == want
+
+
+@pytest.mark.parametrize("kind", ["socratic", "weak"])
+def test_describer_rows_carry_the_previous_step_as_context(kind: str) -> None:
+    """Each describer row keeps the text of the step before its span (empty for a first
+    step), which a ``previous`` span format shows in the prompt; the span is never its own
+    context."""
+    from training.descdata import socratic_examples, weak_examples
+    from training.segdata import StepTrace
+
+    steps = ("She has 16 - 3 = 13 eggs.", "She sells 13 - 4 = 9 eggs.", "So 9 * 2 = $18.")
+    tr = StepTrace(id="t", source="gsm8k", problem="Eggs?", steps=steps, split="train",
+                   questions=("How many are left?", "How many does she sell?",
+                              "How much does she make?"))
+    rows = (list(socratic_examples(tr, random.Random(0))) if kind == "socratic" else
+            list(weak_examples(tr, random.Random(0), per_trace=3)))
+    assert [r.context for r in rows] == ["", steps[0], steps[1]]
+    assert all(r.reasoning.endswith(s) for r, s in zip(rows, steps, strict=True))
+
+
+@pytest.mark.slow
+def test_describer_rows_encode_their_previous_step_in_a_previous_format() -> None:
+    from transformers import AutoTokenizer
+
+    from gsrm.spanformat import PREVIOUS_HEADING
+    from gsrm.weights import default_model_dir
+    from training.data import SFTExample
+    from training.sft import IGNORE, encode
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir())
+    ex = SFTExample(id="x", source="gsm8k-socratic", split="train", problem="Eggs?",
+                    reasoning="So that's 9 eggs.", context="She has 16 - 7 = 9 eggs left.",
+                    target="[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]: 9 eggs",
+                    layout="span", n_steps=1)
+    for name, shown in (("tags-prev", True), ("tags", False)):
+        enc = encode(tok, ex, 2048, name)
+        assert enc is not None
+        n_prompt = next(k for k, lab in enumerate(enc["labels"]) if lab != IGNORE)
+        prompt = tok.decode(enc["input_ids"][:n_prompt])
+        assert (f"{PREVIOUS_HEADING}\nShe has 16 - 7 = 9 eggs left." in prompt) is shown
+        # the context is prompt, never target
+        assert "16 - 7" not in tok.decode([i for i, lab in zip(enc["input_ids"], enc["labels"])
+                                            if lab != IGNORE])

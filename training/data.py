@@ -84,6 +84,8 @@ class SFTExample(BaseModel):
     problem: str = Field(min_length=1)
     reasoning: str = Field(min_length=1, description="the raw trace the GSRM reads")
     target: str = Field(min_length=1, description="the canonical structure it must write")
+    context: str = Field(default="", description="describer rows: the previous step's text "
+                         "(shown by a span format with ``previous``; empty for a first step)")
     layout: str = ""
     n_steps: int = Field(ge=1)
 

@@ -30,6 +30,10 @@ Where the parts come from:
   planning sentence in front (``training.segdata.plan_sentence``), checks and reflections
   of the branching traces, PRM800K lines, MATH paragraphs, BIG-Bench Mistake steps.
 
+Every row also keeps the text of the step before its span (``context``; empty for a first
+step), which a span format with ``previous`` (``tags-prev``) shows in the prompt; the others
+ignore it.
+
 Splits are by problem (``eval.splits``); only train-split problems are written as ``train``,
 dev-split ones as ``validation``.
 
@@ -163,7 +167,7 @@ def socratic_examples(tr: StepTrace, rng: random.Random, span_format: str = "tag
                          problem=tr.problem, reasoning=span,
                          target=target_for(describe_meta(k, n, q, rng), q, short_answer(step),
                                            span_format),
-                         layout="span", n_steps=1)
+                         context=tr.steps[k - 1] if k else "", layout="span", n_steps=1)
 
 
 def weak_examples(tr: StepTrace, rng: random.Random, per_trace: int = 2,
@@ -180,7 +184,7 @@ def weak_examples(tr: StepTrace, rng: random.Random, per_trace: int = 2,
                          problem=tr.problem, reasoning=step,
                          target=target_for(weak_meta(k, n, step), sub, short_answer(step),
                                            span_format),
-                         layout="span", n_steps=1)
+                         context=tr.steps[k - 1] if k else "", layout="span", n_steps=1)
 
 
 #: examples per source (train split); the socratic ones are the only human wording

