@@ -179,3 +179,23 @@ def test_the_describer_follows_its_backends_span_format() -> None:
     assert (s.steps[1].subproblem, s.steps[1].answer) == ("more?", "7")
     assert lm.calls == [(2, ("\nPlan:",)), (1, ("\nPlan:",)), (1, ("\nPlan:",))]
     assert s.warnings == []
+
+
+@pytest.mark.slow
+def test_the_previous_span_describer_is_prompted_in_its_format() -> None:
+    """The real path: ``--adapter describer-prev`` declares ``tags-prev``, so the backend
+    shows each span the end of the one before it, and the trained adapter writes complete
+    steps for a GSM8K trace."""
+    from gsrm.backends import TransformersBackend
+
+    lm = TransformersBackend(adapter="describer-prev", shots=0)
+    assert lm.span_format == "tags-prev" and lm.identity()["span_format"] == "tags-prev"
+    reasoning = ("Natalia sold 48 / 2 = 24 clips in May. "
+                 "Altogether she sold 48 + 24 = 72 clips in April and May.")
+    spans = [(0, 39), (40, len(reasoning))]
+    [s] = describe_many(lm, [("Natalia sold clips to 48 of her friends in April, and then "
+                              "she sold half as many clips in May. How many clips did "
+                              "Natalia sell altogether in April and May?", reasoning, spans)])
+    assert [st.span for st in s.steps] == spans
+    assert all(st.is_complete for st in s.steps), s.warnings
+    assert "72" in s.steps[1].answer
