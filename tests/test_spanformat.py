@@ -193,9 +193,9 @@ def test_the_previous_span_describer_is_prompted_in_its_format() -> None:
     reasoning = ("Natalia sold 48 / 2 = 24 clips in May. "
                  "Altogether she sold 48 + 24 = 72 clips in April and May.")
     spans = [(0, 39), (40, len(reasoning))]
-    [s] = describe_many(lm, [("Natalia sold clips to 48 of her friends in April, and then "
-                              "she sold half as many clips in May. How many clips did "
-                              "Natalia sell altogether in April and May?", reasoning, spans)])
+    problem = ("Natalia sold clips to 48 of her friends in April, and then she sold half as "
+               "many clips in May. How many clips did Natalia sell altogether in April and May?")
+    [s] = describe_many(lm, [(problem, reasoning, spans)])
     assert [st.span for st in s.steps] == spans
     assert all(st.is_complete for st in s.steps), s.warnings
     assert "72" in s.steps[1].answer
