@@ -118,7 +118,7 @@ def measure(gsrm: Any, items: Sequence[Item]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gsrm.backends.openvino import add_openvino_args
+    from gsrm.backends.openvino import add_early_stop_arg, add_openvino_args
     from gsrm.describe import add_prefix_warmup_arg
 
     p = argparse.ArgumentParser(
@@ -151,9 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the LM engine (openvino: OpenVINO GenAI on the GGUF export made on "
                         "first use; default: %(default)s, the CPU default)")
     add_openvino_args(p)
-    p.add_argument("--ov-early-stop", action=argparse.BooleanOptionalAction, default=False,
-                   help="openvino: step the pipeline here and end a running completion once a "
-                        "loop has begun (an experiment; default: %(default)s)")
+    add_early_stop_arg(p)
     return p
 
 

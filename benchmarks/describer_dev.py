@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.tasks import get_task
     from eval.tasks.base import DataMissing, TaskContext
     from gsrm.backends import get_backend
-    from gsrm.backends.openvino import add_openvino_args
+    from gsrm.backends.openvino import add_early_stop_arg, add_openvino_args
     from gsrm.describe import (
         BUDGET_WARNING,
         DESCRIBE_MAX_NEW_TOKENS,
@@ -78,9 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "one {id, problem, reasoning, structure} per trace, to read which spans "
                         "were cut or left incomplete")
     add_openvino_args(p)
-    p.add_argument("--ov-early-stop", action=argparse.BooleanOptionalAction, default=False,
-                   help="openvino: step the pipeline here and end a running completion once a "
-                        "loop has begun (an experiment; default: %(default)s)")
+    add_early_stop_arg(p)
     args = p.parse_args(argv)
 
     kw: dict[str, object] = {"adapter": args.adapter, "batch_size": args.batch_size,
@@ -112,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(args.out / f"{name}.jsonl", "".join(
-                json.dumps({"id": getattr(it, "id", n), "problem": it.problem, "reasoning": it.reasoning,
+                json.dumps({"id": getattr(it, "id", n), "problem": it.problem,
+                            "reasoning": it.reasoning,
                             "structure": s.model_dump(mode="json")}) + "\n"
                 for n, (it, s) in enumerate(zip(items, structs, strict=True))))
         # the summary warning only: a retry's warning names the budget too

@@ -105,21 +105,13 @@ class SpanFormat:
         """The chat that asks for ``span``'s step (``shots`` only for the canonical prompt).
         ``previous``: the text of the span before it (None or empty for a trace's first
         span); read only by a ``previous`` format, which shows its end."""
+        if self.previous and previous and previous.strip():  # shown after the problem
+            problem = f"{problem.strip()}\n\n{PREVIOUS_HEADING}\n{previous_tail(previous)}"
         if self.canonical:
-            msgs = build_messages(problem, span, shots)
-        else:
-            msgs = [{"role": "system", "content": self.system},
-                    {"role": "user", "content": PQA_USER_TEMPLATE.format(
-                        problem=problem.strip(), span=span.strip())}]
-        if self.previous and previous and previous.strip():
-            head = f"Problem:\n{problem.strip()}\n\n"
-            user = msgs[-1]["content"]
-            if not user.startswith(head):  # both templates open with the problem
-                raise ValueError(f"span format {self.name!r}: user turn does not open with "
-                                 "the problem")
-            msgs[-1] = {"role": "user", "content": (
-                f"{head}{PREVIOUS_HEADING}\n{previous_tail(previous)}\n\n{user[len(head):]}")}
-        return msgs
+            return build_messages(problem, span, shots)
+        return [{"role": "system", "content": self.system},
+                {"role": "user", "content": PQA_USER_TEMPLATE.format(
+                    problem=problem.strip(), span=span.strip())}]
 
     def render(self, meta: str, subproblem: str, answer: str) -> str:
         """The reply the describer is trained to write for one step."""

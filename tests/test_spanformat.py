@@ -97,8 +97,8 @@ def test_a_previous_format_shows_the_previous_span_between_problem_and_span(
     if shown is None:
         assert user == plain
     else:
-        assert user == ("Problem:\nWhat is left?\n\n"
-                        f"{PREVIOUS_HEADING}\n{shown}\n\nReasoning to decompose:\nSo that's 6 more.")
+        assert user == (f"Problem:\nWhat is left?\n\n{PREVIOUS_HEADING}\n{shown}\n\n"
+                        "Reasoning to decompose:\nSo that's 6 more.")
         # the same system prompt and problem: the prefix all spans of a problem share
         assert fmt.messages("What is left?", "x", 0, previous)[0] == \
             get_span_format("tags").messages("What is left?", "x", 0)[0]

