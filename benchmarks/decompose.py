@@ -18,6 +18,12 @@ Reported per set: traces/s, completion tokens/s, steps per trace, how decodes en
 over the set, measured again after the timed call (its share of ``wall_s``). A JSON line is printed after each set, the last one with
 ``"complete": true``, so a run cut short by a timeout still reports the sets it finished.
 
+``--breakdown`` times the parts instead, on each set's own span prompts (``breakdown``): the
+segmenter, the prefix warm-up, prefilling every distinct span prompt (a one-token generation
+on a cold cache) and decoding them to the describer's budget (prompts now cached, so on
+``openvino`` this is the decoding alone). It replaces the timed call, whose prompts would
+otherwise be in the cache already.
+
 Trace files are JSON lines ``{"problem", "reasoning"}`` (``gpu/synth.py`` writes GSM8K-like and
 long ones); without ``--traces`` the repository's own examples are used.
 
@@ -29,6 +35,8 @@ Example::
           --batch-size 128
     $ python benchmarks/decompose.py --backend openvino --ov-weights f16 --batch-size 32 \\
           --traces gsm8k=/tmp/gsm8k.jsonl --limit 64 --threads 2
+    $ python benchmarks/decompose.py --breakdown --batch-size 32 --threads 2 \\
+          --traces gsm8k=/tmp/gsm8k.jsonl --limit 64
 """
 
 from __future__ import annotations
@@ -117,6 +125,53 @@ def measure(gsrm: Any, items: Sequence[Item]) -> dict[str, Any]:
     }
 
 
+def breakdown(gsrm: Any, items: Sequence[Item]) -> dict[str, Any]:
+    """Where a two-stage decomposition's time goes, on ``items``' own span prompts
+    (``gsrm.describe.span_prompts``): segmenting, the prefix warm-up (when the backend does
+    it), prefilling every distinct span prompt (a one-token generation, cold: run it on
+    traces the engine has not seen) and then decoding them to the describer's budget. With a
+    prefix cache (``openvino``) the decode round finds its prompts cached, so ``decode_s`` is
+    the decoding; without one (``transformers``) it prefills again (``decode_includes_prefill``).
+    The format repair and the retry of ``describe_many`` are not timed here (the regular run
+    counts how often they fire)."""
+    from gsrm.describe import span_prompts, warm_prefixes
+    from gsrm.spanformat import get_span_format
+
+    if not gsrm.two_stage:
+        raise ValueError("--breakdown times the two-stage decomposer only")
+    backend = gsrm.backend
+    fmt = get_span_format(backend.span_format)
+    budget = gsrm.describe_max_new_tokens
+    t0 = time.perf_counter()
+    spans = gsrm.segmenter.segment_many([r for _, r in items])
+    t1 = time.perf_counter()
+    convs, problems, where = span_prompts(
+        fmt, backend.shots, [(p, r, s) for (p, r), s in zip(items, spans, strict=True)])
+    if backend.prefix_warmup:
+        warm_prefixes(backend, convs, problems)
+    t2 = time.perf_counter()
+    first = backend.generate(convs, 1, stop=fmt.stop)
+    t3 = time.perf_counter()
+    gens = backend.generate(convs, budget, stop=fmt.stop)
+    t4 = time.perf_counter()
+    tokens = sum(g.completion_tokens for g in gens)
+    return {
+        "traces": len(items),
+        "spans": len(where),
+        "distinct_prompts": len(convs),
+        "prompt_tokens": sum(g.prompt_tokens for g in first),
+        "completion_tokens": tokens,
+        "describe_max_new_tokens": budget,
+        "hit_max_new_tokens": sum(g.hit_max_new_tokens for g in gens),
+        "segment_s": round(t1 - t0, 3),
+        "warmup_s": round(t2 - t1, 3),
+        "prefill_s": round(t3 - t2, 3),
+        "decode_s": round(t4 - t3, 3),
+        "decode_tokens_per_s": round(tokens / (t4 - t3), 1) if t4 > t3 else None,
+        "decode_includes_prefill": backend.name != "openvino",
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gsrm.backends.openvino import add_early_stop_arg, add_openvino_args
     from gsrm.describe import add_prefix_warmup_arg
@@ -152,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "first use; default: %(default)s, the CPU default)")
     add_openvino_args(p)
     add_early_stop_arg(p)
+    p.add_argument("--breakdown", action="store_true",
+                   help="instead of timing decompose_many, time its parts on each set's span "
+                        "prompts: segment, prefix warm-up, prefill, decode (two-stage only)")
     return p
 
 
@@ -183,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             or args.max_new_tokens < 2 or (args.describe_max_new_tokens or 2) < 2:
         print("error: --limit >= 1, --batch-size >= 1, --max-new-tokens >= 2, "
               "--describe-max-new-tokens >= 2", file=sys.stderr)
+        return 2
+    if args.breakdown and args.decomposer != "two-stage":
+        print("error: --breakdown times the two-stage decomposer only", file=sys.stderr)
         return 2
     try:
         sets = {name: read_traces(path, args.limit) for name, path in args.traces} or {
@@ -240,8 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, items in sets.items():
             print(f"decomposing {len(items)} traces of set {name!r}", file=sys.stderr,
                   flush=True)
-            result["sets"][name] = measure(gsrm, items)
-            result["sets"][name]["segment_s"] = segment_seconds(gsrm, items)
+            if args.breakdown:
+                result["sets"][name] = breakdown(gsrm, items)
+            else:
+                result["sets"][name] = measure(gsrm, items)
+                result["sets"][name]["segment_s"] = segment_seconds(gsrm, items)
             result["peak_rss_mib"] = peak_rss_mib()
             result["total_s"] = round(time.perf_counter() - started, 1)
             result["complete"] = len(result["sets"]) == len(sets)

@@ -93,6 +93,8 @@ BUDGET_WARNING = "step description(s) stopped at the token budget"
 (``describe_many``); what scripts match to count them."""
 MAX_SPAN_CHARS = 4000
 """A span longer than this is described from its first and last parts (its middle elided)."""
+SHOWN_CHARS = 40
+"""Characters of a step-less completion quoted in its "described again" warning."""
 
 
 def span_text(reasoning: str, span: Span, limit: int = MAX_SPAN_CHARS) -> str:
@@ -186,6 +188,20 @@ def _failure(gen: Generation, fmt: SpanFormat) -> str | None:
     return None
 
 
+def _began(text: str, chars: int = SHOWN_CHARS) -> str:
+    """How a completion with no step began, for its warning: what the engine wrote instead
+    of a step is the evidence an engine fault leaves (an all-task evaluation has seen a run
+    of such completions from one point of one engine call to its end, not reproduced since).
+
+    >>> _began(""), _began("  Hello world"), _began("x" * 50, 4)
+    ('it was empty', "it began 'Hello world'", "it began 'xxxx…'")
+    """
+    text = text.strip()
+    if not text:
+        return "it was empty"
+    return f"it began {text[:chars] + ('…' if len(text) > chars else '')!r}"
+
+
 def _retry(backend: Backend, convs: Sequence[list[Message]], gens: list[Generation],
            max_new_tokens: int, repair_rounds: int, fmt: SpanFormat,
            rounds: int = RETRY_ROUNDS, at_budget: bool = REPAIR_AT_BUDGET) -> dict[int, str]:
@@ -202,7 +218,7 @@ def _retry(backend: Backend, convs: Sequence[list[Message]], gens: list[Generati
         again = _repair(backend, sub, backend.generate(sub, max_new_tokens, stop=fmt.stop),
                         repair_rounds, fmt, at_budget)
         for (j, why), new in zip(todo, again, strict=True):
-            retried[j] = why
+            retried[j] = why if why != "had no step" else f"{why} ({_began(gens[j].text)})"
             if _failure(new, fmt) is None or (why == "had no step"
                                                and fmt.parse(new.text) is not None):
                 gens[j] = _merge(gens[j], new, new.text)
@@ -253,6 +269,30 @@ def add_prefix_warmup_arg(parser: Any) -> None:
                              "openvino, off for transformers)")
 
 
+def span_prompts(fmt: SpanFormat, shots: Sequence[str] | int,
+                 items: Sequence[tuple[str, str, Sequence[Span]]],
+                 ) -> tuple[list[list[Message]], list[str], list[tuple[int, int, int]]]:
+    """The describer's distinct span prompts for ``(problem, reasoning, spans)`` items, each
+    one's problem, and ``(item, step, prompt index)`` for every span: identical prompts are
+    listed once (``describe_many`` describes them once). Pure; ``benchmarks/decompose.py
+    --breakdown`` times the engine on exactly these prompts."""
+    convs: list[list[Message]] = []  # one per distinct span prompt
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    where: list[tuple[int, int, int]] = []  # (item, step, index in convs)
+    for i, (problem, reasoning, spans) in enumerate(items):
+        for k, span in enumerate(spans):
+            before = reasoning[spans[k - 1][0]:spans[k - 1][1]] if k and fmt.previous else None
+            conv = fmt.messages(problem, span_text(reasoning, span), shots, before)
+            key = json.dumps(conv)
+            if key not in seen:
+                seen[key] = len(convs)
+                convs.append(conv)
+                problems.append(problem)
+            where.append((i, k, seen[key]))
+    return convs, problems, where
+
+
 def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Span]]],
                   max_new_tokens: int = DESCRIBE_MAX_NEW_TOKENS,
                   repair_rounds: int = REPAIR_ROUNDS,
@@ -271,20 +311,7 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
     structure's token counts are what was decoded for it in this call (a shared span counts
     for its first trace)."""
     fmt = get_span_format(backend.span_format)
-    convs: list[list[Message]] = []  # one per distinct span prompt
-    problems: list[str] = []
-    seen: dict[str, int] = {}
-    where: list[tuple[int, int, int]] = []  # (item, step, index in convs)
-    for i, (problem, reasoning, spans) in enumerate(items):
-        for k, span in enumerate(spans):
-            before = reasoning[spans[k - 1][0]:spans[k - 1][1]] if k and fmt.previous else None
-            conv = fmt.messages(problem, span_text(reasoning, span), backend.shots, before)
-            key = json.dumps(conv)
-            if key not in seen:
-                seen[key] = len(convs)
-                convs.append(conv)
-                problems.append(problem)
-            where.append((i, k, seen[key]))
+    convs, problems, where = span_prompts(fmt, backend.shots, items)
     if backend.prefix_warmup:
         warm_prefixes(backend, convs, problems)
     gens: list[Generation] = backend.generate(convs, max_new_tokens, stop=fmt.stop) \

@@ -2,12 +2,16 @@
 
 Why: the README quotes figures these scripts print; a script that no longer imports or parses
 its documented flags would leave those figures without a way to reproduce them. Running the
-benchmarks themselves takes minutes, so only their entry points are checked here.
+benchmarks themselves takes minutes, so only their entry points are checked here, plus the
+decomposition breakdown's bookkeeping (a stub LM) and, slow, its run on the default engine.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -33,3 +37,67 @@ def test_missing_data_exits_2(name: str, argv: list[str], capsys: pytest.Capture
     module = importlib.import_module(f"benchmarks.{name}")
     assert module.main(argv) == 2
     assert "/nonexistent/data" in capsys.readouterr().err
+
+
+class _EchoDescriber:
+    """A span-describing LM stub for ``benchmarks.decompose.breakdown``: records each
+    ``generate`` call as (prompts, max_new_tokens) and writes a fixed one-step reply."""
+
+    name = "echo"
+    describes_spans = True
+    span_format = "tags"
+    shots = 0
+    prefix_warmup = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int | None]] = []
+
+    def generate(self, conversations: Any, max_new_tokens: int | None = None,
+                 stop: Any = None) -> list[Any]:
+        from gsrm.structure import Generation
+
+        self.calls.append((len(conversations), max_new_tokens))
+        n = min(max_new_tokens or 9, 9)
+        return [Generation(text="[Meta-reasoning 1]: a\n[Sub-problem 1]: b\n[Answer 1]: c",
+                           prompt_tokens=30, completion_tokens=n) for _ in conversations]
+
+
+def test_breakdown_times_warmup_prefill_and_decode_on_the_describers_own_prompts() -> None:
+    from benchmarks.decompose import breakdown
+    from gsrm.segment import get_segmenter
+
+    lm = _EchoDescriber()
+    gsrm = SimpleNamespace(two_stage=True, backend=lm, segmenter=get_segmenter("units"),
+                           describe_max_new_tokens=192)
+    trace = "Add 2 and 3. So we get 5. Wait, check it: 2 + 3 = 5. Yes."
+    # a trace, its copy (described once) and a second trace of the same problem
+    got = breakdown(gsrm, [("p", trace), ("p", trace), ("p", "One step only")])
+    # why: warm-up = one prompt per problem, then prefill and decode of the 5 distinct prompts
+    assert lm.calls == [(1, 1), (5, 1), (5, 192)]
+    assert (got["spans"], got["distinct_prompts"]) == (9, 5)
+    assert (got["prompt_tokens"], got["completion_tokens"]) == (5 * 30, 5 * 9)
+    assert got["decode_includes_prefill"] is True  # no prefix cache behind this backend
+    assert all(got[k] >= 0 for k in ("segment_s", "warmup_s", "prefill_s", "decode_s"))
+
+
+def test_breakdown_refuses_the_single_pass_decomposer(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.decompose import main
+
+    assert main(["--breakdown", "--decomposer", "single-pass"]) == 2
+    assert "two-stage" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_breakdown_on_the_default_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    """The real path: the default backend (OpenVINO, the shipped describer) on one trace."""
+    from benchmarks.decompose import main
+
+    assert main(["--breakdown", "--limit", "1", "--describe-max-new-tokens", "24",
+                 "--batch-size", "4", "--threads", "2"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    got = line["sets"]["repo"]
+    assert line["backend"] == "openvino" and line["complete"] is True
+    assert got["decode_includes_prefill"] is False
+    assert got["spans"] >= 2 and got["prompt_tokens"] > 100 * got["distinct_prompts"]
+    assert 0 < got["completion_tokens"] <= 24 * got["distinct_prompts"]
+    assert got["prefill_s"] > 0 and got["decode_s"] > 0

@@ -152,7 +152,8 @@ def test_an_unparsable_description_keeps_its_span_and_says_so() -> None:
     assert [st.span for st in s.steps] == [(0, 6), (7, 14)]
     assert all(not st.is_complete for st in s.steps)
     assert s.warnings == [w for k in (1, 2) for w in (
-        f"step {k}: the describer's first completion had no step; described again",
+        (f"step {k}: the describer's first completion had no step (it began 'I cannot do "
+         "that.'); described again"),
         f"step {k}: no step could be parsed from the describer's completion")]
     # why: described again once in a fresh batch (the same text here), and both calls counted
     assert [c[:2] for c in lm.calls] == [(2, g.describe_max_new_tokens)] * 2
@@ -181,7 +182,8 @@ def test_spans_with_no_step_are_described_again_in_a_fresh_batch() -> None:
     assert [c[:2] for c in lm.calls] == [(5, g.describe_max_new_tokens),
                                          (4, g.describe_max_new_tokens)]
     assert [s.steps for s in got] == [s.steps for s in want]
-    again = "the describer's first completion had no step; described again"
+    # why: the warning quotes what the engine wrote instead (the evidence of a fault)
+    again = "the describer's first completion had no step (it began '</s>## ##'); described again"
     assert got[0].warnings == [f"step {k}: {again}" for k in (2, 3, 4)]
     assert got[1].warnings == [f"step 1: {again}"]
     assert got[0].generation is not None and got[0].generation.completion_tokens == 7 * 9
