@@ -93,6 +93,9 @@ BUDGET_WARNING = "step description(s) stopped at the token budget"
 (``describe_many``); what scripts match to count them."""
 MAX_SPAN_CHARS = 4000
 """A span longer than this is described from its first and last parts (its middle elided)."""
+NO_STEP = "had no step"
+"""``_failure``'s reason for a completion with no step at all (its warning quotes how it
+began)."""
 SHOWN_CHARS = 40
 """Characters of a step-less completion quoted in its "described again" warning."""
 
@@ -182,7 +185,7 @@ def _failure(gen: Generation, fmt: SpanFormat) -> str | None:
     step was complete; None when neither."""
     step = fmt.parse(gen.text)
     if step is None:
-        return "had no step"
+        return NO_STEP
     if gen.hit_max_new_tokens and not step.is_complete:
         return "stopped at the token budget"
     return None
@@ -190,8 +193,7 @@ def _failure(gen: Generation, fmt: SpanFormat) -> str | None:
 
 def _began(text: str, chars: int = SHOWN_CHARS) -> str:
     """How a completion with no step began, for its warning: what the engine wrote instead
-    of a step is the evidence an engine fault leaves (an all-task evaluation has seen a run
-    of such completions from one point of one engine call to its end, not reproduced since).
+    of a step is the evidence an engine fault leaves (eval/README.md has one).
 
     >>> _began(""), _began("  Hello world"), _began("x" * 50, 4)
     ('it was empty', "it began 'Hello world'", "it began 'xxxx…'")
@@ -218,8 +220,8 @@ def _retry(backend: Backend, convs: Sequence[list[Message]], gens: list[Generati
         again = _repair(backend, sub, backend.generate(sub, max_new_tokens, stop=fmt.stop),
                         repair_rounds, fmt, at_budget)
         for (j, why), new in zip(todo, again, strict=True):
-            retried[j] = why if why != "had no step" else f"{why} ({_began(gens[j].text)})"
-            if _failure(new, fmt) is None or (why == "had no step"
+            retried[j] = why if why != NO_STEP else f"{why} ({_began(gens[j].text)})"
+            if _failure(new, fmt) is None or (why == NO_STEP
                                                and fmt.parse(new.text) is not None):
                 gens[j] = _merge(gens[j], new, new.text)
             else:  # keep the first text, count the work

@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib
 import json
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
+
+from tests.test_describe import CachingEchoLM
 
 # score_rss is left out: it passes its arguments through to ``gsrm score``
 SCRIPTS = ["decode", "decompose", "describer_dev", "engines", "load", "openvino_parity",
@@ -39,41 +40,18 @@ def test_missing_data_exits_2(name: str, argv: list[str], capsys: pytest.Capture
     assert "/nonexistent/data" in capsys.readouterr().err
 
 
-class _EchoDescriber:
-    """A span-describing LM stub for ``benchmarks.decompose.breakdown``: records each
-    ``generate`` call as (prompts, max_new_tokens) and writes a fixed one-step reply."""
-
-    name = "echo"
-    describes_spans = True
-    span_format = "tags"
-    shots = 0
-    prefix_warmup = True
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int | None]] = []
-
-    def generate(self, conversations: Any, max_new_tokens: int | None = None,
-                 stop: Any = None) -> list[Any]:
-        from gsrm.structure import Generation
-
-        self.calls.append((len(conversations), max_new_tokens))
-        n = min(max_new_tokens or 9, 9)
-        return [Generation(text="[Meta-reasoning 1]: a\n[Sub-problem 1]: b\n[Answer 1]: c",
-                           prompt_tokens=30, completion_tokens=n) for _ in conversations]
-
-
 def test_breakdown_times_warmup_prefill_and_decode_on_the_describers_own_prompts() -> None:
     from benchmarks.decompose import breakdown
     from gsrm.segment import get_segmenter
 
-    lm = _EchoDescriber()
+    lm = CachingEchoLM()  # test_describe's stub LM, prefix warm-up on
     gsrm = SimpleNamespace(two_stage=True, backend=lm, segmenter=get_segmenter("units"),
                            describe_max_new_tokens=192)
     trace = "Add 2 and 3. So we get 5. Wait, check it: 2 + 3 = 5. Yes."
     # a trace, its copy (described once) and a second trace of the same problem
     got = breakdown(gsrm, [("p", trace), ("p", trace), ("p", "One step only")])
     # why: warm-up = one prompt per problem, then prefill and decode of the 5 distinct prompts
-    assert lm.calls == [(1, 1), (5, 1), (5, 192)]
+    assert [c[:2] for c in lm.calls] == [(1, 1), (5, 1), (5, 192)]
     assert (got["spans"], got["distinct_prompts"]) == (9, 5)
     assert (got["prompt_tokens"], got["completion_tokens"]) == (5 * 30, 5 * 9)
     assert got["decode_includes_prefill"] is True  # no prefix cache behind this backend

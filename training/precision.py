@@ -3,8 +3,8 @@
 Why: the presets ask for bf16 (autocast on a CPU, bf16 weights on a GPU) because on a CPU
 with native bf16 instructions (AVX512-BF16 or AMX) it is the fast path. On a CPU without
 them (an AVX2-only cloud machine) oneDNN emulates bf16, and a LoRA step of the describer
-preset took 23.7 times as long as in float32 (``benchmarks/train_step.py`` prints both; the
-README has the run), so a preset's bf16 is a request that this module grants only where the
+preset takes many times as long as in float32 (``benchmarks/train_step.py`` prints both; the
+README has the figures), so a preset's bf16 is a request that this module grants only where the
 hardware has it; the run's ``run.json`` / ``train.json`` records what was used.
 """
 
