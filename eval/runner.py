@@ -189,6 +189,10 @@ def _prefetch(sname: str, backend: Any, tasks: dict[str, Any], loaded: dict[str,
             groups.setdefault(budget, []).extend(task.requests(loaded[tname].items, ctx))
             names.setdefault(budget, []).append(tname)
     for budget, requests in groups.items():
+        # each group on a fresh engine: a task's figures do not hang on what ran before it in
+        # this process (the prefix cache; the OpenVINO fault that needed an earlier call's
+        # state, eval/README.md "engine fault"); a model load each, none before the first
+        backend.reset()
         backend.max_new_tokens = budget
         label = "+".join(names[budget])
         decomposer = CachedDecomposer(GSRM(backend=backend), cache,

@@ -37,13 +37,16 @@ cut). The structure's warnings name every step whose completion was cut by the b
 
 Retry (``RETRY_ROUNDS``): a span whose completion (after the repair) has no step at all, or
 ran to its token budget before its step was complete, is described again, once, in a fresh
-batch of only such spans, and the structure's warnings say which. Why: OpenVINO GenAI once
-returned unparsable text for every span from one point of a long engine call to its end,
-while the calls before and after were fine (README, "Speed and memory"), and its int8
-kernels give a prompt slightly different numbers in another batch, which is enough to tip a
-description that restates a formula into a loop or out of one. A fresh call recovers from
-both; a deterministic backend writes the same text again (the cost of a few spans). A reward
-must not silently lose those steps.
+batch of only such spans, and the structure's warnings say which. When several had no step
+the engine is restarted first (``RESET_AFTER_NO_STEP``, ``Backend.reset``) and, if it had
+state to drop, every completion from the first step-less one on is written again
+(``_after_fault``). Why: OpenVINO GenAI's pipeline, after long earlier calls, has returned
+garbage from one point of a call to its end (much of it with no step, some parsing but
+wrong), while a fresh pipeline described the same spans well (eval/README.md, "engine
+fault"); and its int8 kernels give a prompt slightly different numbers in another batch,
+which is enough to tip a description that restates a formula into a loop or out of one. A
+fresh call recovers from both; a deterministic backend writes the same text again (the cost
+of a few spans). A reward must not silently lose those steps.
 
 Example::
 
@@ -98,6 +101,18 @@ NO_STEP = "had no step"
 began)."""
 SHOWN_CHARS = 40
 """Characters of a step-less completion quoted in its "described again" warning."""
+RESET_AFTER_NO_STEP = 2
+"""The retry restarts the engine (``Backend.reset``) first when at least this many
+completions of one call had no step (and, when the engine had state to drop, describes again
+every completion from the first such one on: ``_after_fault``). Why: a healthy engine rarely
+writes one, while the OpenVINO pipeline's fault (eval/README.md) wrote hundreds in one call,
+and retried in the same pipeline some failed again. A single one is retried without a
+restart, which costs seconds (a model load)."""
+RESTART_NOTE = "after an engine restart"
+"""Ends the "described again" warning of spans retried on a restarted engine."""
+AFTER_FAULT = "came after the engine's first step-less one"
+"""Why a completion that parsed is described again on a restarted engine: it was written
+from the point where the engine began to fail (``_retry``)."""
 
 
 def span_text(reasoning: str, span: Span, limit: int = MAX_SPAN_CHARS) -> str:
@@ -209,24 +224,52 @@ def _retry(backend: Backend, convs: Sequence[list[Message]], gens: list[Generati
            rounds: int = RETRY_ROUNDS, at_budget: bool = REPAIR_AT_BUDGET) -> dict[int, str]:
     """Describe again (in place), in a fresh batch, the spans whose completion failed
     (``_failure``); the retried indices and why. A retry is kept when it did not fail, or
-    when it has a step where the first had none."""
+    when it has a step where the first had none. With ``RESET_AFTER_NO_STEP`` or more
+    step-less completions the engine is restarted first (``Backend.reset``), and when it
+    had state to drop, every completion from the fault on is described again
+    (``_after_fault``)."""
     retried: dict[int, str] = {}
     for _ in range(rounds):
         todo = [(j, why) for j, gen in enumerate(gens)
                 if j not in retried and (why := _failure(gen, fmt)) is not None]
         if not todo:
             break
+        restart = sum(why == NO_STEP for _, why in todo) >= RESET_AFTER_NO_STEP \
+            and backend.reset()
+        if restart:  # the engine had state to drop: what it wrote since the fault is suspect
+            todo = _after_fault(todo, len(gens), int(getattr(backend, "batch_size", 0)))
         sub = [convs[j] for j, _ in todo]
         again = _repair(backend, sub, backend.generate(sub, max_new_tokens, stop=fmt.stop),
                         repair_rounds, fmt, at_budget)
         for (j, why), new in zip(todo, again, strict=True):
             retried[j] = why if why != NO_STEP else f"{why} ({_began(gens[j].text)})"
+            if restart:
+                retried[j] += f"; described again {RESTART_NOTE}"
             if _failure(new, fmt) is None or (why == NO_STEP
                                                and fmt.parse(new.text) is not None):
                 gens[j] = _merge(gens[j], new, new.text)
             else:  # keep the first text, count the work
                 gens[j] = _merge(new, gens[j], gens[j].text)
     return retried
+
+
+def _after_fault(todo: list[tuple[int, str]], n: int, in_flight: int,
+                 ) -> list[tuple[int, str]]:
+    """``todo`` with every other completion from ``in_flight`` places before its first
+    step-less one to the end of the call (``AFTER_FAULT``), in order. Why: the OpenVINO
+    pipeline's fault wrote garbage from one point of a call on, and only some of it had no
+    step: other descriptions from then on parsed but had a part missing or belonged to
+    another problem (eval/README.md, "engine fault"). Prompts are admitted in order, up to
+    ``in_flight`` (the engine's batch) at a time, so the ones running when the first
+    step-less completion began are in that margin.
+
+    >>> [j for j, _ in _after_fault([(3, NO_STEP), (5, NO_STEP)], 7, 2)]
+    [1, 2, 3, 4, 5, 6]
+    """
+    first = min(j for j, why in todo if why == NO_STEP)
+    why = dict(todo)
+    return [(j, why.get(j, AFTER_FAULT))
+            for j in sorted(set(why) | set(range(max(0, first - in_flight), n)))]
 
 
 def first_per_key(keys: Sequence[str]) -> list[int]:
@@ -333,7 +376,9 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
         step, warns = first_step(gen.text, fmt)
         out[i].steps[k] = step.model_copy(update={"span": items[i][2][k]})
         if j in retried:
-            warns = [f"the describer's first completion {retried[j]}; described again", *warns]
+            again = retried[j] if retried[j].endswith(RESTART_NOTE) \
+                else f"{retried[j]}; described again"
+            warns = [f"the describer's first completion {again}", *warns]
         elif j in cut:
             warns = [(f"{AT_BUDGET_WARNING} ({max_new_tokens}) before its step was complete; "
                       "its missing parts were asked for after the cut"), *warns]

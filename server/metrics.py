@@ -59,12 +59,18 @@ class Metrics:
         self.in_flight = Gauge("gsrm_batch_in_flight_items", "items in the batch the worker "
                                "is running", registry=r)
         self.ready = Gauge("gsrm_ready", "1 when the model is loaded and serving", registry=r)
+        self.engine_restarts = Gauge("gsrm_engine_restarts", "times the describer restarted "
+                                     "its engine before describing step-less spans again "
+                                     "(gsrm.describe.RESET_AFTER_NO_STEP)", registry=r)
         #: POST requests between their first byte and their last (read by the batcher)
         self.active_posts = 0
 
     def watch_queue(self, depth: Callable[[], float], in_flight: Callable[[], float]) -> None:
         self.queue_depth.set_function(depth)
         self.in_flight.set_function(in_flight)
+
+    def watch_engine(self, restarts: Callable[[], float]) -> None:
+        self.engine_restarts.set_function(restarts)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

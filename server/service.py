@@ -202,6 +202,8 @@ class RewardService:
             expect_more=lambda: m.active_posts > b.open_jobs)
         self.batcher.start()
         self.metrics.watch_queue(lambda: b.queued, lambda: b.in_flight)
+        backend = self.gsrm.backend
+        self.metrics.watch_engine(lambda: getattr(backend, "resets", 0))
         # the executor is FIFO: requests arriving while loading simply wait behind the load
         self._load = asyncio.get_running_loop().run_in_executor(self._executor, self._warm_up)
         self._load.add_done_callback(self._loaded)

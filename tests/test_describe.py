@@ -14,6 +14,8 @@ from gsrm.describe import (
     BUDGET_WARNING,
     DESCRIBE_STOP,
     REPAIR_MAX_NEW_TOKENS,
+    RESET_AFTER_NO_STEP,
+    RESTART_NOTE,
     describe_many,
     first_step,
     repair_prefix,
@@ -160,33 +162,102 @@ def test_an_unparsable_description_keeps_its_span_and_says_so() -> None:
     assert s.generation is not None and s.generation.completion_tokens == 2 * 2 * 9
 
 
-class FaultyOnceLM(EchoLM):
-    """Returns garbage for the spans of its first batch from the second span on (as the
-    engine fault did: every completion from one point of a call to its end), then is fine."""
+class FaultyUntilResetLM(EchoLM):
+    """Returns garbage for every span of a batch from its second on until ``reset`` (as the
+    OpenVINO pipeline's fault did: every completion from one point of a call on, and in the
+    same pipeline some of them again)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resets = 0
+
+    def reset(self) -> bool:
+        self.resets += 1
+        return True
 
     def generate(self, conversations: Sequence[list[dict[str, str]]],
                  max_new_tokens: int | None = None,
                  stop: Sequence[str] | None = None) -> list[Generation]:
         out = super().generate(conversations, max_new_tokens, stop)
-        if len(self.calls) == 1:
+        if not self.resets:
             out[1:] = [g.model_copy(update={"text": "</s>## ##"}) for g in out[1:]]
         return out
 
 
-def test_spans_with_no_step_are_described_again_in_a_fresh_batch() -> None:
-    lm = FaultyOnceLM()
+def test_spans_with_no_step_are_described_again_on_a_restarted_engine() -> None:
+    lm = FaultyUntilResetLM()
     g = GSRM(backend=lm, segmenter=get_segmenter("units"))
     got = g.decompose_many([("p", TRACE), ("q", "One step only")])
     want = GSRM(backend=EchoLM(), segmenter=get_segmenter("units")).decompose_many(
         [("p", TRACE), ("q", "One step only")])
     assert [c[:2] for c in lm.calls] == [(5, g.describe_max_new_tokens),
                                          (4, g.describe_max_new_tokens)]
+    # why: retried in the same engine, three of the four would have failed again
+    assert lm.resets == 1
     assert [s.steps for s in got] == [s.steps for s in want]
     # why: the warning quotes what the engine wrote instead (the evidence of a fault)
-    again = "the describer's first completion had no step (it began '</s>## ##'); described again"
+    again = ("the describer's first completion had no step (it began '</s>## ##'); "
+             f"described again {RESTART_NOTE}")
     assert got[0].warnings == [f"step {k}: {again}" for k in (2, 3, 4)]
     assert got[1].warnings == [f"step 1: {again}"]
     assert got[0].generation is not None and got[0].generation.completion_tokens == 7 * 9
+
+
+class OneStepLessLM(FaultyUntilResetLM):
+    """Returns garbage for the second span of its first batch only."""
+
+    def generate(self, conversations: Sequence[list[dict[str, str]]],
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[Generation]:
+        out = EchoLM.generate(self, conversations, max_new_tokens, stop)
+        if len(self.calls) == 1:
+            out[1] = out[1].model_copy(update={"text": "</s>## ##"})
+        return out
+
+
+class HalfFaultyUntilResetLM(FaultyUntilResetLM):
+    """From the third span of a batch on, until ``reset``: every other completion has no
+    step, the others describe another problem's step (they parse), as the real fault did."""
+
+    batch_size = 1  # one prompt in flight: the one before the first step-less one is suspect
+
+    def generate(self, conversations: Sequence[list[dict[str, str]]],
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[Generation]:
+        out = EchoLM.generate(self, conversations, max_new_tokens, stop)
+        if not self.resets:
+            wrong = "[Meta-reasoning 1]: Count apples.\n[Sub-problem 1]: How many?\n[Answer 1]: 3"
+            for k in range(2, len(out)):
+                out[k] = out[k].model_copy(update={"text": "" if k % 2 else wrong})
+        return out
+
+
+def test_after_a_restart_every_description_from_the_fault_on_is_written_again() -> None:
+    lm = HalfFaultyUntilResetLM()
+    spans = [(0, 12), (13, 25), (26, 52), (53, 57)]
+    [got, got2] = describe_many(lm, [("p", TRACE, spans), ("q", TRACE, spans[:2])])
+    [want, want2] = describe_many(EchoLM(), [("p", TRACE, spans), ("q", TRACE, spans[:2])])
+    assert lm.resets == 1 and [c[0] for c in lm.calls] == [6, 4]
+    # why: prompt 4's wrong step parsed, and prompt 2's too, in flight when the first
+    # step-less one (3) began; both are written again; prompts 0 and 1 are kept
+    assert got.steps == want.steps and got2.steps == want2.steps
+    after = (f"the describer's first completion came after the engine's first step-less one; "
+             f"described again {RESTART_NOTE}")
+    no_step = (f"the describer's first completion had no step (it was empty); "
+               f"described again {RESTART_NOTE}")
+    assert got.warnings == [f"step 3: {after}", f"step 4: {no_step}"]
+    assert got2.warnings == [f"step 1: {after}", f"step 2: {no_step}"]
+
+
+@pytest.mark.parametrize(("lm", "resets"), [(OneStepLessLM(), 0), (FaultyUntilResetLM(), 1)])
+def test_the_engine_restarts_only_from_restart_after_no_step_spans(
+        lm: FaultyUntilResetLM, resets: int) -> None:
+    # why: a restart costs a model load; one odd completion does not justify it
+    assert RESET_AFTER_NO_STEP == 2
+    [s] = describe_many(lm, [("p", TRACE, [(0, 12), (13, 25), (26, 52), (53, 57)])])
+    assert lm.resets == resets
+    assert all(st.is_complete for st in s.steps)
+    assert s.warnings[0].endswith(RESTART_NOTE if resets else "); described again")
 
 
 class LoopsOnceLM(EchoLM):
@@ -298,9 +369,10 @@ def test_a_continuation_cut_by_its_budget_too_is_described_again() -> None:
 
 
 def test_the_retry_can_be_turned_off() -> None:
-    lm = FaultyOnceLM()
+    lm = FaultyUntilResetLM()
     [s] = describe_many(lm, [("p", "First. Second.", [(0, 6), (7, 14)])], retry_rounds=0)
-    assert len(lm.calls) == 1 and s.steps[0].is_complete and not s.steps[1].is_complete
+    assert len(lm.calls) == 1 and lm.resets == 0
+    assert s.steps[0].is_complete and not s.steps[1].is_complete
 
 
 def test_rule_backends_keep_their_own_steps_with_spans() -> None:

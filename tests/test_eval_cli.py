@@ -163,6 +163,11 @@ class FakeLM(Backend):
     name = "fake-lm"
     calls = 0
     fail = False
+    resets = 0
+
+    def reset(self) -> bool:
+        FakeLM.resets += 1
+        return True
 
     def __init__(self) -> None:
         super().__init__(shots=0)
@@ -179,7 +184,7 @@ class FakeLM(Backend):
 
 @pytest.fixture
 def fake_lm(monkeypatch):
-    FakeLM.calls, FakeLM.fail = 0, False
+    FakeLM.calls, FakeLM.fail, FakeLM.resets = 0, False, 0
     monkeypatch.setitem(systems_mod.SYSTEMS, "fake-lm",
                         SystemSpec("fake-lm", "lm", "test stand-in", lambda opts: FakeLM()))
     return FakeLM
@@ -195,6 +200,8 @@ def test_second_run_reuses_decompositions(fake_lm, data_root, tmp_path):
     first = json.loads((tmp_path / "a" / "timing.json").read_text())
     assert sorted(j["task"] for j in first["prefetch"]) == ["gsm8k-socratic", "reward-sanity"]
     assert sum(j["decomposed"] for j in first["prefetch"]) == first_calls
+    # why: each group starts on a fresh engine (eval/README.md, "engine fault")
+    assert fake_lm.resets == 2
     assert all(j["decomposed"] == 0 for j in first["jobs"])
     assert run_cli(tmp_path / "b", data_root, *args) == 0
     assert fake_lm.calls == first_calls  # nothing decoded the second time

@@ -286,6 +286,10 @@ def test_exported_describer_runs_in_openvino_like_the_transformers_backend(
     steps = [first_step(t, fmt)[0] for t in got]
     assert all(s.is_complete for s in steps)
     assert [answer_number(s.answer) for s in steps] == [9.0, 72.0, 84.0]
+    # why: the describer's retry restarts the engine this way; a fresh pipeline must give the
+    # same batch the same text
+    assert ov.reset() and ov.resets == 1 and ov._pipe is None
+    assert [g.text for g in ov.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=fmt.stop)] == got
     if weights == "f16":  # the near-exact choice: torch float32's text, alone as in a batch
         pt = get_backend("transformers", threads=2)
         ref = [g.text for g in pt.generate(convs, DESCRIBE_MAX_NEW_TOKENS, stop=fmt.stop)]
@@ -293,6 +297,13 @@ def test_exported_describer_runs_in_openvino_like_the_transformers_backend(
         alone = [ov.generate([c], DESCRIBE_MAX_NEW_TOKENS, stop=fmt.stop)[0].text
                  for c in convs]
         assert alone == got
+
+
+def test_reset_drops_a_loaded_pipeline_only() -> None:
+    ov = get_backend("openvino", threads=2)
+    assert ov.reset() is False and ov.resets == 0  # nothing loaded: nothing to drop
+    ov._pipe = object()  # as after a load
+    assert ov.reset() is True and ov._pipe is None and ov.resets == 1
 
 
 class _Status:

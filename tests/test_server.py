@@ -291,6 +291,8 @@ def test_metrics_count_requests_batches_and_cache(srv: Live) -> None:
                  "gsrm_batch_requests_bucket", "gsrm_decomposition_cache_hits_total",
                  "gsrm_decompositions_total", "gsrm_queue_depth", "gsrm_pairs_scored_total"):
         assert name in text
+    # a rule backend has no engine to restart: the gauge reads 0, it does not vanish
+    assert "gsrm_engine_restarts 0.0" in text
     assert 'gsrm_requests_total{endpoint="other",status="404"}' not in text
     srv.get("/no/such/path")
     assert 'gsrm_requests_total{endpoint="other",status="404"} 1.0' in srv.get("/metrics").text

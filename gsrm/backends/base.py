@@ -115,6 +115,14 @@ class Backend(ABC):
         act the same in all of them.
         """
 
+    def reset(self) -> bool:
+        """Drop any engine state that outlives a ``generate`` call (a prefix cache), so the
+        next call starts as on a fresh load; True when there was such state to drop. Nothing
+        here: a backend without such state is its own fresh engine. ``gsrm.describe`` calls
+        it before describing again spans whose completions had no step
+        (``RESET_AFTER_NO_STEP``)."""
+        return False
+
     def finished(self, text: str, prompt_tokens: int, completion_tokens: int,
                  at_budget: bool, stop: Sequence[str] | None = None) -> Generation:
         """A Generation from a raw completion, with the safeguards applied (``apply_safeguards``).

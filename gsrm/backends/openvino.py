@@ -105,6 +105,7 @@ class OpenVINOBackend(LocalModelBackend):
         self.early_stop = early_stop
         self._request_id = 0
         self._pipe: Any = None
+        self.resets = 0  # pipelines dropped by ``reset``
 
     @property
     def model_id(self) -> str:
@@ -156,6 +157,19 @@ class OpenVINOBackend(LocalModelBackend):
         except RuntimeError as exc:
             raise BackendError(f"OpenVINO could not load {folder}: {exc}") from exc
         self._tok = AutoTokenizer.from_pretrained(str(folder))
+
+    def reset(self) -> bool:
+        """Drop the pipeline (with its KV and prefix cache); the next ``generate`` loads a
+        fresh one from the export (a few seconds). Why: after long earlier calls, OpenVINO
+        GenAI 2026.4.1's pipeline has returned garbage (much of it with no step) from one
+        point of a call on, while a fresh pipeline described the same spans well
+        (eval/README.md, "engine fault"); ``gsrm.describe`` resets it before describing
+        them again, the evaluation before each group of tasks."""
+        if self._pipe is None:
+            return False
+        self._pipe = None
+        self.resets += 1
+        return True
 
     def identity(self) -> dict[str, Any]:
         from gsrm.openvino_export import EXPORT_VERSION
