@@ -223,8 +223,9 @@ def _retry(backend: Backend, convs: Sequence[list[Message]], gens: list[Generati
            max_new_tokens: int, repair_rounds: int, fmt: SpanFormat,
            rounds: int = RETRY_ROUNDS, at_budget: bool = REPAIR_AT_BUDGET) -> dict[int, str]:
     """Describe again (in place), in a fresh batch, the spans whose completion failed
-    (``_failure``); the retried indices and why. A retry is kept when it did not fail, or
-    when it has a step where the first had none. With ``RESET_AFTER_NO_STEP`` or more
+    (``_failure``); the retried indices and what their warning says (why, and how they were
+    described again). A retry is kept when it did not fail, or when it has a step where the
+    first had none. With ``RESET_AFTER_NO_STEP`` or more
     step-less completions the engine is restarted first (``Backend.reset``), and when it
     had state to drop, every completion from the fault on is described again
     (``_after_fault``)."""
@@ -242,9 +243,8 @@ def _retry(backend: Backend, convs: Sequence[list[Message]], gens: list[Generati
         again = _repair(backend, sub, backend.generate(sub, max_new_tokens, stop=fmt.stop),
                         repair_rounds, fmt, at_budget)
         for (j, why), new in zip(todo, again, strict=True):
-            retried[j] = why if why != NO_STEP else f"{why} ({_began(gens[j].text)})"
-            if restart:
-                retried[j] += f"; described again {RESTART_NOTE}"
+            reason = why if why != NO_STEP else f"{why} ({_began(gens[j].text)})"
+            retried[j] = f"{reason}; described again" + (f" {RESTART_NOTE}" if restart else "")
             if _failure(new, fmt) is None or (why == NO_STEP
                                                and fmt.parse(new.text) is not None):
                 gens[j] = _merge(gens[j], new, new.text)
@@ -376,9 +376,7 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
         step, warns = first_step(gen.text, fmt)
         out[i].steps[k] = step.model_copy(update={"span": items[i][2][k]})
         if j in retried:
-            again = retried[j] if retried[j].endswith(RESTART_NOTE) \
-                else f"{retried[j]}; described again"
-            warns = [f"the describer's first completion {again}", *warns]
+            warns = [f"the describer's first completion {retried[j]}", *warns]
         elif j in cut:
             warns = [(f"{AT_BUDGET_WARNING} ({max_new_tokens}) before its step was complete; "
                       "its missing parts were asked for after the cut"), *warns]
