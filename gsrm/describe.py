@@ -27,7 +27,8 @@ structure's warnings say which steps.
 
 Past the budget (``REPAIR_AT_BUDGET``): a completion that ran to its token budget before its
 step was complete gets the same repair: what it wrote stays (its last part cut where the budget
-cut it) and the next part's header is appended. Why: on formula-heavy spans the describer
+cut it; a header the budget cut is written whole, ``REPAIR_CUT_HEADER``) and the next part's
+header is appended. Why: on formula-heavy spans the describer
 copies a long formula into the meta-reasoning and again into the sub-problem, and the budget
 ends it before the answer; described again, it writes the same copy (greedy decoding), so a
 fresh retry paid a second full budget, in series, for nothing (on the dev splits, README
@@ -85,6 +86,9 @@ REPAIR_MAX_NEW_TOKENS = 64
 continuation (not what the first round left) so a span's result never depends on its batch."""
 REPAIR_AT_BUDGET = True
 """Whether the format repair also continues completions cut by the budget (see above)."""
+REPAIR_CUT_HEADER = True
+"""Whether that repair writes again, whole, a header the budget cut (``repair_prefix``'s
+``cut``); in the cache identity because it changes what such a step says."""
 AT_BUDGET_WARNING = "the describer's completion ran to the token budget"
 """Start of a step's warning when its completion was cut by the budget and its missing parts
 were asked for after the cut; what scripts match to count first completions at the budget."""
@@ -138,10 +142,16 @@ def first_step(text: str, fmt: SpanFormat = TAGS) -> tuple[Step, list[str]]:
     return step, warns
 
 
-def repair_prefix(text: str, fmt: SpanFormat = TAGS) -> str | None:
+def repair_prefix(text: str, fmt: SpanFormat = TAGS, cut: bool = False) -> str | None:
     r"""The completion with the next missing part's header appended, or None when there is
     nothing a header can fix (all three parts are there, a part's header is present but
     empty, or the text has no complete meta-reasoning line).
+
+    ``cut``: the budget ended the completion, so a header it ends in (whole or in part, with
+    no words after it) was cut before its words, not left empty by the model: that header is
+    written again whole and continued. Why: a completion that restates a long formula in two
+    parts can reach the budget exactly at the answer's tag, and described again it writes the
+    same (greedy decoding), so the step lost its answer.
 
     >>> repair_prefix("[Meta-reasoning 1]: Find $x$")
     '[Meta-reasoning 1]: Find $x$\n[Sub-problem 1]:'
@@ -149,13 +159,17 @@ def repair_prefix(text: str, fmt: SpanFormat = TAGS) -> str | None:
     '[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]:'
     >>> repair_prefix("[Meta-reasoning 1]: m\n[Sub-problem 1]:") is None
     True
+    >>> repair_prefix("[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1", cut=True)
+    '[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]:'
     >>> repair_prefix("Plan: m", get_span_format("pqa"))
     'Plan: m\nQuestion:'
     """
-    step, _ = first_step(text, fmt)
+    body = text.rstrip()
+    if cut:
+        body = _drop_cut_header(body, fmt)
+    step, _ = first_step(body, fmt)
     if step.is_complete or not step.meta:
         return None
-    body = text.rstrip()
     for mark, header, have in zip(fmt.marks[1:], fmt.headers[1:], (step.subproblem, step.answer),
                                   strict=True):
         if mark not in body:
@@ -165,15 +179,33 @@ def repair_prefix(text: str, fmt: SpanFormat = TAGS) -> str | None:
     return None
 
 
+def _drop_cut_header(body: str, fmt: SpanFormat) -> str:
+    r"""``body`` without a last line that is the next parts' header, whole or its start, and
+    nothing else (where the budget cut a completion); unchanged otherwise.
+
+    >>> _drop_cut_header("[Meta-reasoning 1]: m\n[Sub-pr", TAGS)
+    '[Meta-reasoning 1]: m'
+    >>> _drop_cut_header("[Meta-reasoning 1]: m\n[Sub-problem 1]: q", TAGS)
+    '[Meta-reasoning 1]: m\n[Sub-problem 1]: q'
+    """
+    head, sep, last = body.rpartition("\n")
+    last = last.strip()
+    if sep and last and any(h.startswith(last) for h in fmt.headers[1:]):
+        return head.rstrip()
+    return body
+
+
 def _repair(backend: Backend, convs: Sequence[list[Message]], gens: list[Generation],
             rounds: int, fmt: SpanFormat, at_budget: bool = REPAIR_AT_BUDGET) -> list[Generation]:
     """``gens`` with incomplete completions continued through ``repair_prefix`` (in place);
     ``at_budget``: also those that ran to their budget."""
+    stalled: set[int] = set()  # a continuation wrote nothing: its header was not cut
     for _ in range(rounds):
         todo: list[tuple[int, str]] = []
         for j, gen in enumerate(gens):
+            cut = gen.hit_max_new_tokens and REPAIR_CUT_HEADER and j not in stalled
             prefix = None if gen.hit_max_new_tokens and not at_budget \
-                else repair_prefix(gen.text, fmt)
+                else repair_prefix(gen.text, fmt, cut=cut)
             if prefix is not None:
                 todo.append((j, prefix))
         if not todo:
@@ -183,6 +215,8 @@ def _repair(backend: Backend, convs: Sequence[list[Message]], gens: list[Generat
             REPAIR_MAX_NEW_TOKENS, stop=fmt.stop)
         for (j, prefix), cont in zip(todo, more, strict=True):
             gens[j] = _merge(gens[j], cont, prefix + cont.text)
+            if not cont.text.strip():
+                stalled.add(j)
     return gens
 
 

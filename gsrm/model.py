@@ -146,6 +146,7 @@ class GSRM:
         from gsrm.describe import (
             DESCRIBE_STOP,
             REPAIR_AT_BUDGET,
+            REPAIR_CUT_HEADER,
             REPAIR_MAX_NEW_TOKENS,
             REPAIR_ROUNDS,
             RETRY_ROUNDS,
@@ -155,7 +156,7 @@ class GSRM:
                            "describe_max_new_tokens": self.describe_max_new_tokens,
                            "describe_stop": list(DESCRIBE_STOP),
                            "describe_repair": [REPAIR_ROUNDS, REPAIR_MAX_NEW_TOKENS,
-                                               REPAIR_AT_BUDGET],
+                                               REPAIR_AT_BUDGET, REPAIR_CUT_HEADER],
                            "describe_retry": RETRY_ROUNDS},
                           sort_keys=True)
 

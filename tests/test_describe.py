@@ -320,9 +320,10 @@ class CopiesAtBudgetLM(EchoLM):
 
     cut = "[Meta-reasoning 1]: Find $s = w + x$\n[Sub-problem 1]: Find $s = w + x + y + z$ whe"
 
-    def __init__(self, answer: str | None = " the roots $w,x,y,z$") -> None:
+    def __init__(self, answer: str | None = " the roots $w,x,y,z$", tail: str = "") -> None:
         super().__init__()
         self.answer = answer
+        self.tail = tail  # what the budget left after the sub-problem (a header, or its start)
 
     def generate(self, conversations: Sequence[list[dict[str, str]]],
                  max_new_tokens: int | None = None,
@@ -334,7 +335,7 @@ class CopiesAtBudgetLM(EchoLM):
                 assert conv[-1]["content"] == f"{self.cut}\n[Answer 1]:"
                 text, budget = (self.answer, False) if self.answer is not None else ("", True)
             elif "Second." in conv[-1]["content"]:
-                text, budget = self.cut, True
+                text, budget = self.cut + self.tail, True
             else:
                 text, budget = cut_at_stop(self.reply_to(conv), stop or ())[0], False
             out.append(Generation(text=text, completion_tokens=self.tokens, prompt_tokens=30,
@@ -354,6 +355,27 @@ def test_a_description_cut_by_the_budget_is_continued_after_the_cut() -> None:
     assert s.warnings == [(f"step 2: {AT_BUDGET_WARNING} (100) before its step was complete; "
                            "its missing parts were asked for after the cut")]
     assert s.generation is not None and not s.generation.hit_max_new_tokens
+
+
+@pytest.mark.parametrize("tail", ["\n[Answer 1]:", "\n[Answer 1", "\n[Ans", "\n["])
+def test_a_header_the_budget_cut_is_written_whole_and_continued(tail: str) -> None:
+    # why: a formula restated twice can end the budget at the answer's tag; described again,
+    # greedy decoding writes the same, so without this the step kept no answer
+    lm = CopiesAtBudgetLM(tail=tail)
+    [s] = describe_many(lm, [("p", "First. Second.", [(0, 6), (7, 14)])], max_new_tokens=100)
+    assert [c[:2] for c in lm.calls] == [(2, 100), (1, REPAIR_MAX_NEW_TOKENS)]
+    assert s.steps[1].is_complete and s.steps[1].answer == "the roots $w,x,y,z$"
+    assert s.warnings == [(f"step 2: {AT_BUDGET_WARNING} (100) before its step was complete; "
+                           "its missing parts were asked for after the cut")]
+
+
+def test_a_header_the_model_left_empty_is_not_continued() -> None:
+    # why: without a budget cut an empty part is the model's own choice; the same prompt
+    # would write the same nothing, so no continuation is paid for it
+    [s] = describe_many(EchoLM(reply="[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]:"),
+                        [("p", "First.", [(0, 6)])])
+    assert s.steps[0].answer == "" and s.warnings == [
+        "step 1: the describer's step is missing a part"]
 
 
 def test_a_continuation_cut_by_its_budget_too_is_described_again() -> None:
@@ -417,6 +439,23 @@ def test_repair_prefix(text: str, want: str | None) -> None:
     assert repair_prefix(text) == want
 
 
+@pytest.mark.parametrize(("text", "want"), [
+    # the budget cut inside the answer's tag, or right after it: the tag is written whole
+    ("[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1",
+     "[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]:"),
+    ("[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]:",
+     "[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]:"),
+    ("[Meta-reasoning 1]: m\n[Sub-pro", "[Meta-reasoning 1]: m\n[Sub-problem 1]:"),
+    # cut inside a part's words: the words stay, the next tag follows
+    ("[Meta-reasoning 1]: m\n[Sub-problem 1]: q = 1 +",
+     "[Meta-reasoning 1]: m\n[Sub-problem 1]: q = 1 +\n[Answer 1]:"),
+    # a part with words is never dropped, even where they could start a tag
+    ("[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]: 5", None),
+])
+def test_repair_prefix_after_a_budget_cut(text: str, want: str | None) -> None:
+    assert repair_prefix(text, cut=True) == want
+
+
 class StopsEarlyLM(EchoLM):
     """Ends its turn after the meta-reasoning line; continues a prefilled turn properly."""
 
@@ -445,7 +484,7 @@ def test_a_description_that_ends_early_is_continued_with_the_next_tag() -> None:
 
 
 @pytest.mark.parametrize("setting", ["REPAIR_ROUNDS", "REPAIR_MAX_NEW_TOKENS", "RETRY_ROUNDS",
-                                     "REPAIR_AT_BUDGET"])
+                                     "REPAIR_AT_BUDGET", "REPAIR_CUT_HEADER"])
 def test_the_repair_and_retry_are_in_the_cache_identity(monkeypatch: pytest.MonkeyPatch,
                                                         setting: str) -> None:
     g = GSRM(backend=EchoLM(), segmenter=get_segmenter("units"))

@@ -62,6 +62,15 @@ def test_pqa_repair_prefix(text: str, want: str | None) -> None:
     assert repair_prefix(text, get_span_format("pqa")) == want
 
 
+@pytest.mark.parametrize(("text", "want"), [
+    ("Plan: m\nQuestion: q?\nAnsw", "Plan: m\nQuestion: q?\nAnswer:"),
+    ("Plan: m\nQuestion:", "Plan: m\nQuestion:"),
+    ("Plan: m\nQuestion: q?\nAnswer: 5", None),
+])
+def test_pqa_repair_prefix_after_a_budget_cut(text: str, want: str | None) -> None:
+    assert repair_prefix(text, get_span_format("pqa"), cut=True) == want
+
+
 @pytest.mark.parametrize(("name", "want"), [
     ("tags", [" Find the clips.", " How many clips?"]),
     ("pqa", [" Find the clips.", " How many clips?"]),
