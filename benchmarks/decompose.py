@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend = OpenVINOBackend(model=args.model, adapter=args.adapter, weights=args.ov_weights,
                                   precision=args.ov_precision, batch_size=args.batch_size,
                                   max_new_tokens=args.max_new_tokens, threads=args.threads,
-                                  early_stop=args.ov_early_stop)
+                                  early_stop=args.ov_early_stop, kv_cache_gb=args.ov_kv_cache_gb)
     else:
         backend = TransformersBackend(model=args.model, adapter=args.adapter, device=args.device,
                                       dtype=args.dtype, batch_size=args.batch_size,
@@ -284,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dtype": args.dtype if args.backend == "transformers"
         else f"weights {args.ov_weights}, precision {args.ov_precision}",
         "batch_size": args.batch_size,
+        "kv_cache_gb": getattr(backend, "kv_cache_gb", None),
         "prefix_warmup": backend.prefix_warmup,
         "early_stop": getattr(backend, "early_stop", None),
         "max_new_tokens": args.max_new_tokens,

@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "threads": args.threads}
     if args.backend == "openvino":
         kw.update(weights=args.ov_weights, precision=args.ov_precision,
+                  kv_cache_gb=args.ov_kv_cache_gb,
                   early_stop=args.ov_early_stop)
     backend = get_backend(args.backend, **kw)
     if args.prefix_warmup is not None:

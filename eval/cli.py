@@ -136,7 +136,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             prompt_lookup=args.prompt_lookup, dtype=_dtype(args.dtype),
             max_input_tokens=args.max_input_tokens, threads=args.threads,
             engine=args.engine or default_backend(), ov_weights=args.ov_weights,
-            ov_precision=args.ov_precision, prefix_warmup=args.prefix_warmup),
+            ov_precision=args.ov_precision, ov_kv_cache_gb=args.ov_kv_cache_gb,
+            prefix_warmup=args.prefix_warmup),
     )
     validate(cfg)
     details: list[dict] = []

@@ -42,6 +42,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from gsrm.backends import Backend, BackendError, DecomposeItem, Generation
+from gsrm.backends.openvino import KV_CACHE_GB
 from gsrm.judges import answer_number
 from gsrm.prompts import Message, render_structure
 from gsrm.structure import Step, Structure
@@ -73,6 +74,7 @@ class SystemOptions(BaseModel):
     ov_weights: str = Field("int8", description="openvino engine: int8 or f16 weights")
     ov_precision: str = Field("f32", description="openvino engine: f32 or auto (bf16 where "
                               "the CPU has it)")
+    ov_kv_cache_gb: int = Field(KV_CACHE_GB, ge=1, description="openvino engine: KV cache size in GB")
     prefix_warmup: bool | None = Field(None, description="openvino engine: prefill each "
                                        "problem's prompt once before the describer's batch "
                                        "(None: the engine's default, on)")
@@ -256,6 +258,7 @@ def _transformers(opts: SystemOptions, adapter: str | None = None, shots: int | 
     if opts.engine == "openvino":
         return OpenVINOBackend(model=opts.model, adapter=adapter or "none",
                                weights=opts.ov_weights, precision=opts.ov_precision,
+                               kv_cache_gb=opts.ov_kv_cache_gb,
                                threads=opts.threads,
                                batch_size=opts.batch_size, max_input_tokens=opts.max_input_tokens,
                                **({} if shots is None else {"shots": shots}),

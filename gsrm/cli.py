@@ -27,7 +27,7 @@ from typing import Any
 
 from gsrm.align import SCORE_MODES
 from gsrm.backends import BACKENDS, default_backend
-from gsrm.backends.openvino import add_openvino_args
+from gsrm.backends.openvino import KV_CACHE_GB, add_openvino_args
 from gsrm.describe import add_prefix_warmup_arg
 from gsrm.io import (
     InputError,
@@ -132,6 +132,7 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw.update(model=args.model, adapter=adapter, threads=args.threads,
                   weights=getattr(args, "ov_weights", "int8"),
                   precision=getattr(args, "ov_precision", "f32"),
+                  kv_cache_gb=getattr(args, "ov_kv_cache_gb", KV_CACHE_GB),
                   batch_size=max(args.batch_size, 32))
         if getattr(args, "prefix_warmup", None) is not None:
             kw["prefix_warmup"] = args.prefix_warmup

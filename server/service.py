@@ -80,7 +80,8 @@ def gsrm_from_settings(settings: Settings) -> GSRM:
         "batch_size": settings.gen_batch_size, "prompt_lookup": settings.prompt_lookup,
         "device": settings.device, "dtype": settings.dtype, "threads": settings.threads,
         "decomposer": settings.decomposer, "ov_weights": settings.ov_weights,
-        "ov_precision": settings.ov_precision, "prefix_warmup": settings.prefix_warmup,
+        "ov_precision": settings.ov_precision, "ov_kv_cache_gb": settings.ov_kv_cache_gb,
+        "prefix_warmup": settings.prefix_warmup,
     }.items():
         setattr(ns, key, value)
     bkw = backend_kwargs(ns)

@@ -26,7 +26,13 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gsrm.backends.openvino import OV_PRECISION_HELP, OV_WEIGHTS_HELP, Precision
+from gsrm.backends.openvino import (
+    KV_CACHE_GB,
+    OV_KV_CACHE_HELP,
+    OV_PRECISION_HELP,
+    OV_WEIGHTS_HELP,
+    Precision,
+)
 from gsrm.openvino_export import WeightFormat
 from gsrm.validation import GenBatchSize, MaxInputTokens, MaxNewTokens, PromptLookup, Threads
 
@@ -43,7 +49,7 @@ def _group(title: str, *names: str) -> None:
 
 _group("decomposition model", "backend", "model", "adapter", "backend_url", "backend_api_key",
        "max_new_tokens", "max_input_tokens", "shots", "gen_batch_size", "prompt_lookup", "device",
-       "dtype", "threads", "ov_weights", "ov_precision", "prefix_warmup")
+       "dtype", "threads", "ov_weights", "ov_precision", "ov_kv_cache_gb", "prefix_warmup")
 _group("judge and reward", "judge", "judge_url", "judge_model", "judge_api_key", "mode",
        "coverage", "cache_size")
 _group("batching and queue", "batch_window_ms", "max_batch", "max_queue", "request_timeout_s",
@@ -99,6 +105,7 @@ class Settings(BaseSettings):
     threads: Threads = None
     ov_weights: WeightFormat = Field("int8", description=OV_WEIGHTS_HELP)
     ov_precision: Precision = Field("f32", description=OV_PRECISION_HELP)
+    ov_kv_cache_gb: int = Field(KV_CACHE_GB, ge=1, description=OV_KV_CACHE_HELP)
     prefix_warmup: bool = Field(True, description="openvino: prefill each problem's prompt once "
                                 "before the describer's batch (faster; "
                                 "gsrm.describe.warm_prefixes)")

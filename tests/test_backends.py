@@ -231,6 +231,7 @@ def test_every_default_path_builds_the_same_engine() -> None:
     assert engine(LocalScorer().gsrm.backend) == default
     ns = cli_parser().parse_args(["decompose", "x.json"])
     assert (ns.ov_weights, ns.ov_precision, ns.dtype) == ("int8", "f32", "float32")
+    assert ns.ov_kv_cache_gb == 1
     assert TransformersBackend().dtype == "float32"
     ns = eval_parser().parse_args(["run", "--out", "unused"])
     assert isinstance(ns, argparse.Namespace) and ns.dtype == "float32"
@@ -238,6 +239,30 @@ def test_every_default_path_builds_the_same_engine() -> None:
     opts = SystemOptions()
     assert (opts.engine, opts.ov_weights, opts.ov_precision, opts.dtype) \
         == ("openvino", "int8", "f32", "float32")
+
+
+def test_the_kv_cache_size_reaches_the_engine_from_every_front_end() -> None:
+    # why: the size is what decides how long shared prompts stay cached (and the engine
+    # fault of eval/README.md was not seen with a larger one); each front end must pass it
+    from eval.cli import build_parser as eval_parser
+    from eval.systems import SystemOptions, _transformers
+    from gsrm.backends import OpenVINOBackend, get_backend
+    from gsrm.backends.openvino import KV_CACHE_GB
+    from gsrm.cli import backend_kwargs
+    from gsrm.cli import build_parser as cli_parser
+    from server.service import gsrm_from_settings
+    from server.settings import Settings
+
+    assert OpenVINOBackend().kv_cache_gb == KV_CACHE_GB == 1
+    ns = cli_parser().parse_args(["decompose", "x.json", "--ov-kv-cache-gb", "6"])
+    assert get_backend("openvino", **backend_kwargs(ns)).kv_cache_gb == 6  # type: ignore[attr-defined]
+    ns = eval_parser().parse_args(["run", "--out", "unused", "--ov-kv-cache-gb", "5"])
+    assert ns.ov_kv_cache_gb == 5
+    assert _transformers(SystemOptions(ov_kv_cache_gb=5)).kv_cache_gb == 5  # type: ignore[attr-defined]
+    backend = gsrm_from_settings(Settings(ov_kv_cache_gb=4)).backend
+    assert backend.kv_cache_gb == 4  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="kv_cache_gb"):
+        OpenVINOBackend(kv_cache_gb=0)
 
 
 @pytest.mark.slow

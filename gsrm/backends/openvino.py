@@ -46,12 +46,19 @@ AMX/AVX512-BF16: faster, but a span's output then depends on what else shares it
 OV_WEIGHTS_HELP = ("openvino: weight format of the export (made on first use): int8 is "
                    "fastest; f16 gives the transformers backend's outputs on nearly every span, "
                    "whatever the batch")
+KV_CACHE_GB = 1
+"""Default KV cache of the pipeline, in GB (``SchedulerConfig.cache_size``): the batch-32
+benchmark's memory floor. With prefix caching the engine keeps every computed block until
+the cache is full, then reuses the least recent ones; a larger cache keeps more shared
+prompts (eval/README.md, "engine fault": the fault was not seen with 8 GB)."""
+OV_KV_CACHE_HELP = ("openvino: KV cache size in GB (whole); larger keeps more shared prompts "
+                    "cached, at that much more memory")
 OV_PRECISION_HELP = ("openvino: compute precision of what is not int8; f32, or auto: bf16 "
                      "where the CPU has it (batch-dependent)")
 
 
 def add_openvino_args(group: Any) -> None:
-    """``--ov-weights`` and ``--ov-precision`` on an argparse parser or group: the same flags
+    """``--ov-weights``, ``--ov-precision`` and ``--ov-kv-cache-gb`` on an argparse parser or group: the same flags
     in ``gsrm``, ``gsrm-eval`` and the benchmarks (one place for their choices; ``gsrm-serve``
     takes the same types and help text)."""
     from gsrm.openvino_export import WEIGHT_FORMATS
@@ -60,6 +67,8 @@ def add_openvino_args(group: Any) -> None:
                        help=f"{OV_WEIGHTS_HELP} (default: %(default)s)")
     group.add_argument("--ov-precision", default=PRECISIONS[0], choices=PRECISIONS,
                        help=f"{OV_PRECISION_HELP} (default: %(default)s)")
+    group.add_argument("--ov-kv-cache-gb", type=int, default=KV_CACHE_GB,
+                       help=f"{OV_KV_CACHE_HELP} (default: %(default)s)")
 
 
 def add_early_stop_arg(parser: Any) -> None:
@@ -80,7 +89,7 @@ class OpenVINOBackend(LocalModelBackend):
 
     def __init__(self, model: str | None = None, adapter: str | None = "auto",
                  weights: str = "int8", export: str | None = None, threads: int | None = None,
-                 batch_size: int = 32, kv_cache_gb: float = 1.0, precision: str = "f32",
+                 batch_size: int = 32, kv_cache_gb: int = KV_CACHE_GB, precision: str = "f32",
                  max_batched_tokens: int = 1024, prefix_warmup: bool = True,
                  early_stop: bool = False, **kwargs: Any) -> None:
         from gsrm.openvino_export import WEIGHT_FORMATS
@@ -89,12 +98,14 @@ class OpenVINOBackend(LocalModelBackend):
             raise ValueError(f"unknown weight format {weights!r}; choose one of {WEIGHT_FORMATS}")
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        if int(kv_cache_gb) < 1:
+            raise ValueError(f"kv_cache_gb must be a whole number of GB >= 1, got {kv_cache_gb!r}")
         super().__init__(model=model, adapter=adapter, **kwargs)
         self.weights = weights
         self.export = export
         self.threads = threads
         self.batch_size = batch_size
-        self.kv_cache_gb = kv_cache_gb
+        self.kv_cache_gb = int(kv_cache_gb)
         self.precision = precision
         self.max_batched_tokens = max_batched_tokens
         # on by default: its prefix cache reuses only blocks an earlier step computed
@@ -142,7 +153,7 @@ class OpenVINOBackend(LocalModelBackend):
         except ExportError as exc:
             raise BackendError(str(exc)) from exc
         sc = og.SchedulerConfig()
-        sc.cache_size = max(1, round(self.kv_cache_gb))
+        sc.cache_size = int(self.kv_cache_gb)
         sc.max_num_seqs = self.batch_size
         sc.enable_prefix_caching = True
         sc.max_num_batched_tokens = max(self.max_batched_tokens, self.batch_size)
