@@ -74,7 +74,8 @@ class SystemOptions(BaseModel):
     ov_weights: str = Field("int8", description="openvino engine: int8 or f16 weights")
     ov_precision: str = Field("f32", description="openvino engine: f32 or auto (bf16 where "
                               "the CPU has it)")
-    ov_kv_cache_gb: int = Field(KV_CACHE_GB, ge=1, description="openvino engine: KV cache size in GB")
+    ov_kv_cache_gb: int = Field(KV_CACHE_GB, ge=1,
+                                description="openvino engine: KV cache size in GB")
     prefix_warmup: bool | None = Field(None, description="openvino engine: prefill each "
                                        "problem's prompt once before the describer's batch "
                                        "(None: the engine's default, on)")

@@ -261,8 +261,9 @@ def test_the_kv_cache_size_reaches_the_engine_from_every_front_end() -> None:
     assert _transformers(SystemOptions(ov_kv_cache_gb=5)).kv_cache_gb == 5  # type: ignore[attr-defined]
     backend = gsrm_from_settings(Settings(ov_kv_cache_gb=4)).backend
     assert backend.kv_cache_gb == 4  # type: ignore[attr-defined]
-    with pytest.raises(ValueError, match="kv_cache_gb"):
-        OpenVINOBackend(kv_cache_gb=0)
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="kv_cache_gb"):
+            OpenVINOBackend(kv_cache_gb=bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.slow

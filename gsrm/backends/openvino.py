@@ -47,8 +47,8 @@ OV_WEIGHTS_HELP = ("openvino: weight format of the export (made on first use): i
                    "fastest; f16 gives the transformers backend's outputs on nearly every span, "
                    "whatever the batch")
 KV_CACHE_GB = 1
-"""Default KV cache of the pipeline, in GB (``SchedulerConfig.cache_size``): the batch-32
-benchmark's memory floor. With prefix caching the engine keeps every computed block until
+"""Default KV cache of the pipeline, in GB (``SchedulerConfig.cache_size``): small enough
+for issue 16's memory floor (2.5 GiB peak for the batch-32 benchmark). With prefix caching the engine keeps every computed block until
 the cache is full, then reuses the least recent ones; a larger cache keeps more shared
 prompts (eval/README.md, "engine fault": the fault was not seen with 8 GB)."""
 OV_KV_CACHE_HELP = ("openvino: KV cache size in GB (whole); larger keeps more shared prompts "
@@ -58,9 +58,9 @@ OV_PRECISION_HELP = ("openvino: compute precision of what is not int8; f32, or a
 
 
 def add_openvino_args(group: Any) -> None:
-    """``--ov-weights``, ``--ov-precision`` and ``--ov-kv-cache-gb`` on an argparse parser or group: the same flags
-    in ``gsrm``, ``gsrm-eval`` and the benchmarks (one place for their choices; ``gsrm-serve``
-    takes the same types and help text)."""
+    """``--ov-weights``, ``--ov-precision`` and ``--ov-kv-cache-gb`` on an argparse parser or
+    group: the same flags in ``gsrm``, ``gsrm-eval`` and the benchmarks (one place for their
+    choices; ``gsrm-serve`` takes the same types and help text)."""
     from gsrm.openvino_export import WEIGHT_FORMATS
 
     group.add_argument("--ov-weights", default=WEIGHT_FORMATS[0], choices=WEIGHT_FORMATS,
@@ -98,7 +98,7 @@ class OpenVINOBackend(LocalModelBackend):
             raise ValueError(f"unknown weight format {weights!r}; choose one of {WEIGHT_FORMATS}")
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-        if int(kv_cache_gb) < 1:
+        if kv_cache_gb != int(kv_cache_gb) or kv_cache_gb < 1:
             raise ValueError(f"kv_cache_gb must be a whole number of GB >= 1, got {kv_cache_gb!r}")
         super().__init__(model=model, adapter=adapter, **kwargs)
         self.weights = weights
