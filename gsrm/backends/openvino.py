@@ -48,9 +48,10 @@ OV_WEIGHTS_HELP = ("openvino: weight format of the export (made on first use): i
                    "whatever the batch")
 KV_CACHE_GB = 1
 """Default KV cache of the pipeline, in GB (``SchedulerConfig.cache_size``): small enough
-for issue 16's memory floor (2.5 GiB peak for the batch-32 benchmark). With prefix caching the engine keeps every computed block until
-the cache is full, then reuses the least recent ones; a larger cache keeps more shared
-prompts (eval/README.md, "engine fault": the fault was not seen with 8 GB)."""
+for issue 16's memory floor (2.5 GiB peak for the batch-32 benchmark). With prefix caching
+the engine keeps every computed block until the cache is full, then reuses the least recent
+ones; a larger cache keeps more shared prompts (eval/README.md, "engine fault": the fault
+was not seen with 8 GB)."""
 OV_KV_CACHE_HELP = ("openvino: KV cache size in GB (whole); larger keeps more shared prompts "
                     "cached, at that much more memory")
 OV_PRECISION_HELP = ("openvino: compute precision of what is not int8; f32, or auto: bf16 "
@@ -153,7 +154,7 @@ class OpenVINOBackend(LocalModelBackend):
         except ExportError as exc:
             raise BackendError(str(exc)) from exc
         sc = og.SchedulerConfig()
-        sc.cache_size = int(self.kv_cache_gb)
+        sc.cache_size = self.kv_cache_gb
         sc.max_num_seqs = self.batch_size
         sc.enable_prefix_caching = True
         sc.max_num_batched_tokens = max(self.max_batched_tokens, self.batch_size)
