@@ -21,16 +21,78 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import the checkout's gsrm
     sys.path.insert(0, str(ROOT))
 
 TASKS = ("prm800k-steps", "champ-steps", "bbm-steps", "branching-steps", "gsm8k-socratic")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def numbers(text: str) -> set[str]:
+    """The numbers written in ``text`` (thousands commas dropped, "2.50" kept as written).
+
+    >>> sorted(numbers("So 1,200 + 3.5 = 1203.5 eggs"))
+    ['1200', '1203.5', '3.5']
+    """
+    return set(_NUMBER.findall(text.replace(",", "")))
+
+
+def grounding(steps: Sequence[tuple[str, str]]) -> tuple[int, int]:
+    """(answers that state a number, those whose every number is written in their span) for
+    ``(answer, span text)`` pairs.
+
+    Why: parse-valid says a step has its three parts, not that its answer is the span's
+    result. An answer whose number is nowhere in its span was made up (or computed by the
+    describer, which a 135M model does badly), so the share is a label-free check of answers
+    on the long traces, whose dev splits have no reference descriptions.
+
+    >>> grounding([("60", "we get $x=60$."), ("15", "each one is $x$."), ("x", "Let x be")])
+    (2, 1)
+    """
+    pairs = [(numbers(a), numbers(span)) for a, span in steps]
+    stated = [(a, s) for a, s in pairs if a]
+    return len(stated), sum(a <= s for a, s in stated)
+
+
+def quality(structs: Sequence[Any], reasonings: Sequence[str]) -> dict[str, Any]:
+    """The figures of a task's structures that need no timing (also read from ``--out``
+    files by ``--from-out``)."""
+    stated, grounded = grounding([(st.answer, r[st.span[0]:st.span[1]])
+                                  for s, r in zip(structs, reasonings, strict=True)
+                                  for st in s.steps if st.span is not None])
+    return {
+        "parse_valid": round(sum(1.0 for s in structs if s.steps and all(
+            st.is_complete for st in s.steps)) / max(1, len(structs)), 3),
+        "steps_incomplete": sum(not st.is_complete for s in structs for st in s.steps),
+        "numeric_answers": stated,
+        "answer_numbers_in_span": round(grounded / max(1, stated), 3),
+        "completion_tokens": sum(s.generation.completion_tokens for s in structs
+                                 if s.generation is not None),
+    }
+
+
+def from_out(folder: Path, tasks: Sequence[str]) -> int:
+    """Print the ``quality`` figures of a run's ``--out`` files (no model is loaded)."""
+    from gsrm.structure import Structure
+
+    for name in tasks:
+        path = folder / f"{name}.jsonl"
+        if not path.is_file():
+            print(f"describer_dev: {path}: not found", file=sys.stderr)
+            return 2
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        structs = [Structure.model_validate(r["structure"]) for r in rows]
+        print(json.dumps({"task": name, "from": str(path), "traces": len(rows),
+                          **quality(structs, [r["reasoning"] for r in rows])}), flush=True)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,9 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="folder: write each task's structures to TASK.jsonl there (atomically), "
                         "one {id, problem, reasoning, structure} per trace, to read which spans "
                         "were cut or left incomplete")
+    p.add_argument("--from-out", type=Path, default=None, metavar="DIR",
+                   help="load no model: print the figures that need no timing (parse-valid, "
+                        "answer grounding, tokens) from an earlier run's --out folder")
     add_openvino_args(p)
     add_early_stop_arg(p)
     args = p.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.from_out is not None:
+        return from_out(args.from_out, tasks)
 
     kw: dict[str, object] = {"adapter": args.adapter, "batch_size": args.batch_size,
                              "threads": args.threads}
@@ -94,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = TaskContext(limit=args.limit, split=args.split)
     if args.data is not None:
         ctx.data_root = args.data
-    for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
+    for name in tasks:
         try:
             items = get_task(name).load(ctx).items
         except DataMissing as exc:
@@ -118,11 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the summary warning only: a retry's warning names the budget too
         budget = sum(int(w.split(" ", 1)[0]) for s in structs for w in s.warnings
                      if w.endswith(f" {BUDGET_WARNING}"))
+        figures = quality(structs, texts)
         print(json.dumps({
             "task": name, "split": args.split, "traces": len(items),
             "spans": sum(len(ss) for ss in spans),
-            "parse_valid": round(sum(1.0 for s in structs if s.steps and all(
-                st.is_complete for st in s.steps)) / max(1, len(structs)), 3),
+            "parse_valid": figures["parse_valid"],
             "spans_at_budget": budget, "describe_s": round(wall, 1),
             # steps whose completion (first, or a repair continuation) the budget cut,
             # whatever happened next: continued after the cut or described again
@@ -131,9 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for s in structs for w in s.warnings),
             "spans_described_again": sum("described again" in w for s in structs
                                          for w in s.warnings),
-            "steps_incomplete": sum(not st.is_complete for s in structs for st in s.steps),
-            "completion_tokens": sum(s.generation.completion_tokens for s in structs
-                                     if s.generation is not None),
+            "steps_incomplete": figures["steps_incomplete"],
+            "numeric_answers": figures["numeric_answers"],
+            "answer_numbers_in_span": figures["answer_numbers_in_span"],
+            "completion_tokens": figures["completion_tokens"],
             "backend": backend.name, "model": backend.model_id,
             "max_new_tokens": args.max_new_tokens, "repair_rounds": args.repair_rounds,
             "retry_rounds": args.retry_rounds, "repair_at_budget": args.repair_at_budget,

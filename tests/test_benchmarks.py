@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -79,3 +80,37 @@ def test_breakdown_on_the_default_engine(capsys: pytest.CaptureFixture[str]) -> 
     assert got["spans"] >= 2 and got["prompt_tokens"] > 100 * got["distinct_prompts"]
     assert 0 < got["completion_tokens"] <= 24 * got["distinct_prompts"]
     assert got["prefill_s"] > 0 and got["decode_s"] > 0
+
+
+@pytest.mark.parametrize(("pairs", "want"), [
+    ([("60", "we get $x=60$.")], (1, 1)),
+    ([("15", "the measure of each one is $x$.")], (1, 0)),  # a made-up number
+    ([("1,200 eggs", "So 600 * 2 = 1200 eggs.")], (1, 1)),  # thousands comma
+    ([("2.5 and 7", "2.5 + 4.5 = 7")], (1, 1)),  # every number must be there
+    ([("2.5 and 8", "2.5 + 4.5 = 7")], (1, 0)),
+    ([("the angle PAB", "Call it x.")], (0, 0)),  # no number: not counted
+])
+def test_answer_grounding(pairs: list[tuple[str, str]], want: tuple[int, int]) -> None:
+    from benchmarks.describer_dev import grounding
+
+    assert grounding(pairs) == want
+
+
+def test_from_out_reads_a_written_run_again(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``--from-out`` prints the figures that need no timing from ``--out`` files."""
+    from benchmarks.describer_dev import main
+    from gsrm.structure import Step, Structure
+
+    reasoning = "So 3 + 4 = 7. Then each one is x."
+    steps = [Step(meta="Add.", subproblem="What is 3 + 4?", answer="7", span=(0, 13)),
+             Step(meta="Find it.", subproblem="", answer="15", span=(14, 34))]
+    row = {"id": "t-1", "problem": "P?", "reasoning": reasoning,
+           "structure": Structure(steps=steps).model_dump(mode="json")}
+    (tmp_path / "demo.jsonl").write_text(json.dumps(row) + "\n")
+    assert main(["--from-out", str(tmp_path), "--tasks", "demo"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["parse_valid"] == 0.0 and out["steps_incomplete"] == 1
+    assert (out["numeric_answers"], out["answer_numbers_in_span"]) == (2, 0.5)
+    assert main(["--from-out", str(tmp_path), "--tasks", "missing"]) == 2
+    assert "missing.jsonl: not found" in capsys.readouterr().err

@@ -208,3 +208,23 @@ def test_the_previous_span_describer_is_prompted_in_its_format() -> None:
     assert [st.span for st in s.steps] == spans
     assert all(st.is_complete for st in s.steps), s.warnings
     assert "72" in s.steps[1].answer
+
+
+@pytest.mark.slow
+def test_the_compact_describer_is_prompted_in_its_format() -> None:
+    """The real path on the default engine: ``--adapter describer-pqa`` declares ``pqa``, so
+    the backend sends the short one-step prompt and reads ``Plan: / Question: / Answer:``
+    lines, and the trained adapter writes complete steps with the trace's results."""
+    from gsrm.backends import get_backend
+
+    lm = get_backend("openvino", adapter="describer-pqa", threads=2)
+    assert lm.span_format == "pqa" and lm.identity()["span_format"] == "pqa"
+    reasoning = ("Natalia sold 48 / 2 = 24 clips in May. "
+                 "Altogether she sold 48 + 24 = 72 clips in April and May.")
+    spans = [(0, 39), (40, len(reasoning))]
+    problem = ("Natalia sold clips to 48 of her friends in April, and then she sold half as "
+               "many clips in May. How many clips did Natalia sell altogether in April and May?")
+    [s] = describe_many(lm, [(problem, reasoning, spans)])
+    assert [st.span for st in s.steps] == spans
+    assert all(st.is_complete for st in s.steps), s.warnings
+    assert "24" in s.steps[0].answer and "72" in s.steps[1].answer

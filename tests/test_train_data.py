@@ -237,10 +237,13 @@ def test_encode_trains_wording_only_from_human_or_teacher_sources(source: str,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("source", "wording_trained"), [
-    ("gsm8k-socratic", True), ("prm800k", False),
+@pytest.mark.parametrize(("source", "train_wording", "wording_trained"), [
+    ("gsm8k-socratic", None, True), ("prm800k", None, False),
+    # a row a describer reworded (training.relabel) trains its wording whatever its source
+    ("prm800k", True, True), ("gsm8k-socratic", False, False),
 ])
-def test_describer_rows_encode_in_their_span_format(source: str, wording_trained: bool) -> None:
+def test_describer_rows_encode_in_their_span_format(source: str, train_wording: bool | None,
+                                                    wording_trained: bool) -> None:
     """Describer data in the compact format: its own short prompt, its own headers masked
     around the weak wording, the answer and the end of turn always trained."""
     from transformers import AutoTokenizer
@@ -254,7 +257,7 @@ def test_describer_rows_encode_in_their_span_format(source: str, wording_trained
     target = get_span_format("pqa").render("Work out the eggs.", "How many eggs?", "9 eggs")
     ex = SFTExample(id="x", source=source, split="train", problem="Eggs?",
                     reasoning="She sells 16 - 7 = 9 eggs.", target=target, layout="span",
-                    n_steps=1)
+                    n_steps=1, train_wording=train_wording)
     enc = encode(tok, ex, 2048, "pqa")
     assert enc is not None
     ids, labels = enc["input_ids"], enc["labels"]
@@ -291,8 +294,8 @@ def test_describer_meta_wording(question: str, meta: str) -> None:
 
 
 @pytest.mark.parametrize(("span_format", "want"), [
-    ("tags", "[Meta-reasoning 1]: Find the clips.\n[Sub-problem 1]: How many clips?\n"
-             "[Answer 1]: 24 clips"),
+    ("tags", ("[Meta-reasoning 1]: Find the clips.\n[Sub-problem 1]: How many clips?\n"
+              "[Answer 1]: 24 clips")),
     ("pqa", "Plan: Find the clips.\nQuestion: How many clips?\nAnswer: 24 clips"),
 ])
 def test_describer_targets_are_written_in_the_chosen_span_format(span_format: str,

@@ -74,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--span-format", default="tags",
                     help="the describer's prompt and reply format (gsrm.spanformat: tags, pqa)")
 
+    rw = sub.add_parser("describer-relabel",
+                        help="reword describer data's weak rows with a trained describer "
+                             "(training/relabel.py)")
+    rw.add_argument("--data-dir", type=Path, required=True, help="output of describer-data")
+    rw.add_argument("--out", type=Path, required=True, help="output folder")
+    rw.add_argument("--adapter", default="auto",
+                    help="the describer that rewords (default: the shipped one)")
+    rw.add_argument("--backend", default="openvino", choices=("openvino", "transformers"))
+    rw.add_argument("--batch-size", type=int, default=64)
+    rw.add_argument("--threads", type=int, default=None, help="CPU threads")
+
     xs = sub.add_parser("export-segmenter",
                         help="copy a segmenter run into the package (gsrm/adapters/segmenter)")
     xs.add_argument("--run", type=Path, required=True, help="run folder of `gsrm-train segmenter`")
@@ -139,6 +150,20 @@ def _describer_data(args: argparse.Namespace) -> int:
         "data_root": str(args.data), "kind": "describer", "mix": MIX, "seed": args.seed,
         "span_format": args.span_format})
     print(json.dumps({"out": str(args.out), "counts": manifest["counts"]}))
+    return 0
+
+
+def _describer_relabel(args: argparse.Namespace) -> int:
+    from gsrm.backends import get_backend
+    from gsrm.weights import adapter_for
+    from training.relabel import relabel
+
+    if args.data_dir.resolve() == args.out.resolve():
+        raise ValueError("--out must differ from --data-dir (the input is kept as it is)")
+    backend = get_backend(args.backend, adapter=adapter_for(args.adapter, "two-stage"),
+                          batch_size=args.batch_size, threads=args.threads)
+    manifest = relabel(args.data_dir, args.out, backend)
+    print(json.dumps({"out": str(args.out), "reworded": manifest["reworded"]}))
     return 0
 
 
@@ -224,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _segmenter(args)
         if args.cmd == "describer-data":
             return _describer_data(args)
+        if args.cmd == "describer-relabel":
+            return _describer_relabel(args)
         if args.cmd == "export-segmenter":
             from training.segtrain import export
 

@@ -88,6 +88,10 @@ class SFTExample(BaseModel):
                          "(shown by a span format with ``previous``; empty for a first step)")
     layout: str = ""
     n_steps: int = Field(ge=1)
+    train_wording: bool | None = Field(
+        default=None, description="describer rows: train the meta-reasoning and sub-problem "
+        "wording (True), mask it (False), or decide by source (None: training.sft."
+        "WORDING_SOURCES); `gsrm-train describer-relabel` sets it for the rows it rewords")
 
 
 @dataclass(frozen=True)
@@ -474,7 +478,8 @@ def write_dataset(examples: Sequence[SFTExample], out_dir: Path, report: BuildRe
                                 "skipped_examples": report.problems[:50]}
     for split in ("train", "validation", "test"):
         rows = [e for e in examples if e.split == split]
-        text = "".join(e.model_dump_json() + "\n" for e in rows)
+        # exclude_none: rows without ``train_wording`` are written as before it existed
+        text = "".join(e.model_dump_json(exclude_none=True) + "\n" for e in rows)
         write_text_atomic(out_dir / f"{split}.jsonl", text)
         manifest["files"][f"{split}.jsonl"] = {
             "examples": len(rows), "sha256": hashlib.sha256(text.encode()).hexdigest()}

@@ -14,7 +14,9 @@ those two fields. In the other rows the sub-problems are derived by rule (GSM8K 
 "How many duck eggs a day?") or weak (PRM800K, PRMBench, CHAMP, BIG-Bench Mistake: the
 step's first sentence), and their meta-reasoning repeats them; the text of those lines is
 masked (``SpanFormat.wording_spans``), so the rows teach where steps begin and what they
-answer, but not to ask terse questions. (With them unmasked, 300 derived GSM8K rows raised
+answer, but not to ask terse questions. A describer row says so itself when a trained
+describer reworded it (``SFTExample.train_wording``, set by ``gsrm-train describer-relabel``):
+its wording is then trained whatever its source. (With them unmasked, 300 derived GSM8K rows raised
 step-count exact match and lowered sub-problem agreement; see the model card.)
 
 Presets (``PRESETS``):
@@ -143,10 +145,17 @@ def encode(tok: Any, ex: SFTExample, max_length: int, span_format: str | None = 
     if len(full) > max_length:
         return None
     labels = [IGNORE] * len(prompt) + full[len(prompt):]
-    if ex.source not in WORDING_SOURCES:
+    if not train_wording(ex):
         _mask_wording(tok, messages, ex.target, fmt.wording_spans(ex.target), full,
                       len(prompt), labels)
     return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
+
+
+def train_wording(ex: SFTExample) -> bool:
+    """Whether ``ex``'s meta-reasoning and sub-problem wording is trained: its own
+    ``train_wording`` when set (rows a describer reworded, ``training.relabel``), else its
+    source's (``WORDING_SOURCES``)."""
+    return ex.source in WORDING_SOURCES if ex.train_wording is None else ex.train_wording
 
 
 def _mask_wording(tok: Any, messages: list[dict[str, str]], target: str,
