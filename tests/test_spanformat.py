@@ -190,6 +190,14 @@ def test_the_describer_follows_its_backends_span_format() -> None:
     assert s.warnings == []
 
 
+CLIPS_PROBLEM = ("Natalia sold clips to 48 of her friends in April, and then she sold half as "
+                 "many clips in May. How many clips did Natalia sell altogether in April and "
+                 "May?")
+CLIPS_REASONING = ("Natalia sold 48 / 2 = 24 clips in May. "
+                   "Altogether she sold 48 + 24 = 72 clips in April and May.")
+CLIPS_SPANS = [(0, 39), (40, len(CLIPS_REASONING))]
+
+
 @pytest.mark.slow
 def test_the_previous_span_describer_is_prompted_in_its_format() -> None:
     """The real path: ``--adapter describer-prev`` declares ``tags-prev``, so the backend
@@ -199,13 +207,8 @@ def test_the_previous_span_describer_is_prompted_in_its_format() -> None:
 
     lm = TransformersBackend(adapter="describer-prev", shots=0)
     assert lm.span_format == "tags-prev" and lm.identity()["span_format"] == "tags-prev"
-    reasoning = ("Natalia sold 48 / 2 = 24 clips in May. "
-                 "Altogether she sold 48 + 24 = 72 clips in April and May.")
-    spans = [(0, 39), (40, len(reasoning))]
-    problem = ("Natalia sold clips to 48 of her friends in April, and then she sold half as "
-               "many clips in May. How many clips did Natalia sell altogether in April and May?")
-    [s] = describe_many(lm, [(problem, reasoning, spans)])
-    assert [st.span for st in s.steps] == spans
+    [s] = describe_many(lm, [(CLIPS_PROBLEM, CLIPS_REASONING, CLIPS_SPANS)])
+    assert [st.span for st in s.steps] == CLIPS_SPANS
     assert all(st.is_complete for st in s.steps), s.warnings
     assert "72" in s.steps[1].answer
 
@@ -219,12 +222,7 @@ def test_the_compact_describer_is_prompted_in_its_format() -> None:
 
     lm = get_backend("openvino", adapter="describer-pqa", threads=2)
     assert lm.span_format == "pqa" and lm.identity()["span_format"] == "pqa"
-    reasoning = ("Natalia sold 48 / 2 = 24 clips in May. "
-                 "Altogether she sold 48 + 24 = 72 clips in April and May.")
-    spans = [(0, 39), (40, len(reasoning))]
-    problem = ("Natalia sold clips to 48 of her friends in April, and then she sold half as "
-               "many clips in May. How many clips did Natalia sell altogether in April and May?")
-    [s] = describe_many(lm, [(problem, reasoning, spans)])
-    assert [st.span for st in s.steps] == spans
+    [s] = describe_many(lm, [(CLIPS_PROBLEM, CLIPS_REASONING, CLIPS_SPANS)])
+    assert [st.span for st in s.steps] == CLIPS_SPANS
     assert all(st.is_complete for st in s.steps), s.warnings
     assert "24" in s.steps[0].answer and "72" in s.steps[1].answer
