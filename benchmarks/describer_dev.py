@@ -4,8 +4,8 @@ Prints ONE JSON line per task: the shipped segmenter cuts each dev-split trace (
 into spans, the describer describes every span (``gsrm.describe.describe_many``, the path every
 decomposition takes), and the line says how many traces have every step complete
 (``parse_valid``, as ``gsrm-eval`` counts it) and how many span descriptions ended at their
-token budget without a complete step (and how many steps lack a part, and the completion
-tokens spent). Why a separate script: the describer's data mix, its format repair
+token budget without a complete step (and how many steps lack a part, how many answers that
+state a number state only numbers written in their span, and the completion tokens spent). Why a separate script: the describer's data mix, its format repair
 (``--repair-rounds``) and its budget (``--max-new-tokens``) are chosen on these dev figures,
 never on the test splits ``gsrm-eval run`` reports; the describer model card's dev table comes
 from here. ``--split test`` reports a choice already made on dev, per task (``gsrm-eval run``
