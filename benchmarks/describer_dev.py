@@ -5,10 +5,10 @@ into spans, the describer describes every span (``gsrm.describe.describe_many``,
 decomposition takes), and the line says how many traces have every step complete
 (``parse_valid``, as ``gsrm-eval`` counts it) and how many span descriptions ended at their
 token budget without a complete step (and how many steps lack a part, how many answers that
-state a number state only numbers written in their span, and the completion tokens spent). Why a separate script: the describer's data mix, its format repair
-(``--repair-rounds``) and its budget (``--max-new-tokens``) are chosen on these dev figures,
-never on the test splits ``gsrm-eval run`` reports; the describer model card's dev table comes
-from here. ``--split test`` reports a choice already made on dev, per task (``gsrm-eval run``
+state a number state only numbers written in their span, and the completion tokens spent).
+Why a separate script: the describer's data mix, its format repair (``--repair-rounds``) and
+its budget (``--max-new-tokens``) are chosen on these dev figures, never on the test splits
+``gsrm-eval run`` reports; the describer model card's dev table comes from here. ``--split test`` reports a choice already made on dev, per task (``gsrm-eval run``
 pools the tasks' spans in one batch).
 
 Example::
@@ -38,6 +38,10 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 def numbers(text: str) -> set[str]:
     """The numbers written in ``text`` (thousands commas dropped, "2.50" kept as written).
+
+    Digits as written, not ``gsrm.judges.numbers_in``'s values: that one reads "48 / 2" as
+    24 and "1/3" as one value, so an answer "1/3" would not be found in a span's LaTeX
+    "\\frac{1}{3}"; here both give 1 and 3.
 
     >>> sorted(numbers("So 1,200 + 3.5 = 1203.5 eggs"))
     ['1200', '1203.5', '3.5']

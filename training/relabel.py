@@ -103,8 +103,7 @@ def relabel(data_dir: Path, out_dir: Path, backend: Any, batch: int = 256,
         bar.update(len(chunk))
     bar.close()
     new_rows, counts = reword(rows, steps, span_format)
-    report = BuildReport(counts=Counter({k: v for k, v in (meta.get("counts") or {}).items()}),
-                         problems=[])
+    report = BuildReport(counts=Counter(meta.get("counts") or {}))
     info = {k: v for k, v in meta.items()
             if k not in ("files", "counts", "skipped", "skipped_examples")}
     info["reworded_from"] = str(data_dir)
