@@ -38,6 +38,7 @@ from gsrm.io import (
     write_text_atomic,
 )
 from gsrm.judges import DEFAULT_JUDGE, JUDGES
+from gsrm.spanformat import SPAN_FORMATS
 from gsrm.validation import (
     GenBatchSize,
     MaxInputTokens,
@@ -57,11 +58,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="HF model folder or hub id (transformers/vllm), or the served model name "
                         "(openai); default: the embedded SmolLM2-135M-Instruct")
     g.add_argument("--adapter", default="auto",
-                   help="peft LoRA adapter folder, a shipped adapter name (describer, "
-                        "cpu-small), or 'none' for the plain base model; default 'auto': the "
-                        "shipped describer (two-stage) or cpu-small (single-pass) on the "
-                        "embedded base model")
+                   help="peft LoRA adapter folder, a shipped adapter name (describer-pqa, "
+                        "describer, cpu-small), or 'none' for the plain base model; default "
+                        "'auto': the shipped describer-pqa (two-stage) or cpu-small "
+                        "(single-pass) on the embedded base model")
     g.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (openai backend)")
+    g.add_argument("--span-format", default="tags", choices=sorted(SPAN_FORMATS),
+                   help="openai: the describer format the served model was trained on (the "
+                        "local backends read it from their adapter; describer-pqa: pqa); "
+                        "default: %(default)s")
     g.add_argument("--api-key", default=None, help="API key for --base-url (default: EMPTY)")
     g.add_argument("--max-new-tokens", type=arg_type(MaxNewTokens, "--max-new-tokens"),
                    default=1024,
@@ -137,7 +142,8 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, "prefix_warmup", None) is not None:
             kw["prefix_warmup"] = args.prefix_warmup
     elif args.backend == "openai":
-        kw.update(base_url=args.base_url, model=args.model, api_key=args.api_key)
+        kw.update(base_url=args.base_url, model=args.model, api_key=args.api_key,
+                  span_format=args.span_format)
     return kw
 
 

@@ -75,7 +75,7 @@ def gsrm_from_settings(settings: Settings) -> GSRM:
     for key, value in {
         "backend": settings.backend, "model": settings.model, "adapter": settings.adapter,
         "base_url": settings.backend_url, "api_key": settings.backend_api_key,
-        "max_new_tokens": settings.max_new_tokens,
+        "span_format": settings.span_format, "max_new_tokens": settings.max_new_tokens,
         "max_input_tokens": settings.max_input_tokens, "shots": settings.shots,
         "batch_size": settings.gen_batch_size, "prompt_lookup": settings.prompt_lookup,
         "device": settings.device, "dtype": settings.dtype, "threads": settings.threads,

@@ -48,7 +48,7 @@ def _group(title: str, *names: str) -> None:
 
 
 _group("decomposition model", "backend", "model", "adapter", "backend_url", "backend_api_key",
-       "max_new_tokens", "max_input_tokens", "shots", "gen_batch_size", "prompt_lookup", "device",
+       "span_format", "max_new_tokens", "max_input_tokens", "shots", "gen_batch_size", "prompt_lookup", "device",
        "dtype", "threads", "ov_weights", "ov_precision", "ov_kv_cache_gb", "prefix_warmup")
 _group("judge and reward", "judge", "judge_url", "judge_model", "judge_api_key", "mode",
        "coverage", "cache_size")
@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     backend_url: str | None = Field(None, description="OpenAI-compatible /v1 URL for the "
                                        "openai backend")
     backend_api_key: str | None = Field(None, description="API key for --backend-url")
+    span_format: str = Field("tags", description="openai: the describer format the served "
+                             "model was trained on (the local backends read it from their "
+                             "adapter; the shipped describer-pqa's is pqa)")
     # the limits are gsrm.validation's annotated types: the `gsrm` CLI flags check the same
     max_new_tokens: MaxNewTokens = 1024
     max_input_tokens: MaxInputTokens = 6144
@@ -164,6 +167,15 @@ class Settings(BaseSettings):
 
         if v is not None and v not in BACKENDS:
             raise ValueError(f"unknown backend {v!r}; choose one of {sorted(BACKENDS)}")
+        return v
+
+    @field_validator("span_format")
+    @classmethod
+    def _known_span_format(cls, v: str) -> str:
+        from gsrm.spanformat import SPAN_FORMATS
+
+        if v not in SPAN_FORMATS:
+            raise ValueError(f"unknown span format {v!r}; choose one of {sorted(SPAN_FORMATS)}")
         return v
 
     @field_validator("judge")

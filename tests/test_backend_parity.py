@@ -46,28 +46,35 @@ def served_by(backend: Any) -> Reply:
     return reply
 
 
-@pytest.fixture(scope="module")
-def backends() -> Iterator[tuple[Any, Any]]:
+@pytest.fixture(scope="module", params=["two-stage", "single-pass"])
+def backends(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any, Any]]:
+    """(decomposer, local, remote): each decomposer with the shipped adapter trained for it
+    (``--adapter auto``: describer-pqa, in the ``pqa`` span format, or cpu-small)."""
     from gsrm.backends import get_backend
+    from gsrm.weights import adapter_for
 
-    local = get_backend("transformers", threads=2, max_new_tokens=256)
+    decomposer = request.param
+    local = get_backend("transformers", threads=2, max_new_tokens=256,
+                        adapter=adapter_for("auto", decomposer))
     with openai_stub(served_by(local)) as (url, _):
-        # the adapter's prompts carry no shots; a served fine-tuned model is prompted the same
+        # the adapter's prompts carry no shots and its span format is said, not read: a
+        # served fine-tuned model is prompted the same
         remote = get_backend("openai", base_url=url, model="gsrm", max_new_tokens=256,
-                             shots=local.shots)
-        yield local, remote
+                             shots=local.shots, span_format=local.span_format)
+        yield decomposer, local, remote
 
 
-@pytest.mark.parametrize("decomposer", ["two-stage", "single-pass"])
 def test_transformers_and_openai_give_the_same_decomposition(
-        backends: tuple[Any, Any], decomposer: str) -> None:
+        backends: tuple[str, Any, Any]) -> None:
     from gsrm.model import GSRM
 
-    local, remote = backends
+    decomposer, local, remote = backends
     structs = [GSRM(backend=b, judge=None, decomposer=decomposer, cache_size=0)
                .decompose(PROBLEM, REASONING) for b in (local, remote)]
     as_rows = [[(s.meta, s.subproblem, s.answer, s.span) for s in st.steps]
                for st in structs]
     assert as_rows[0], "the local backend gave no steps"
+    if decomposer == "two-stage":  # the default describer's own format went over the wire
+        assert local.span_format == remote.span_format == "pqa"
     assert as_rows[0] == as_rows[1]
     assert structs[0].warnings == structs[1].warnings

@@ -954,6 +954,12 @@ def test_settings_build_the_gsrm_they_describe() -> None:
     remote = gsrm_from_settings(Settings(backend="openai", backend_url="http://127.0.0.1:9/v1",
                                          model="m", judge="lexical"))
     assert remote.backend.model_id == "http://127.0.0.1:9/v1#m"
+    assert remote.backend.span_format == "tags"
+    # a served describer-pqa is prompted in its format: flag or GSRM_SPAN_FORMAT
+    for argv, env in ((["--span-format", "pqa"], {}), ([], {"GSRM_SPAN_FORMAT": "pqa"})):
+        pqa = gsrm_from_settings(parse_settings(
+            ["--backend", "openai", "--backend-url", "http://127.0.0.1:9/v1", *argv], env=env))
+        assert pqa.backend.span_format == "pqa"
     # the openvino backend's export and precision, from flags or GSRM_* env like the rest
     ov = gsrm_from_settings(parse_settings(["--backend", "openvino", "--ov-weights", "int8"],
                                            env={"GSRM_OV_PRECISION": "auto"}))
@@ -963,6 +969,7 @@ def test_settings_build_the_gsrm_they_describe() -> None:
 @pytest.mark.parametrize("argv", [
     ["--max-batch", "0"],  # must be positive
     ["--backend", "nope"],  # not a registered backend
+    ["--span-format", "nope"],  # not a registered describer format
     ["--max-items", "10", "--max-queue", "5"],  # a full request could never be queued
 ])
 def test_bad_settings_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -190,6 +190,44 @@ def test_the_describer_follows_its_backends_span_format() -> None:
     assert s.warnings == []
 
 
+@pytest.mark.parametrize(("span_format", "identity_key"), [
+    ("tags", None),  # the format that predates the key: cache keys unchanged
+    ("pqa", "pqa"),  # the default describer's, served behind an OpenAI-compatible server
+])
+def test_the_openai_backend_is_told_its_span_format(span_format: str,
+                                                    identity_key: str | None) -> None:
+    """A remote model's adapter cannot be read, so its format is said (``--span-format``), and
+    it is part of the cache identity like a local adapter's."""
+    from gsrm.backends import get_backend
+
+    b = get_backend("openai", base_url="http://127.0.0.1:9/v1", span_format=span_format)
+    assert b.span_format == span_format
+    assert b.identity().get("span_format") == identity_key
+
+
+def test_an_unknown_span_format_is_refused_by_the_openai_backend_and_the_cli(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gsrm.backends import get_backend
+    from gsrm.cli import main
+
+    with pytest.raises(ValueError, match="unknown span format 'nope'"):
+        get_backend("openai", base_url="http://127.0.0.1:9/v1", span_format="nope")
+    src = tmp_path / "t.json"
+    src.write_text(json.dumps({"problem": "p", "reasoning": "Add 2."}))
+    with pytest.raises(SystemExit) as exc:
+        main(["decompose", str(src), "--backend", "openai", "--span-format", "nope"])
+    assert exc.value.code == 2 and "--span-format" in capsys.readouterr().err
+
+
+def test_the_cli_passes_span_format_to_the_openai_backend() -> None:
+    from gsrm.cli import backend_kwargs, build_parser
+
+    args = build_parser().parse_args(["decompose", "x.json", "--backend", "openai",
+                                      "--base-url", "http://127.0.0.1:9/v1",
+                                      "--span-format", "pqa"])
+    assert backend_kwargs(args)["span_format"] == "pqa"
+
+
 CLIPS_PROBLEM = ("Natalia sold clips to 48 of her friends in April, and then she sold half as "
                  "many clips in May. How many clips did Natalia sell altogether in April and "
                  "May?")

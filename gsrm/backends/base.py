@@ -93,6 +93,8 @@ class Backend(ABC):
             "max_input_tokens": self.max_input_tokens,
             "shots": self.shots,
             "stop_repeats": REPEAT_RULE if self.stop_repeats else False,
+            # unchanged keys for the format that predates the key
+            **({"span_format": self.span_format} if self.span_format != "tags" else {}),
         }
 
     def cache_key(self) -> str:
@@ -213,8 +215,6 @@ class LocalModelBackend(Backend):
         if self.adapter:
             st = Path(self.adapter) / "adapter_model.safetensors"
             ident["adapter_mtime"] = st.stat().st_mtime if st.exists() else None
-        if self.span_format != "tags":  # unchanged keys for the formats that predate it
-            ident["span_format"] = self.span_format
         return ident
 
     @abstractmethod
