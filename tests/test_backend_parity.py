@@ -46,16 +46,20 @@ def served_by(backend: Any) -> Reply:
     return reply
 
 
-@pytest.fixture(scope="module", params=["two-stage", "single-pass"])
+@pytest.fixture(scope="module", params=[
+    ("two-stage", "auto"),  # the default describer (span format ``tags``)
+    ("two-stage", "describer-pqa"),  # span format ``pqa``: said to the openai backend
+    ("single-pass", "auto"),  # cpu-small, trained to write whole decompositions
+])
 def backends(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any, Any]]:
-    """(decomposer, local, remote): each decomposer with the shipped adapter trained for it
-    (``--adapter auto``: describer-pqa, in the ``pqa`` span format, or cpu-small)."""
+    """(decomposer, local, remote): a decomposer with a shipped adapter
+    (``gsrm.weights.adapter_for``: auto is the one trained for that decomposer)."""
     from gsrm.backends import get_backend
     from gsrm.weights import adapter_for
 
-    decomposer = request.param
+    decomposer, adapter = request.param
     local = get_backend("transformers", threads=2, max_new_tokens=256,
-                        adapter=adapter_for("auto", decomposer))
+                        adapter=adapter_for(adapter, decomposer))
     with openai_stub(served_by(local)) as (url, _):
         # the adapter's prompts carry no shots and its span format is said, not read: a
         # served fine-tuned model is prompted the same
@@ -74,7 +78,6 @@ def test_transformers_and_openai_give_the_same_decomposition(
     as_rows = [[(s.meta, s.subproblem, s.answer, s.span) for s in st.steps]
                for st in structs]
     assert as_rows[0], "the local backend gave no steps"
-    if decomposer == "two-stage":  # the default describer's own format went over the wire
-        assert local.span_format == remote.span_format == "pqa"
+    assert remote.span_format == local.span_format  # the adapter's format went over the wire
     assert as_rows[0] == as_rows[1]
     assert structs[0].warnings == structs[1].warnings

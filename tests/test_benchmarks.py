@@ -96,15 +96,31 @@ def test_answer_grounding(pairs: list[tuple[str, str]], want: tuple[int, int]) -
     assert grounding(pairs) == want
 
 
+@pytest.mark.parametrize(("answer", "span", "copied"), [
+    ("10, and it divides evenly, so there are 10 cartons",
+     "60 / 6 = 10, and it divides evenly, so there are 10 cartons.", True),
+    ("So the farmer makes $25 in all.", "So the farmer  makes\n$25 in all.", True),  # spacing
+    ("10 cartons", "so there are 10 cartons.", False),  # brief: the result itself
+    ("So the farmer makes $25", "So the farmer makes $25.", False),  # five words
+    ("the farmer makes twenty five dollars", "So the farmer makes $25.", False),  # reworded
+])
+def test_answer_copies(answer: str, span: str, copied: bool) -> None:
+    from benchmarks.describer_dev import copies
+
+    assert copies([(answer, span)]) == int(copied)
+
+
 def test_from_out_reads_a_written_run_again(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """``--from-out`` prints the figures that need no timing from ``--out`` files."""
     from benchmarks.describer_dev import main
     from gsrm.structure import Step, Structure
 
-    reasoning = "So 3 + 4 = 7. Then each one is x."
+    reasoning = "So 3 + 4 = 7. Then each one is x, the same as before."
     steps = [Step(meta="Add.", subproblem="What is 3 + 4?", answer="7", span=(0, 13)),
-             Step(meta="Find it.", subproblem="", answer="15", span=(14, 34))]
+             Step(meta="Find it.", subproblem="", answer="15", span=(14, 34)),
+             Step(meta="Name it.", subproblem="What is each one?",
+                  answer="each one is x, the same as before", span=(14, 52))]
     row = {"id": "t-1", "problem": "P?", "reasoning": reasoning,
            "structure": Structure(steps=steps).model_dump(mode="json")}
     (tmp_path / "demo.jsonl").write_text(json.dumps(row) + "\n")
@@ -112,5 +128,6 @@ def test_from_out_reads_a_written_run_again(tmp_path: Path,
     out = json.loads(capsys.readouterr().out)
     assert out["parse_valid"] == 0.0 and out["steps_incomplete"] == 1
     assert (out["numeric_answers"], out["answer_numbers_in_span"]) == (2, 0.5)
+    assert out["answers_copied"] == round(1 / 3, 3)
     assert main(["--from-out", str(tmp_path), "--tasks", "missing"]) == 2
     assert "missing.jsonl: not found" in capsys.readouterr().err
