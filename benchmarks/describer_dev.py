@@ -35,10 +35,6 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import the check
 
 TASKS = ("prm800k-steps", "champ-steps", "bbm-steps", "branching-steps", "gsm8k-socratic")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-COPY_MIN_WORDS = 6
-"""An answer of at least this many words found word for word in its span is a copy: a brief
-result ("72 eggs", "$25", "x = 3") is shorter, and a shorter stretch of the span can be the
-result itself."""
 
 
 def numbers(text: str) -> set[str]:
@@ -73,7 +69,7 @@ def grounding(steps: Sequence[tuple[str, str]]) -> tuple[int, int]:
 
 def copies(steps: Sequence[tuple[str, str]]) -> int:
     """How many ``(answer, span text)`` pairs have an answer that copies a stretch of its span
-    (``COPY_MIN_WORDS`` words or more, whitespace and a final full stop aside).
+    (``gsrm.text.copies_span``: six words or more, whitespace and a final full stop aside).
 
     Why: issue 16 asks for the step's result stated briefly, never a copied sentence of the
     trace, and a copy passes ``grounding`` (its numbers are in the span by construction), so
@@ -85,11 +81,9 @@ def copies(steps: Sequence[tuple[str, str]]) -> int:
     ...         ("the farmer makes ten dollars and more", "So the farmer makes $25.")])
     1
     """
-    def norm(text: str) -> str:
-        return " ".join(text.split())
+    from gsrm.text import copies_span
 
-    return sum(1 for a, span in steps
-               if len(a.split()) >= COPY_MIN_WORDS and norm(a).rstrip(".") in norm(span))
+    return sum(copies_span(a, span) for a, span in steps)
 
 
 def quality(structs: Sequence[Any], reasonings: Sequence[str]) -> dict[str, Any]:

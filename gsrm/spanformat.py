@@ -147,6 +147,22 @@ class SpanFormat:
                 out.append((m.start(1), m.end(1)))
         return sorted(out)
 
+    def answer_spans(self, target: str) -> list[tuple[int, int]]:
+        """Character spans of the answer texts of a rendered target (after the header; what
+        SFT masks in a row whose answer copies its span, ``training.sft``).
+
+        >>> t = get_span_format("pqa").render("Plan it.", "How many?", "72 eggs")
+        >>> [t[a:b] for a, b in get_span_format("pqa").answer_spans(t)]
+        [' 72 eggs']
+        >>> t = get_span_format("tags").render("Plan it.", "How many?", "72 eggs")
+        >>> [t[a:b] for a, b in get_span_format("tags").answer_spans(t)]
+        [' 72 eggs']
+        """
+        head = (r"\[Answer \d+\]:" if self.canonical else re.escape(self.headers[2]))
+        return [(m.start(1), m.end(1))
+                for m in re.finditer(rf"^{head}([ \t]*.*)$", target, re.MULTILINE)
+                if m.end(1) > m.start(1)]
+
 
 def _split_lines(text: str, headers: tuple[str, str, str]) -> list[str] | None:
     """Parts after each header's first line-start occurrence, in order, each up to the next

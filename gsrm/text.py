@@ -274,3 +274,29 @@ def cue_role(sentence: str) -> str | None:
     if _SOLVE_RE.match(sentence):
         return "solve"
     return None
+
+
+COPY_MIN_WORDS = 6
+"""An answer of at least this many words found word for word in its span is a copy: a brief
+result ("72 eggs", "$25", "x = 3") is shorter, and a shorter stretch of the span can be the
+result itself."""
+
+
+def copies_span(answer: str, span: str, min_words: int = COPY_MIN_WORDS) -> bool:
+    """Whether ``answer`` copies a stretch of ``span`` (``min_words`` words or more, white
+    space and a final full stop aside) instead of stating its result briefly.
+
+    Why one predicate: issue 16 asks for a step's result stated briefly, never a copied
+    sentence of the trace; the describer's dev check (``benchmarks/describer_dev.py``) counts
+    such answers and SFT can leave them out of the loss (``training.sft``), the same way.
+
+    >>> copies_span("10, and it divides evenly, so there are 10 cartons",
+    ...             "60 / 6 = 10, and it divides evenly, so there are 10 cartons.")
+    True
+    >>> copies_span("10 cartons", "so there are 10 cartons.")
+    False
+    """
+    words = answer.split()
+    if len(words) < min_words:
+        return False
+    return " ".join(words).rstrip(".") in " ".join(span.split())

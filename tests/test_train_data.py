@@ -273,6 +273,43 @@ def test_describer_rows_encode_in_their_span_format(source: str, train_wording: 
         assert trained.startswith("Plan:\nQuestion:\nAnswer: 9 eggs")
 
 
+COPIED = "so there are exactly 10 cartons and no leftover eggs"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("span_format", "answer", "mask", "answer_trained"), [
+    ("pqa", COPIED, True, False),  # a copy of its span: out of the loss
+    ("pqa", COPIED, False, True),  # the option off: trained as before
+    ("pqa", "10 cartons", True, True),  # a brief result: trained
+    ("tags", COPIED, True, False),  # the tagged format finds its answer line too
+])
+def test_a_copied_answer_can_be_kept_out_of_the_loss(span_format: str, answer: str, mask: bool,
+                                                     answer_trained: bool) -> None:
+    """``gsrm-train sft --mask-copied-answers``: the answer text of a describer row that
+    copies six words or more of its span is masked; its header, the human wording and the end
+    of turn are still trained."""
+    from transformers import AutoTokenizer
+
+    from gsrm.spanformat import get_span_format
+    from gsrm.weights import default_model_dir
+    from training.data import SFTExample
+    from training.sft import IGNORE, copied_answer, encode
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir())
+    fmt = get_span_format(span_format)
+    target = fmt.render("Count the cartons.", "How many cartons?", answer)
+    ex = SFTExample(id="x", source="gsm8k-socratic", split="train", problem="Eggs?",
+                    reasoning=f"60 / 6 = 10, {COPIED}.", target=target, layout="span",
+                    n_steps=1)
+    assert copied_answer(ex, span_format) is (answer == COPIED)
+    enc = encode(tok, ex, 2048, span_format, mask_copied_answers=mask)
+    assert enc is not None
+    trained = tok.decode([i for i, lab in zip(enc["input_ids"], enc["labels"])
+                          if lab != IGNORE])
+    assert (answer in trained) is answer_trained
+    assert "How many cartons?" in trained and trained.endswith("<|im_end|>\n")
+
+
 @pytest.mark.parametrize(("question", "meta"), [
     # the shapes question_body already turned
     ("How many eggs does Janet sell?", "Work out how many eggs Janet sells."),

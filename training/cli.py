@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, default=None, help="stop after N optimiser steps")
     s.add_argument("--max-length", type=int, default=None, help="drop longer examples")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--mask-copied-answers", action="store_true",
+                   help="describer data: keep an answer that copies six words or more of its "
+                        "span out of the loss (gsrm.text.copies_span)")
 
     e = sub.add_parser("export", help="copy a run's adapter into the package (gsrm/adapters/NAME)")
     e.add_argument("--run", type=Path, required=True, help="run folder of `gsrm-train sft`")
@@ -129,6 +132,8 @@ def _sft(args: argparse.Namespace) -> int:
         overrides["max_steps"] = args.max_steps
     if args.max_length:
         overrides["max_length"] = args.max_length
+    if args.mask_copied_answers:
+        overrides["mask_copied_answers"] = True
     if args.max_steps_examples:
         mix = {k: (args.max_steps_examples if v is None else min(v, args.max_steps_examples))
                for k, v in PRESETS[args.preset].mix.items()}

@@ -70,6 +70,8 @@ class Preset:
     max_steps: int | None = None  # stop after this many optimiser steps (smoke runs)
     # examples per source (None: all of that source's train split); sources not named: none
     mix: dict[str, int | None] = field(default_factory=dict)
+    # describer rows whose answer copies its span (gsrm.text.copies_span): answer not trained
+    mask_copied_answers: bool = False
 
 
 PRESETS: dict[str, Preset] = {
@@ -127,12 +129,15 @@ def chat_ids(tok: Any, messages: list[dict[str, str]], **kw: Any) -> list[int]:
     return list(ids)
 
 
-def encode(tok: Any, ex: SFTExample, max_length: int, span_format: str | None = None
-           ) -> dict[str, list[int]] | None:
+def encode(tok: Any, ex: SFTExample, max_length: int, span_format: str | None = None,
+           mask_copied_answers: bool = False) -> dict[str, list[int]] | None:
     """input_ids and labels (prompt masked) for one example; None if it does not fit.
 
     ``span_format``: describer data (``gsrm.spanformat``: its prompt, and its headers for the
-    wording mask); None: a whole decomposition in the canonical prompt and tags."""
+    wording mask); None: a whole decomposition in the canonical prompt and tags.
+    ``mask_copied_answers``: a describer row whose answer copies a stretch of its span
+    (``copied_answer``) keeps its answer out of the loss, so the model learns brief results
+    from the rows that have them and still learns the rest of the row."""
     from gsrm.spanformat import get_span_format
 
     fmt = get_span_format(span_format or "tags")  # tags: the canonical prompt, no shots
@@ -145,10 +150,24 @@ def encode(tok: Any, ex: SFTExample, max_length: int, span_format: str | None = 
     if len(full) > max_length:
         return None
     labels = [IGNORE] * len(prompt) + full[len(prompt):]
-    if not train_wording(ex):
-        _mask_wording(tok, messages, ex.target, fmt.wording_spans(ex.target), full,
-                      len(prompt), labels)
+    masked = [] if train_wording(ex) else fmt.wording_spans(ex.target)
+    if mask_copied_answers and span_format and copied_answer(ex, span_format):
+        masked = sorted(masked + fmt.answer_spans(ex.target))
+    if masked:
+        _mask_wording(tok, messages, ex.target, masked, full, len(prompt), labels)
     return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
+
+
+def copied_answer(ex: SFTExample, span_format: str) -> bool:
+    """Whether a describer row's answer copies a stretch of its span (``ex.reasoning``) rather
+    than stating its result (``gsrm.text.copies_span``). Why: the long-trace sources' answers
+    (``gsrm.calibrate.short_answer`` of a step without a clear result) are often the step's
+    last sentence, and a describer trained on them copies sentences of the trace."""
+    from gsrm.spanformat import get_span_format
+    from gsrm.text import copies_span
+
+    step = get_span_format(span_format).parse(ex.target)
+    return step is not None and copies_span(step.answer, ex.reasoning)
 
 
 def train_wording(ex: SFTExample) -> bool:
@@ -187,11 +206,12 @@ def _mask_wording(tok: Any, messages: list[dict[str, str]], target: str,
 
 
 def encode_all(tok: Any, examples: Sequence[SFTExample], max_length: int,
-               span_format: str | None = None) -> tuple[list[dict[str, Any]], int]:
+               span_format: str | None = None, mask_copied_answers: bool = False,
+               ) -> tuple[list[dict[str, Any]], int]:
     """Encoded examples and how many were dropped for length."""
     out, dropped = [], 0
     for ex in examples:
-        enc = encode(tok, ex, max_length, span_format)
+        enc = encode(tok, ex, max_length, span_format, mask_copied_answers)
         if enc is None:
             dropped += 1
         else:
@@ -225,6 +245,9 @@ class RunInfo:
     span_format: str | None = None
     """The describer format the adapter was trained on (``gsrm.spanformat``; read back by
     ``gsrm.spanformat.span_format_of``); None for a whole-trace decomposer."""
+    answers_masked: int | None = None
+    """Training rows (before the length filter) whose copied answer was kept out of the loss
+    (``Preset.mask_copied_answers``); None when that was off."""
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -283,8 +306,9 @@ def train(
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
-    train_enc, dropped = encode_all(tok, train_rows, preset.max_length, span_format)
-    val_enc, _ = encode_all(tok, val_rows, preset.max_length, span_format)
+    masking = preset.mask_copied_answers
+    train_enc, dropped = encode_all(tok, train_rows, preset.max_length, span_format, masking)
+    val_enc, _ = encode_all(tok, val_rows, preset.max_length, span_format, masking)
     if not train_enc:
         raise ValueError(f"no training examples fit max_length={preset.max_length}")
 
@@ -317,6 +341,8 @@ def train(
                    train_examples=len(train_enc), dropped_too_long=dropped,
                    validation_examples=len(val_enc), command=command, span_format=span_format,
                    bf16=bf16,
+                   answers_masked=sum(copied_answer(ex, span_format) for ex in train_rows)
+                   if masking and span_format else None,
                    data_manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest()
                    if manifest.exists() else None)
     per_step = preset.batch_size * preset.grad_accum
