@@ -48,8 +48,9 @@ def _group(title: str, *names: str) -> None:
 
 
 _group("decomposition model", "backend", "model", "adapter", "backend_url", "backend_api_key",
-       "span_format", "max_new_tokens", "max_input_tokens", "shots", "gen_batch_size", "prompt_lookup", "device",
-       "dtype", "threads", "ov_weights", "ov_precision", "ov_kv_cache_gb", "prefix_warmup")
+       "span_format", "max_new_tokens", "max_input_tokens", "shots", "gen_batch_size",
+       "prompt_lookup", "device", "dtype", "threads", "ov_weights", "ov_precision",
+       "ov_kv_cache_gb", "prefix_warmup")
 _group("judge and reward", "judge", "judge_url", "judge_model", "judge_api_key", "mode",
        "coverage", "cache_size")
 _group("batching and queue", "batch_window_ms", "max_batch", "max_queue", "request_timeout_s",

@@ -19,6 +19,12 @@ describer reworded it (``SFTExample.train_wording``, set by ``gsrm-train describ
 its wording is then trained whatever its source. (With them unmasked, 300 derived GSM8K rows raised
 step-count exact match and lowered sub-problem agreement; see the model card.)
 
+Copied answers (``Preset.mask_copied_answers``, ``gsrm-train sft --mask-copied-answers``; off
+in every preset): a describer row whose answer copies six words or more of its span
+(``copied_answer``; the long-trace sources' ``short_answer`` of a step with no clear result is
+often its last sentence) keeps that answer out of the loss, so brief results are learned from
+the rows that have them.
+
 Presets (``PRESETS``):
 
 - ``cpu-small``: the embedded SmolLM2-135M-Instruct, LoRA r=16 on every linear layer, bf16
@@ -154,7 +160,7 @@ def encode(tok: Any, ex: SFTExample, max_length: int, span_format: str | None = 
     if mask_copied_answers and span_format and copied_answer(ex, span_format):
         masked = sorted(masked + fmt.answer_spans(ex.target))
     if masked:
-        _mask_wording(tok, messages, ex.target, masked, full, len(prompt), labels)
+        _mask_target_spans(tok, messages, ex.target, masked, full, len(prompt), labels)
     return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
 
 
@@ -177,11 +183,12 @@ def train_wording(ex: SFTExample) -> bool:
     return ex.source in WORDING_SOURCES if ex.train_wording is None else ex.train_wording
 
 
-def _mask_wording(tok: Any, messages: list[dict[str, str]], target: str,
-                  wording: list[tuple[int, int]], full: list[int], n_prompt: int,
-                  labels: list[int]) -> None:
-    """Set the labels of tokens inside ``wording`` (character spans of ``target``, from
-    ``SpanFormat.wording_spans``) to IGNORE (in place).
+def _mask_target_spans(tok: Any, messages: list[dict[str, str]], target: str,
+                       spans: list[tuple[int, int]], full: list[int], n_prompt: int,
+                       labels: list[int]) -> None:
+    """Set the labels of tokens inside ``spans`` (sorted character spans of ``target``: the
+    derived wording, ``SpanFormat.wording_spans``, and a copied answer,
+    ``SpanFormat.answer_spans``) to IGNORE (in place).
 
     Tokens are located by the fast tokenizer's character offsets on the chat text, which must
     re-tokenize to exactly ``full`` (checked, with a clear error otherwise; SmolLM2's template
@@ -193,8 +200,8 @@ def _mask_wording(tok: Any, messages: list[dict[str, str]], target: str,
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     if list(enc["input_ids"]) != full or not text.startswith(target, start):
         raise ValueError("the chat text does not re-tokenize to the chat ids; cannot mask "
-                         "the derived wording")
-    spans = [(start + a, start + b) for a, b in wording]
+                         "parts of the target")
+    spans = [(start + a, start + b) for a, b in spans]
     k = 0
     for t, (a, b) in enumerate(enc["offset_mapping"]):
         if t < n_prompt:
