@@ -23,7 +23,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gsrm.backends.openvino import (
@@ -161,31 +161,19 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, description="log every request (uvicorn access log); off "
                              "by default: an RL trainer sends thousands per step")
 
-    @field_validator("backend")
+    @field_validator("backend", "span_format", "judge")
     @classmethod
-    def _known_backend(cls, v: str | None) -> str | None:
+    def _registered(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """A name from its registry (imported here: no import-time side effects)."""
         from gsrm.backends import BACKENDS
-
-        if v is not None and v not in BACKENDS:
-            raise ValueError(f"unknown backend {v!r}; choose one of {sorted(BACKENDS)}")
-        return v
-
-    @field_validator("span_format")
-    @classmethod
-    def _known_span_format(cls, v: str) -> str:
+        from gsrm.judges import JUDGES
         from gsrm.spanformat import SPAN_FORMATS
 
-        if v not in SPAN_FORMATS:
-            raise ValueError(f"unknown span format {v!r}; choose one of {sorted(SPAN_FORMATS)}")
-        return v
-
-    @field_validator("judge")
-    @classmethod
-    def _known_judge(cls, v: str) -> str:
-        from gsrm.judges import JUDGES
-
-        if v not in JUDGES:
-            raise ValueError(f"unknown judge {v!r}; choose one of {sorted(JUDGES)}")
+        known = {"backend": BACKENDS, "span_format": SPAN_FORMATS, "judge": JUDGES}[
+            str(info.field_name)]
+        if v is not None and v not in known:
+            what = str(info.field_name).replace("_", " ")
+            raise ValueError(f"unknown {what} {v!r}; choose one of {sorted(known)}")
         return v
 
     @model_validator(mode="after")
