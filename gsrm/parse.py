@@ -492,16 +492,19 @@ def _repeats(parts: list[dict[Kind, str]]) -> bool:
 
 
 _WORDING = re.compile(r"^\[(?:Meta-reasoning|Sub-problem) \d+\]:([ \t]*.*)$", re.MULTILINE)
+_ANSWER = re.compile(r"^\[Answer \d+\]:([ \t]*.*)$", re.MULTILINE)
 
 
-def wording_spans(text: str) -> list[tuple[int, int]]:
-    r"""Character spans of the meta-reasoning and sub-problem texts of a canonically written
-    decomposition (after the ``]:``, leading blank included; tags, answers and line breaks
-    are not in them). Why: SFT masks this wording in rows whose wording is not human-written
-    (``training.sft``); the format, not the wording, is what those rows teach.
+def part_spans(text: str, answer: bool = False) -> list[tuple[int, int]]:
+    r"""Character spans of the meta-reasoning and sub-problem texts (``answer=True``: of the
+    answer texts) of a canonically written decomposition, every step (after the ``]:``,
+    leading blank included; tags, the other parts and line breaks are not in them). Why: SFT
+    masks the wording in rows whose wording is not human-written, and the answer in rows
+    whose answer copies the trace (``training.sft``).
 
     >>> t = "[Meta-reasoning 1]: First.\n[Sub-problem 1]: Eggs?\n[Answer 1]: 9"
-    >>> [t[a:b] for a, b in wording_spans(t)]
-    [' First.', ' Eggs?']
+    >>> [t[a:b] for a, b in part_spans(t)], [t[a:b] for a, b in part_spans(t, answer=True)]
+    ([' First.', ' Eggs?'], [' 9'])
     """
-    return [(m.start(1), m.end(1)) for m in _WORDING.finditer(text) if m.end(1) > m.start(1)]
+    pattern = _ANSWER if answer else _WORDING
+    return [(m.start(1), m.end(1)) for m in pattern.finditer(text) if m.end(1) > m.start(1)]

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gsrm.parse import parse_structure, wording_spans
+from gsrm.parse import parse_structure, part_spans
 from gsrm.prompts import Message, build_messages
 from gsrm.structure import Step
 
@@ -137,15 +137,8 @@ class SpanFormat:
     def wording_spans(self, target: str) -> list[tuple[int, int]]:
         """Character spans of the meta-reasoning and sub-problem texts of a rendered target
         (after the header; what SFT masks for rows whose wording is not human). The canonical
-        format reads every step of a whole decomposition (``gsrm.parse.wording_spans``)."""
-        if self.canonical:
-            return wording_spans(target)
-        out = []
-        for head in self.headers[:2]:
-            m = re.search(rf"^{re.escape(head)}([ \t]*.*)$", target, re.MULTILINE)
-            if m and m.end(1) > m.start(1):
-                out.append((m.start(1), m.end(1)))
-        return sorted(out)
+        format reads every step of a whole decomposition (``gsrm.parse.part_spans``)."""
+        return self._part_spans(target, answer=False)
 
     def answer_spans(self, target: str) -> list[tuple[int, int]]:
         """Character spans of the answer texts of a rendered target (after the header; what
@@ -158,10 +151,19 @@ class SpanFormat:
         >>> [t[a:b] for a, b in get_span_format("tags").answer_spans(t)]
         [' 72 eggs']
         """
-        head = (r"\[Answer \d+\]:" if self.canonical else re.escape(self.headers[2]))
-        return [(m.start(1), m.end(1))
-                for m in re.finditer(rf"^{head}([ \t]*.*)$", target, re.MULTILINE)
-                if m.end(1) > m.start(1)]
+        return self._part_spans(target, answer=True)
+
+    def _part_spans(self, target: str, answer: bool) -> list[tuple[int, int]]:
+        """The wording's spans, or (``answer``) the answer's: the canonical grammar's for every
+        step, else the first line after each of this format's headers."""
+        if self.canonical:
+            return part_spans(target, answer)
+        out = []
+        for head in self.headers[2:] if answer else self.headers[:2]:
+            m = re.search(rf"^{re.escape(head)}([ \t]*.*)$", target, re.MULTILINE)
+            if m and m.end(1) > m.start(1):
+                out.append((m.start(1), m.end(1)))
+        return sorted(out)
 
 
 def _split_lines(text: str, headers: tuple[str, str, str]) -> list[str] | None:
