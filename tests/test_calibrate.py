@@ -32,6 +32,7 @@ from gsrm.calibrate import (
     main,
     parse_socratic,
     part_pairs,
+    result_answer,
     roc_auc,
     strip_calculator,
     text_step,
@@ -122,6 +123,41 @@ def test_brief_answer(text, brief):
 def test_brief_answer_does_not_touch_words_glued_to_numbers():
     # "B2 + 3 = 5": the operand starts inside a word, so it is not an expression start
     assert brief_answer("Room B2 + 3 = 5") == "Room B2 + 3 = 5"
+
+
+@pytest.mark.parametrize(
+    "text, result",
+    [
+        # GSM8K: the value after the last "=" with its unit words
+        ("Janet sells 16 - 3 - 4 = 9 duck eggs a day.", "9 duck eggs"),
+        ("So 10 - 2 = 8 apples.", "8 apples"),
+        # a boxed result wins over any "=" inside the formula before it
+        ("This gives us $20(k + 1) = \\boxed{80}.$", "80"),
+        ("So $x \\in \\boxed{\\left(1, \\frac{3}{4}\\right)}$.", "\\left(1, \\frac{3}{4}\\right)"),
+        # "= 20v - 75" is an equation going on, not a result: the short formula is the answer
+        ("So we get $-21 - 6v = 20v - 75$.", "$-21 - 6v = 20v - 75$"),
+        # no "=": the last sentence's last value with its unit words
+        ("Right. So there are $5$ ways to choose four letters.", "$5$ ways"),
+        ("We know that x is 15 inches.", "15 inches"),
+        ("She has 1,200 dollars left.", "1,200 dollars left"),
+        # a number's comma is not a thousands separator when three digits do not follow
+        ("So the smallest value is 0, achieved when all are equal.", "0"),
+        # two amounts of money are not one formula "$18 and $"
+        ("It costs $18 and $20.", "$20"),
+        # a digit inside a formula written without $ is not a value
+        ("The last step gives a factorization of n^4+4^n.", "The last step gives a factorization of n^4+4^n"),
+        # a trailing "where" clause defines a symbol; the result is before it
+        ("We know that $a_n = a_1 + (n-1)d$, where $d$ is the common difference.",
+         "$a_n = a_1 + (n-1)d$"),
+        # a formula too long to be brief is skipped for the value before it
+        ("We get $7$ and $\\frac{a^2 + b^2 + c^2 + d^2 + e^2}{a + b + c + d + e}$.", "$7$"),
+        # no value at all: the last clause
+        ("Then seventh is the sedan, so the oldest is the truck.", "the oldest is the truck"),
+        ("I push it; stack: empty", "stack: empty"),
+    ],
+)
+def test_result_answer(text, result):
+    assert result_answer(text) == result
 
 
 # --------------------------------------------------------------------------- pairs

@@ -342,6 +342,35 @@ def test_describer_targets_are_written_in_the_chosen_span_format(span_format: st
     assert target_for("Find the clips.", "How many clips?", "24 clips", span_format) == want
 
 
+STEP = "That's right. So there are $5$ ways to choose the four letters from the word."
+
+
+@pytest.mark.parametrize(("rule", "answer"), [
+    # the shipped describer's rule: no "=", so the last sentence's last ten words
+    ("short", "$5$ ways to choose the four letters from the word"),
+    # the long-trace rule: the sentence's last value with its unit word
+    ("result", "$5$ ways"),
+])
+def test_describer_answers_follow_the_chosen_answer_rule(rule: str, answer: str) -> None:
+    from training.descdata import get_answer_rule, weak_examples
+    from training.segdata import StepTrace
+
+    tr = StepTrace(id="t", source="prm800k", problem="Letters?", steps=(STEP,), split="train")
+    row, = weak_examples(tr, random.Random(0), answer=get_answer_rule(rule))
+    assert row.target.endswith(f"[Answer 1]: {answer}")
+
+
+def test_an_unknown_answer_rule_is_refused_before_any_data_is_read(tmp_path: Path,
+                                                                   capsys) -> None:
+    from training.cli import main
+
+    rc = main(["describer-data", "--data", str(tmp_path / "absent"), "--out",
+               str(tmp_path / "out"), "--answer-rule", "nope"])
+    assert rc == 2
+    assert "unknown answer rule 'nope'; known: short, result" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("kind", ["socratic", "weak"])
 def test_describer_rows_carry_the_previous_step_as_context(kind: str) -> None:
     """Each describer row keeps the text of the step before its span (empty for a first

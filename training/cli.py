@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--span-format", default="tags",
                     help="the describer's prompt and reply format (gsrm.spanformat: tags, pqa)")
+    ds.add_argument("--answer-rule", default="short",
+                    help="how a row's answer is read from its step (training.descdata."
+                         "ANSWER_RULES: short, the shipped describer's; result, briefer on "
+                         "long traces)")
 
     rw = sub.add_parser("describer-relabel",
                         help="reword describer data's weak rows with a trained describer "
@@ -149,11 +153,12 @@ def _describer_data(args: argparse.Namespace) -> int:
     from training.data import BuildReport, write_dataset
     from training.descdata import MIX, build
 
-    examples, counts, problems = build(args.data, seed=args.seed, span_format=args.span_format)
+    examples, counts, problems = build(args.data, seed=args.seed, span_format=args.span_format,
+                                       answer_rule=args.answer_rule)
     report = BuildReport(counts=counts, problems=problems)
     manifest = write_dataset(examples, args.out, report, {
         "data_root": str(args.data), "kind": "describer", "mix": MIX, "seed": args.seed,
-        "span_format": args.span_format})
+        "span_format": args.span_format, "answer_rule": args.answer_rule})
     print(json.dumps({"out": str(args.out), "counts": manifest["counts"]}))
     return 0
 

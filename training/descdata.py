@@ -22,10 +22,14 @@ Where the parts come from:
   sub-questions (items < 1000, train split), the meta-reasoning naming that question as a
   plan (``describe_meta``: "Find how many eggs Janet sells."). The other sources' wording is weak (the step's first
   sentence) and ``training.sft`` masks it: they teach the format and the answer.
-- **Answer**: the step's result stated briefly (``gsrm.calibrate.short_answer``): the value
-  after the step's last "=" with the unit words that follow it ("72 eggs", "$18"), or, for a
-  step with no calculation, its last sentence without its arithmetic, cut to a few words --
-  never a copied sentence of the trace.
+- **Answer**: the step's result stated briefly, by the answer rule (``ANSWER_RULES``,
+  ``--answer-rule``). ``short`` (the default, what the shipped describer was trained on:
+  ``gsrm.calibrate.short_answer``): the value after the step's last "=" with the unit words
+  that follow it ("72 eggs", "$18"), or, for a step with no calculation, its last sentence
+  without its arithmetic, cut to ten words -- on the long-trace sources 30-65% of these copy
+  six words or more of their span. ``result`` (``gsrm.calibrate.result_answer``, tried
+  2026-12-07, README "Brief answers in the data"): a boxed result, an "=" value that ends
+  there, the last sentence's last formula or number ("$5$ ways"), else its last clause.
 - **Span text** as the segmenter would give it: GSM8K socratic steps with and without a
   planning sentence in front (``training.segdata.plan_sentence``), checks and reflections
   of the branching traces, PRM800K lines, MATH paragraphs, BIG-Bench Mistake steps.
@@ -51,13 +55,26 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from gsrm.calibrate import short_answer
+from gsrm.calibrate import result_answer, short_answer
 from gsrm.spanformat import get_span_format
 from training.data import SFTExample, weak_step
 from training.segdata import SOURCES, StepTrace, plan_sentence
+
+#: how a describer row's answer is read from its step's text (``--answer-rule``)
+ANSWER_RULES: dict[str, Callable[[str], str]] = {"short": short_answer, "result": result_answer}
+DEFAULT_ANSWER_RULE = "short"
+
+
+def get_answer_rule(name: str) -> Callable[[str], str]:
+    """The answer rule registered as ``name``; a clear error naming the known ones."""
+    try:
+        return ANSWER_RULES[name]
+    except KeyError:
+        raise ValueError(f"unknown answer rule {name!r}; known: {', '.join(ANSWER_RULES)}") \
+            from None
 
 
 def describe_meta(index: int, n_steps: int, question: str, rng: random.Random) -> str:
@@ -153,8 +170,8 @@ def target_for(meta: str, subproblem: str, answer: str, span_format: str = "tags
     return get_span_format(span_format).render(meta, subproblem, answer)
 
 
-def socratic_examples(tr: StepTrace, rng: random.Random, span_format: str = "tags"
-                      ) -> Iterator[SFTExample]:
+def socratic_examples(tr: StepTrace, rng: random.Random, span_format: str = "tags",
+                      answer: Callable[[str], str] = short_answer) -> Iterator[SFTExample]:
     """Human-worded examples: one per step of a socratic item (questions are human)."""
     assert tr.questions is not None
     n = len(tr.steps)
@@ -165,13 +182,14 @@ def socratic_examples(tr: StepTrace, rng: random.Random, span_format: str = "tag
         yield SFTExample(id=f"{tr.id}:{k}", source="gsm8k-socratic",
                          split="train" if tr.split == "train" else "validation",
                          problem=tr.problem, reasoning=span,
-                         target=target_for(describe_meta(k, n, q, rng), q, short_answer(step),
+                         target=target_for(describe_meta(k, n, q, rng), q, answer(step),
                                            span_format),
                          context=tr.steps[k - 1] if k else "", layout="span", n_steps=1)
 
 
 def weak_examples(tr: StepTrace, rng: random.Random, per_trace: int = 2,
-                  span_format: str = "tags") -> Iterator[SFTExample]:
+                  span_format: str = "tags", answer: Callable[[str], str] = short_answer
+                  ) -> Iterator[SFTExample]:
     """Format-and-answer examples from boundary-only sources (wording masked in SFT)."""
     from training.data import weak_meta
 
@@ -182,7 +200,7 @@ def weak_examples(tr: StepTrace, rng: random.Random, per_trace: int = 2,
         yield SFTExample(id=f"{tr.id}:{k}", source=tr.source,
                          split="train" if tr.split == "train" else "validation",
                          problem=tr.problem, reasoning=step,
-                         target=target_for(weak_meta(k, n, step), sub, short_answer(step),
+                         target=target_for(weak_meta(k, n, step), sub, answer(step),
                                            span_format),
                          context=tr.steps[k - 1] if k else "", layout="span", n_steps=1)
 
@@ -193,10 +211,12 @@ MIX: dict[str, int] = {"gsm8k-socratic": 1200, "prm800k": 400, "branching": 400,
 
 
 def build(root: Path, mix: dict[str, int] | None = None, seed: int = 0,
-          span_format: str = "tags") -> tuple[list[SFTExample], Counter[str], list[str]]:
+          span_format: str = "tags", answer_rule: str = DEFAULT_ANSWER_RULE
+          ) -> tuple[list[SFTExample], Counter[str], list[str]]:
     """Train and validation examples per ``mix`` (sampled with ``seed``), targets in
-    ``span_format``, and what was skipped."""
+    ``span_format`` with answers by ``answer_rule``, and what was skipped."""
     get_span_format(span_format)
+    answer = get_answer_rule(answer_rule)
     mix = MIX if mix is None else mix
     rng = random.Random(seed)
     problems: list[str] = []
@@ -211,11 +231,12 @@ def build(root: Path, mix: dict[str, int] | None = None, seed: int = 0,
             r = random.Random(f"{seed}:{tr.id}")
             if name == "gsm8k":
                 if tr.id.startswith("gsm8k-soc-"):
-                    exs: Sequence[SFTExample] = list(socratic_examples(tr, r, span_format))
+                    exs: Sequence[SFTExample] = list(socratic_examples(tr, r, span_format,
+                                                                      answer))
                 else:
                     continue
             else:
-                exs = list(weak_examples(tr, r, span_format=span_format))
+                exs = list(weak_examples(tr, r, span_format=span_format, answer=answer))
             for e in exs:
                 pools.setdefault(e.source, []).append(e)
     out: list[SFTExample] = []
