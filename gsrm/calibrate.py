@@ -245,8 +245,8 @@ def result_answer(text: str) -> str:
     its unit words ("$5$ ways", "15 inches"); else that sentence's last clause (after "so",
     "thus", "then", ";"), cut to its last ``SHORT_ANSWER_WORDS`` words. Why: on long traces
     a step's last sentence is rarely a calculation with "=", and ``short_answer`` then keeps
-    the sentence's last ten words: 30-65% of the long-trace sources' describer targets
-    copied six words or more of their span. An opt-in answer rule of the describer data
+    the sentence's last ten words, often a copy of the span (README, "Brief answers in the
+    data", has the counts). An opt-in answer rule of the describer data
     (``training.descdata.ANSWER_RULES``), not the evaluation's reference.
 
     >>> result_answer("That's right. So there are $5$ ways to choose four letters.")

@@ -26,10 +26,10 @@ Where the parts come from:
   ``--answer-rule``). ``short`` (the default, what the shipped describer was trained on:
   ``gsrm.calibrate.short_answer``): the value after the step's last "=" with the unit words
   that follow it ("72 eggs", "$18"), or, for a step with no calculation, its last sentence
-  without its arithmetic, cut to ten words -- on the long-trace sources 30-65% of these copy
-  six words or more of their span. ``result`` (``gsrm.calibrate.result_answer``, tried
-  2026-12-07, README "Brief answers in the data"): a boxed result, an "=" value that ends
-  there, the last sentence's last formula or number ("$5$ ways"), else its last clause.
+  without its arithmetic, cut to ten words -- on the long-trace sources often a copy of the
+  span. ``result`` (``gsrm.calibrate.result_answer``; tried and not kept, README "Brief
+  answers in the data"): a boxed result, an "=" value that ends there, the last sentence's
+  last formula or number ("$5$ ways"), else its last clause.
 - **Span text** as the segmenter would give it: GSM8K socratic steps with and without a
   planning sentence in front (``training.segdata.plan_sentence``), checks and reflections
   of the branching traces, PRM800K lines, MATH paragraphs, BIG-Bench Mistake steps.
