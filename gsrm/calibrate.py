@@ -169,11 +169,39 @@ def brief_answer(text: str) -> str:
     return _SPACES.sub(" ", out).strip()
 
 
-_RESULT = re.compile(r"=\s*\(?(-?\$?\s*-?[\d,]*\.?\d+\s*%?)\)?\s*([A-Za-z][A-Za-z'\- ]{0,40})?")
-_STOP_UNIT = re.compile(r"\b(?:and|so|which|for|in|on|at|to|per|each|every|if|then|that|"
-                        r"is|are|was|were|of|from|with|by|a|an|the)\b.*$", re.IGNORECASE)
+# "= value" and the unit words after it; ``_RESULT_END`` (``result_answer``) also needs the
+# value to end there
+_RESULT_VALUE = r"=\s*\(?(-?\$?\s*-?[\d,]*\.?\d+\s*%?)"
+_RESULT_UNIT = r"\)?\s*([A-Za-z][A-Za-z'\- ]{0,40})?"
+_RESULT = re.compile(_RESULT_VALUE + _RESULT_UNIT)
+# unit words end at a function word
+_UNIT_STOPS = (r"and|so|which|for|in|on|at|to|per|each|every|if|then|that|is|are|was|were|of|"
+               r"from|with|by|a|an|the")
+_STOP_UNIT = re.compile(rf"\b(?:{_UNIT_STOPS})\b.*$", re.IGNORECASE)
 #: a step with no calculation keeps at most this many words of its last sentence
 SHORT_ANSWER_WORDS = 10
+
+
+def _last_result(text: str, pattern: re.Pattern[str], stop: re.Pattern[str]) -> str | None:
+    """The value of the last ``pattern`` match ("= value unit words") with at most three of
+    its unit words, up to ``stop``; None when nothing matches."""
+    found = list(pattern.finditer(text))
+    if not found:
+        return None
+    m = found[-1]
+    unit = " ".join(stop.sub("", m.group(2) or "").split()[:3])
+    return f"{' '.join(m.group(1).split())} {unit}".strip()
+
+
+def _last_sentence(text: str) -> str:
+    """The text's last sentence without its arithmetic (``brief_answer``) or final stop."""
+    return brief_answer(re.split(r"(?<=[.!?])\s+", text.strip())[-1]).rstrip(".")
+
+
+def _last_words(text: str) -> str:
+    """``text``, or its last ``SHORT_ANSWER_WORDS`` words when it is longer."""
+    words = text.split()
+    return " ".join(words[-SHORT_ANSWER_WORDS:]) if len(words) > SHORT_ANSWER_WORDS else text
 
 
 def short_answer(text: str) -> str:
@@ -190,27 +218,16 @@ def short_answer(text: str) -> str:
     >>> short_answer("She makes 9 * 2 = $18 every day at the farmer's market.")
     '$18'
     """
-    found = list(_RESULT.finditer(text))
-    if found:
-        m = found[-1]
-        value = " ".join(m.group(1).split())
-        unit = _STOP_UNIT.sub("", (m.group(2) or "")).strip()
-        unit = " ".join(unit.split()[:3])
-        return f"{value} {unit}".strip()
-    brief = brief_answer(re.split(r"(?<=[.!?])\s+", text.strip())[-1]).rstrip(".")
-    words = brief.split()
-    return " ".join(words[-SHORT_ANSWER_WORDS:]) if len(words) > SHORT_ANSWER_WORDS else brief
+    result = _last_result(text, _RESULT, _STOP_UNIT)
+    return result if result is not None else _last_words(_last_sentence(text))
 
 
 # A stricter reading of "= value" for ``result_answer``: not the first number of a term or of
 # a sum that goes on ("= 20v - 75", "= 13 + 4 \cdot ...").
-_RESULT_END = re.compile(r"=\s*\(?(-?\$?\s*-?[\d,]*\.?\d+\s*%?)(?![\w^({\\]|\s*[-+*/^×÷]\s*[\w(\\$])"
-                         r"\)?\s*([A-Za-z][A-Za-z'\- ]{0,40})?")
-# unit words end at a function word or a verb that starts the rest of the sentence
-_STOP_WORD = re.compile(r"\b(?:and|so|which|for|in|on|at|to|per|each|every|if|then|that|"
-                        r"is|are|was|were|of|from|with|by|a|an|the|as|be|has|have|had|can|"
-                        r"will|would|should|must|it|we|this|where|when|since|but|or|not|"
-                        r"than)\b.*$", re.IGNORECASE)
+_RESULT_END = re.compile(_RESULT_VALUE + r"(?![\w^({\\]|\s*[-+*/^×÷]\s*[\w(\\$])" + _RESULT_UNIT)
+# unit words also end at a verb or pronoun that starts the rest of the sentence
+_STOP_WORD = re.compile(rf"\b(?:{_UNIT_STOPS}|as|be|has|have|had|can|will|would|should|must|"
+                        r"it|we|this|where|when|since|but|or|not|than)\b.*$", re.IGNORECASE)
 #: a formula longer than this is not a brief answer
 SHORT_FORMULA_CHARS = 40
 _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}")
@@ -259,19 +276,14 @@ def result_answer(text: str) -> str:
     boxed = _BOXED.findall(text)
     if boxed:
         return " ".join(boxed[-1].split())
-    found = list(_RESULT_END.finditer(text))
-    if found:
-        m = found[-1]
-        unit = " ".join(_STOP_WORD.sub("", m.group(2) or "").split()[:3])
-        return f"{' '.join(m.group(1).split())} {unit}".strip()
-    sentence = brief_answer(re.split(r"(?<=[.!?])\s+", text.strip())[-1]).rstrip(".")
-    sentence = _WHERE.sub("", sentence)
+    result = _last_result(text, _RESULT_END, _STOP_WORD)
+    if result is not None:
+        return result
+    sentence = _WHERE.sub("", _last_sentence(text))
     value = _last_value(sentence)
     if value is not None:
         return value
-    clause = _CLAUSE.split(sentence)[-1].strip() or sentence
-    words = clause.split()
-    return " ".join(words[-SHORT_ANSWER_WORDS:]) if len(words) > SHORT_ANSWER_WORDS else clause
+    return _last_words(_CLAUSE.split(sentence)[-1].strip() or sentence)
 
 
 # --------------------------------------------------------------------------- pairs
