@@ -6,7 +6,8 @@ decomposition takes), and the line says how many traces have every step complete
 (``parse_valid``, as ``gsrm-eval`` counts it) and how many span descriptions ended at their
 token budget without a complete step (and how many steps lack a part, how many answers that
 state a number state only numbers written in their span, how many answers copy a stretch of
-their span instead of stating its result, and the completion tokens spent).
+their span instead of stating its result, how many are a question or empty, and the
+completion tokens spent).
 Why a separate script: the describer's data mix, its format repair (``--repair-rounds``) and
 its budget (``--max-new-tokens``) are chosen on these dev figures, never on the test splits
 ``gsrm-eval run`` reports; the describer model card's dev table comes from here. ``--split test`` reports a choice already made on dev, per task (``gsrm-eval run``
@@ -86,6 +87,19 @@ def copies(steps: Sequence[tuple[str, str]]) -> int:
     return sum(copies_span(a, span) for a, span in steps)
 
 
+def questions(answers: Sequence[str]) -> int:
+    """How many answers are a question (end with "?") instead of a result.
+
+    Why: ``grounding`` sees only answers that state a number. Where a span's result is not a
+    number (a sorted list, a bracket sequence, a true/false judgement: BIG-Bench Mistake) a
+    describer may restate the sub-problem as the answer, which no other figure here counts.
+
+    >>> questions(["72 eggs", "How many stack entries are in the stack?", "", "yes?"])
+    2
+    """
+    return sum(a.strip().endswith("?") for a in answers)
+
+
 def quality(structs: Sequence[Any], reasonings: Sequence[str]) -> dict[str, Any]:
     """The figures of a task's structures that need no timing (also read from ``--out``
     files by ``--from-out``)."""
@@ -100,6 +114,9 @@ def quality(structs: Sequence[Any], reasonings: Sequence[str]) -> dict[str, Any]
         "numeric_answers": stated,
         "answer_numbers_in_span": round(grounded / max(1, stated), 3),
         "answers_copied": round(copies(pairs) / max(1, len(pairs)), 3),
+        "answers_as_questions": round(questions([a for a, _ in pairs]) / max(1, len(pairs)),
+                                      3),
+        "answers_empty": sum(not a.strip() for a, _ in pairs),
         "completion_tokens": sum(s.generation.completion_tokens for s in structs
                                  if s.generation is not None),
     }
@@ -229,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "numeric_answers": figures["numeric_answers"],
             "answer_numbers_in_span": figures["answer_numbers_in_span"],
             "answers_copied": figures["answers_copied"],
+            "answers_as_questions": figures["answers_as_questions"],
+            "answers_empty": figures["answers_empty"],
             "completion_tokens": figures["completion_tokens"],
             "backend": backend.name, "model": backend.model_id,
             "max_new_tokens": args.max_new_tokens, "repair_rounds": args.repair_rounds,

