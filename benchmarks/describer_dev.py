@@ -6,8 +6,8 @@ decomposition takes), and the line says how many traces have every step complete
 (``parse_valid``, as ``gsrm-eval`` counts it) and how many span descriptions ended at their
 token budget without a complete step (and how many steps lack a part, how many answers that
 state a number state only numbers written in their span, how many answers copy a stretch of
-their span instead of stating its result, how many are a question or empty, and the
-completion tokens spent).
+their span instead of stating its result, how many are a question or empty, how many have
+any of these flaws, and the completion tokens spent).
 Why a separate script: the describer's data mix, its format repair (``--repair-rounds``) and
 its budget (``--max-new-tokens``) are chosen on these dev figures, never on the test splits
 ``gsrm-eval run`` reports; the describer model card's dev table comes from here. ``--split test`` reports a choice already made on dev, per task (``gsrm-eval run``
@@ -100,6 +100,24 @@ def questions(answers: Sequence[str]) -> int:
     return sum(a.strip().endswith("?") for a in answers)
 
 
+def flawed(steps: Sequence[tuple[str, str]]) -> int:
+    """How many ``(answer, span text)`` pairs have an answer with any flaw the figures above
+    count: empty, a question, a number not written in its span, or a copied stretch of it.
+
+    Why one count: each figure alone rewards trading one flaw for another (an answer rule that
+    stops copies can make up numbers instead, one that stops questions can make up counts), so
+    describers are compared on this and on the parts together.
+
+    >>> flawed([("72 eggs", "so 72 eggs."), ("How many?", "stack: < ("), ("5", "Right."),
+    ...         ("", "x"), ("so there are 10 cartons in all", "so there are 10 cartons in all.")])
+    4
+    """
+    from gsrm.text import copies_span
+
+    return sum(not a.strip() or a.strip().endswith("?") or not numbers(a) <= numbers(span)
+               or copies_span(a, span) for a, span in steps)
+
+
 def quality(structs: Sequence[Any], reasonings: Sequence[str]) -> dict[str, Any]:
     """The figures of a task's structures that need no timing (also read from ``--out``
     files by ``--from-out``)."""
@@ -117,6 +135,7 @@ def quality(structs: Sequence[Any], reasonings: Sequence[str]) -> dict[str, Any]
         "answers_as_questions": round(questions([a for a, _ in pairs]) / max(1, len(pairs)),
                                       3),
         "answers_empty": sum(not a.strip() for a, _ in pairs),
+        "answers_flawed": round(flawed(pairs) / max(1, len(pairs)), 3),
         "completion_tokens": sum(s.generation.completion_tokens for s in structs
                                  if s.generation is not None),
     }
@@ -248,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "answers_copied": figures["answers_copied"],
             "answers_as_questions": figures["answers_as_questions"],
             "answers_empty": figures["answers_empty"],
+            "answers_flawed": figures["answers_flawed"],
             "completion_tokens": figures["completion_tokens"],
             "backend": backend.name, "model": backend.model_id,
             "max_new_tokens": args.max_new_tokens, "repair_rounds": args.repair_rounds,

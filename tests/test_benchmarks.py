@@ -123,6 +123,20 @@ def test_answers_as_questions(answer: str, question: bool) -> None:
     assert questions([answer]) == int(question)
 
 
+@pytest.mark.parametrize(("answer", "span", "flaw"), [
+    ("72 eggs", "so 72 eggs.", False),
+    ("the stack < (", "stack: < ( ;", False),  # no number, no question: not a flaw here
+    ("How many items are on the stack?", "stack: < ( ;", True),
+    ("1 stack entry", "stack: < ( ;", True),  # a made-up count
+    ("", "Right.", True),
+    ("so there are 10 cartons in all", "so there are 10 cartons in all.", True),  # a copy
+])
+def test_answers_flawed(answer: str, span: str, flaw: bool) -> None:
+    from benchmarks.describer_dev import flawed
+
+    assert flawed([(answer, span)]) == int(flaw)
+
+
 def test_from_out_reads_a_written_run_again(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """``--from-out`` prints the figures that need no timing from ``--out`` files."""
@@ -146,5 +160,7 @@ def test_from_out_reads_a_written_run_again(tmp_path: Path,
     assert (out["numeric_answers"], out["answer_numbers_in_span"]) == (2, 0.5)
     assert out["answers_copied"] == round(1 / 5, 3)
     assert (out["answers_as_questions"], out["answers_empty"]) == (round(1 / 5, 3), 1)
+    # "15" not in its span, the copy, the question and the empty one
+    assert out["answers_flawed"] == round(4 / 5, 3)
     assert main(["--from-out", str(tmp_path), "--tasks", "missing"]) == 2
     assert "missing.jsonl: not found" in capsys.readouterr().err
