@@ -283,15 +283,18 @@ def _smollm2_fewshot(opts: SystemOptions) -> Backend:
 
 
 def find_adapter(opts: SystemOptions) -> Path:
-    """The adapter for ``gsrm-ft``: ``opts.adapter``, ``$GSRM_ADAPTER``, else the shipped one."""
-    from gsrm.weights import default_adapter_dir
+    """The adapter for ``gsrm-ft``: ``opts.adapter``, ``$GSRM_ADAPTER``, else the shipped one.
+
+    A shipped adapter's name ("describer-brief") works as in ``gsrm --adapter``
+    (``gsrm.weights.resolve_adapter``), so one value means the same in every command."""
+    from gsrm.weights import default_adapter_dir, resolve_adapter
 
     shipped = default_adapter_dir()
     given = opts.adapter or os.environ.get("GSRM_ADAPTER") or (str(shipped) if shipped else None)
     if not given:
         raise SystemUnavailable("no fine-tuned adapter given (--adapter DIR or $GSRM_ADAPTER) "
                                 "and none shipped in gsrm/adapters/")
-    path = Path(given).expanduser()
+    path = Path(resolve_adapter(given, None) or given).expanduser()
     if not (path / "adapter_config.json").is_file():
         raise SystemUnavailable(f"no LoRA adapter at {path} (adapter_config.json missing)")
     return path

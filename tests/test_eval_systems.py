@@ -121,6 +121,18 @@ def test_gsrm_ft_defaults_to_the_shipped_adapter(monkeypatch):
     assert backend.adapter == str(shipped) and backend.shots == 0  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("name", ["describer", "describer-brief", "cpu-small"])
+def test_gsrm_ft_takes_a_shipped_adapter_by_name(name: str) -> None:
+    """``gsrm-eval --adapter describer-brief`` means what ``gsrm --adapter describer-brief``
+    means (it was refused as a missing folder)."""
+    from eval.systems import find_adapter
+    from gsrm.weights import adapters_dir
+
+    if not (adapters_dir() / name / "adapter_config.json").is_file():
+        pytest.skip(f"this install does not ship {name}")
+    assert find_adapter(SystemOptions(adapter=name)) == adapters_dir() / name
+
+
 def test_gsrm_ft_with_adapter_is_prompted_without_shots(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
     backend = build_backend("gsrm-ft", SystemOptions(adapter=str(tmp_path), model="some/dir"))
