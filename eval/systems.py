@@ -285,7 +285,7 @@ def _smollm2_fewshot(opts: SystemOptions) -> Backend:
 def find_adapter(opts: SystemOptions) -> Path:
     """The adapter for ``gsrm-ft``: ``opts.adapter``, ``$GSRM_ADAPTER``, else the shipped one.
 
-    A shipped adapter's name ("describer-brief") works as in ``gsrm --adapter``
+    A shipped adapter's name ("describer-pqa") works as in ``gsrm --adapter``
     (``gsrm.weights.resolve_adapter``), so one value means the same in every command."""
     from gsrm.weights import default_adapter_dir, resolve_adapter
 

@@ -121,9 +121,9 @@ def test_gsrm_ft_defaults_to_the_shipped_adapter(monkeypatch):
     assert backend.adapter == str(shipped) and backend.shots == 0  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("name", ["describer", "describer-brief", "cpu-small"])
+@pytest.mark.parametrize("name", ["describer", "describer-pqa", "cpu-small"])
 def test_gsrm_ft_takes_a_shipped_adapter_by_name(name: str) -> None:
-    """``gsrm-eval --adapter describer-brief`` means what ``gsrm --adapter describer-brief``
+    """``gsrm-eval --adapter describer-pqa`` means what ``gsrm --adapter describer-pqa``
     means (it was refused as a missing folder)."""
     from eval.systems import find_adapter
     from gsrm.weights import adapters_dir
