@@ -97,7 +97,13 @@ def questions(answers: Sequence[str]) -> int:
     >>> questions(["72 eggs", "How many stack entries are in the stack?", "", "yes?"])
     2
     """
-    return sum(a.strip().endswith("?") for a in answers)
+    return sum(map(is_question, answers))
+
+
+def is_question(answer: str) -> bool:
+    """Whether ``answer`` ends with "?" (whitespace aside): the one test of ``questions``
+    and ``flawed``."""
+    return answer.strip().endswith("?")
 
 
 def flawed(steps: Sequence[tuple[str, str]]) -> int:
@@ -114,7 +120,7 @@ def flawed(steps: Sequence[tuple[str, str]]) -> int:
     """
     from gsrm.text import copies_span
 
-    return sum(not a.strip() or a.strip().endswith("?") or not numbers(a) <= numbers(span)
+    return sum(not a.strip() or is_question(a) or grounding([(a, span)]) == (1, 0)
                or copies_span(a, span) for a, span in steps)
 
 
