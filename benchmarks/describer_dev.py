@@ -39,16 +39,26 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def numbers(text: str) -> set[str]:
-    """The numbers written in ``text`` (thousands commas dropped, "2.50" kept as written).
+    """The numbers written in ``text``: thousands commas dropped, trailing decimal zeros
+    dropped ("$352.00" and "2.50" read as 352 and 2.5), otherwise digits as written.
 
     Digits as written, not ``gsrm.judges.numbers_in``'s values: that one reads "48 / 2" as
     24 and "1/3" as one value, so an answer "1/3" would not be found in a span's LaTeX
-    "\\frac{1}{3}"; here both give 1 and 3.
+    "\\frac{1}{3}"; here both give 1 and 3. The trailing zeros go because a brief answer
+    "$352" states the span's "$352.00", and counting it as made up charged a describer for
+    the rounding the issue asks of it.
 
     >>> sorted(numbers("So 1,200 + 3.5 = 1203.5 eggs"))
     ['1200', '1203.5', '3.5']
+    >>> sorted(numbers("$352.00 and 2.50 and 10.05 and 100"))
+    ['10.05', '100', '2.5', '352']
     """
-    return set(_NUMBER.findall(text.replace(",", "")))
+    return {_canonical(n) for n in _NUMBER.findall(text.replace(",", ""))}
+
+
+def _canonical(number: str) -> str:
+    """``number`` without trailing decimal zeros (and without its point when none is left)."""
+    return number.rstrip("0").rstrip(".") if "." in number else number
 
 
 def grounding(steps: Sequence[tuple[str, str]]) -> tuple[int, int]:

@@ -285,7 +285,7 @@ def _smollm2_fewshot(opts: SystemOptions) -> Backend:
 def find_adapter(opts: SystemOptions) -> Path:
     """The adapter for ``gsrm-ft``: ``opts.adapter``, ``$GSRM_ADAPTER``, else the shipped one.
 
-    A shipped adapter's name ("describer-pqa") works as in ``gsrm --adapter``
+    A shipped adapter's name ("describer-pqa-brief") works as in ``gsrm --adapter``
     (``gsrm.weights.resolve_adapter``), so one value means the same in every command."""
     from gsrm.weights import default_adapter_dir, resolve_adapter
 
@@ -294,7 +294,10 @@ def find_adapter(opts: SystemOptions) -> Path:
     if not given:
         raise SystemUnavailable("no fine-tuned adapter given (--adapter DIR or $GSRM_ADAPTER) "
                                 "and none shipped in gsrm/adapters/")
-    path = Path(resolve_adapter(given, None) or given).expanduser()
+    try:
+        path = Path(resolve_adapter(given, None) or given).expanduser()
+    except ValueError as exc:  # a bare name that is not shipped (or no longer is)
+        raise SystemUnavailable(str(exc)) from exc
     if not (path / "adapter_config.json").is_file():
         raise SystemUnavailable(f"no LoRA adapter at {path} (adapter_config.json missing)")
     return path

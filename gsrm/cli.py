@@ -59,13 +59,14 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                         "(openai); default: the embedded SmolLM2-135M-Instruct")
     g.add_argument("--adapter", default="auto",
                    help="peft LoRA adapter folder, a shipped adapter name (describer, "
-                        "describer-pqa, cpu-small), or 'none' for the plain base model; "
+                        "describer-pqa-brief, describer-prev, cpu-small), or 'none' for the "
+                        "plain base model; "
                         "default 'auto': the shipped describer (two-stage) or cpu-small "
                         "(single-pass) on the embedded base model")
     g.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (openai backend)")
     g.add_argument("--span-format", default="tags", choices=sorted(SPAN_FORMATS),
                    help="openai: the describer format the served model was trained on (the "
-                        "local backends read it from their adapter; describer-pqa: pqa); "
+                        "local backends read it from their adapter; describer-pqa-brief: pqa); "
                         "default: %(default)s")
     g.add_argument("--api-key", default=None, help="API key for --base-url (default: EMPTY)")
     g.add_argument("--max-new-tokens", type=arg_type(MaxNewTokens, "--max-new-tokens"),

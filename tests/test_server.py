@@ -955,7 +955,7 @@ def test_settings_build_the_gsrm_they_describe() -> None:
                                          model="m", judge="lexical"))
     assert remote.backend.model_id == "http://127.0.0.1:9/v1#m"
     assert remote.backend.span_format == "tags"
-    # a served describer-pqa is prompted in its format: flag or GSRM_SPAN_FORMAT
+    # a served describer-pqa-brief is prompted in its format: flag or GSRM_SPAN_FORMAT
     for argv, env in ((["--span-format", "pqa"], {}), ([], {"GSRM_SPAN_FORMAT": "pqa"})):
         pqa = gsrm_from_settings(parse_settings(
             ["--backend", "openai", "--backend-url", "http://127.0.0.1:9/v1", *argv], env=env))

@@ -253,12 +253,12 @@ def test_the_previous_span_describer_is_prompted_in_its_format() -> None:
 
 @pytest.mark.slow
 def test_the_compact_describer_is_prompted_in_its_format() -> None:
-    """The real path on the default engine: ``--adapter describer-pqa`` declares ``pqa``, so
+    """The real path on the default engine: ``--adapter describer-pqa-brief`` declares ``pqa``, so
     the backend sends the short one-step prompt and reads ``Plan: / Question: / Answer:``
     lines, and the trained adapter writes complete steps with the trace's results."""
     from gsrm.backends import get_backend
 
-    lm = get_backend("openvino", adapter="describer-pqa", threads=2)
+    lm = get_backend("openvino", adapter="describer-pqa-brief", threads=2)
     assert lm.span_format == "pqa" and lm.identity()["span_format"] == "pqa"
     [s] = describe_many(lm, [(CLIPS_PROBLEM, CLIPS_REASONING, CLIPS_SPANS)])
     assert [st.span for st in s.steps] == CLIPS_SPANS
