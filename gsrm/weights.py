@@ -44,8 +44,9 @@ DEFAULT_ADAPTER = "describer"
 """The fine-tuned LoRA adapter shipped in ``gsrm/adapters/`` and used by default: the per-span
 describer of the two-stage decomposition."""
 RETIRED_ADAPTERS = {
-    "describer-pqa": "describer-pqa-brief (same span format, brief answers; since 2026-12-07). "
-                     "experiments/results/describer-pqa.md has the recipe that rebuilds the old one",
+    "describer-pqa": "describer-pqa-brief (same span format, brief answers; since "
+                     "2026-12-07). experiments/results/describer-pqa.md has the recipe that "
+                     "rebuilds the old one",
 }
 """Adapters that were shipped once and were replaced: their name gets an error naming the
 replacement instead of a hub download attempt (the repository has room for four LoRA
@@ -247,17 +248,17 @@ def resolve_adapter(adapter: str | None, model: str | None) -> str | None:
     if adapter == "auto":
         found = default_adapter_dir() if model is None else None
         return str(found) if found else None
-    shipped = adapters_dir() / adapter
-    if "/" not in adapter and (shipped / "adapter_config.json").is_file():
-        return str(shipped)
-    if "/" not in adapter and not Path(adapter).exists():
-        # a bare name is neither a hub id (owner/name) nor a folder here: say so now
-        # instead of after a hub download attempt
-        names = ", ".join(shipped_adapters())
-        if adapter in RETIRED_ADAPTERS:
-            raise ValueError(f"adapter {adapter!r} is no longer shipped: use "
-                             f"{RETIRED_ADAPTERS[adapter]} (shipped: {names})")
-        raise ValueError(f"adapter {adapter!r} is not a shipped adapter ({names}) nor a folder")
+    if "/" not in adapter:  # a bare name: a shipped adapter first, else a folder here
+        shipped = adapters_dir() / adapter
+        if (shipped / "adapter_config.json").is_file():
+            return str(shipped)
+        if not Path(adapter).exists():  # neither (nor a hub id, owner/name): say so now
+            names = ", ".join(shipped_adapters())  # instead of after a hub download attempt
+            if adapter in RETIRED_ADAPTERS:
+                raise ValueError(f"adapter {adapter!r} is no longer shipped: use "
+                                 f"{RETIRED_ADAPTERS[adapter]} (shipped: {names})")
+            raise ValueError(f"adapter {adapter!r} is not a shipped adapter ({names}) nor a "
+                             "folder")
     return adapter
 
 

@@ -41,9 +41,9 @@ class OpenAIBackend(Backend):
     Token counts come from the server's ``usage``; input truncation estimates 4 characters a
     token (the server's tokenizer is not available here) and is flagged when applied.
     ``span_format`` is the describer format the served model was trained on (``gsrm.spanformat``;
-    the shipped ``describer-pqa-brief``'s is ``pqa``): the server's weights cannot be read from here,
-    so it is said, not found, and a describer served with its adapter merged is prompted and
-    parsed as the local backends do with that adapter.
+    the shipped ``describer-pqa-brief``'s is ``pqa``): the server's weights cannot be read from
+    here, so it is said, not found, and a describer served with its adapter merged is prompted
+    and parsed as the local backends do with that adapter.
     """
 
     name = "openai"
