@@ -18,6 +18,7 @@ Files written by ``write_outputs(out_dir, ...)``:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from eval.metrics import ROLES, higher_is_better
 from eval.runner import EvalReport, RunStats, TaskReport, UsageError
 from eval.tasks.base import ResultRow
 from gsrm.io import write_text_atomic
+from gsrm.weights import DEFAULT_ADAPTER
 
 #: preferred column order; other metrics follow alphabetically (per-type ones in own tables)
 COLUMNS: tuple[str, ...] = (
@@ -141,9 +143,11 @@ def render_markdown(report: EvalReport, stats: RunStats | None,
             f"tolerance: {cfg.char_tolerance} characters / {cfg.sent_tolerance} sentences"),
            f"- data: {cfg.data or '(default)'}"]
     so = cfg.system_options
+    # the adapter gsrm-ft ran with is named even when defaulted: the default changes over time
+    adapter = so.adapter or os.environ.get("GSRM_ADAPTER") or f"{DEFAULT_ADAPTER} (default)"
     out.append(f"- model systems: dtype {so.dtype}, batch {so.batch_size}, "
                f"max_new_tokens {cfg.max_new_tokens or 'per task'}, model {so.model or 'embedded'}"
-               + (f", adapter {so.adapter}" if so.adapter else ""))
+               f", adapter {adapter}")
     if stats is not None:
         # model systems decode up front (stats.prefetch) and their jobs then read the cache;
         # rule baselines are neither cached nor counted

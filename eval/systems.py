@@ -18,8 +18,8 @@ Registry (``SYSTEMS``):
 - ``smollm2-fewshot``: the GSRM with the embedded SmolLM2-135M-Instruct base model and the
   default few-shot prompt (``gsrm.prompts.DEFAULT_SHOTS``);
 - ``gsrm-ft``: the same model with a fine-tuned LoRA adapter (``--adapter DIR``,
-  ``$GSRM_ADAPTER``, else the shipped ``gsrm/adapters/describer``), prompted with no shots;
-  unavailable (skipped with a note) without one.
+  ``$GSRM_ADAPTER``, else the shipped default, ``gsrm.weights.DEFAULT_ADAPTER``), prompted
+  with no shots; unavailable (skipped with a note) without one.
 
 Example::
 

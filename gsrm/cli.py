@@ -38,7 +38,7 @@ from gsrm.io import (
     write_text_atomic,
 )
 from gsrm.judges import DEFAULT_JUDGE, JUDGES
-from gsrm.spanformat import SPAN_FORMATS
+from gsrm.spanformat import AUTO, SPAN_FORMATS
 from gsrm.validation import (
     GenBatchSize,
     MaxInputTokens,
@@ -47,6 +47,7 @@ from gsrm.validation import (
     Threads,
     arg_type,
 )
+from gsrm.weights import DEFAULT_ADAPTER, SINGLE_PASS_ADAPTER, shipped_adapters
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -58,16 +59,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="HF model folder or hub id (transformers/vllm), or the served model name "
                         "(openai); default: the embedded SmolLM2-135M-Instruct")
     g.add_argument("--adapter", default="auto",
-                   help="peft LoRA adapter folder, a shipped adapter name (describer, "
-                        "describer-pqa-brief, describer-prev, cpu-small), or 'none' for the "
-                        "plain base model; "
-                        "default 'auto': the shipped describer (two-stage) or cpu-small "
-                        "(single-pass) on the embedded base model")
+                   help="peft LoRA adapter folder, a shipped adapter name ("
+                        f"{', '.join(shipped_adapters())}), or 'none' for the plain base "
+                        f"model; default 'auto': {DEFAULT_ADAPTER} (two-stage) or "
+                        f"{SINGLE_PASS_ADAPTER} (single-pass) on the embedded base model")
     g.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (openai backend)")
-    g.add_argument("--span-format", default="tags", choices=sorted(SPAN_FORMATS),
+    g.add_argument("--span-format", default=AUTO, choices=[AUTO, *sorted(SPAN_FORMATS)],
                    help="openai: the describer format the served model was trained on (the "
-                        "local backends read it from their adapter; describer-pqa-brief: pqa); "
-                        "default: %(default)s")
+                        "local backends read it from their adapter; describer-pqa-brief: pqa, "
+                        "describer: tags); default 'auto': the shipped default describer's")
     g.add_argument("--api-key", default=None, help="API key for --base-url (default: EMPTY)")
     g.add_argument("--max-new-tokens", type=arg_type(MaxNewTokens, "--max-new-tokens"),
                    default=1024,

@@ -212,6 +212,33 @@ def get_span_format(name: str) -> SpanFormat:
         raise KeyError(f"unknown span format {name!r}; known: {sorted(SPAN_FORMATS)}") from None
 
 
+AUTO = "auto"
+"""The ``--span-format`` value that means the shipped default adapter's format
+(``default_span_format``)."""
+
+
+def default_span_format() -> str:
+    """The span format of the shipped default describer (``gsrm.weights.DEFAULT_ADAPTER``), or
+    ``tags`` on an install without it. Why: a describer served elsewhere (``--backend
+    openai``) is most often the default one merged, so its format is the sensible default;
+    it follows the default adapter instead of being written down a second time."""
+    from gsrm.weights import default_adapter_dir
+
+    return span_format_of(default_adapter_dir())
+
+
+def resolve_span_format(name: str | None) -> str:
+    """``name`` checked against the registry; ``None`` or ``"auto"``: ``default_span_format()``.
+
+    >>> resolve_span_format("tags")
+    'tags'
+    """
+    if name is None or name == AUTO:
+        return default_span_format()
+    get_span_format(name)
+    return name
+
+
 def span_format_of(adapter: str | Path | None) -> str:
     """The span format an adapter folder was trained on (``run.json``'s ``span_format``;
     ``tags`` for the base model and for adapters trained before the key existed)."""
@@ -228,5 +255,6 @@ def span_format_of(adapter: str | Path | None) -> str:
     return str(name)
 
 
-__all__ = ["PQA_SYSTEM_PROMPT", "PREVIOUS_CHARS", "PREVIOUS_HEADING", "SPAN_FORMATS",
-           "SpanFormat", "get_span_format", "previous_tail", "span_format_of"]
+__all__ = ["AUTO", "PQA_SYSTEM_PROMPT", "PREVIOUS_CHARS", "PREVIOUS_HEADING", "SPAN_FORMATS",
+           "SpanFormat", "default_span_format", "get_span_format", "previous_tail",
+           "resolve_span_format", "span_format_of"]

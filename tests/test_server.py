@@ -943,6 +943,7 @@ def test_settings_sources(argv: list[str], env: dict[str, str], field: str, valu
 
 def test_settings_build_the_gsrm_they_describe() -> None:
     """No weights load here: backends and judges load on first use."""
+    from gsrm.spanformat import default_span_format
     from server.service import gsrm_from_settings
 
     g = gsrm_from_settings(Settings(backend="transformers", judge="lexical", gen_batch_size=4,
@@ -954,12 +955,12 @@ def test_settings_build_the_gsrm_they_describe() -> None:
     remote = gsrm_from_settings(Settings(backend="openai", backend_url="http://127.0.0.1:9/v1",
                                          model="m", judge="lexical"))
     assert remote.backend.model_id == "http://127.0.0.1:9/v1#m"
-    assert remote.backend.span_format == "tags"
-    # a served describer-pqa-brief is prompted in its format: flag or GSRM_SPAN_FORMAT
-    for argv, env in ((["--span-format", "pqa"], {}), ([], {"GSRM_SPAN_FORMAT": "pqa"})):
-        pqa = gsrm_from_settings(parse_settings(
+    assert remote.backend.span_format == default_span_format() == "pqa"  # the default's
+    # a served describer of another format is prompted in its format: flag or GSRM_SPAN_FORMAT
+    for argv, env in ((["--span-format", "tags"], {}), ([], {"GSRM_SPAN_FORMAT": "tags"})):
+        tags = gsrm_from_settings(parse_settings(
             ["--backend", "openai", "--backend-url", "http://127.0.0.1:9/v1", *argv], env=env))
-        assert pqa.backend.span_format == "pqa"
+        assert tags.backend.span_format == "tags"
     # the openvino backend's export and precision, from flags or GSRM_* env like the rest
     ov = gsrm_from_settings(parse_settings(["--backend", "openvino", "--ov-weights", "int8"],
                                            env={"GSRM_OV_PRECISION": "auto"}))

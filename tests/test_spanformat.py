@@ -190,19 +190,35 @@ def test_the_describer_follows_its_backends_span_format() -> None:
     assert s.warnings == []
 
 
-@pytest.mark.parametrize(("span_format", "identity_key"), [
-    ("tags", None),  # the format that predates the key: cache keys unchanged
-    ("pqa", "pqa"),  # the default describer's, served behind an OpenAI-compatible server
+@pytest.mark.parametrize(("span_format", "want", "identity_key"), [
+    ("tags", "tags", None),  # the format that predates the key: cache keys unchanged
+    ("pqa", "pqa", "pqa"),  # the default describer's, served behind an OpenAI-compatible server
+    ("auto", "pqa", "pqa"),  # the default: the shipped default describer's format
+    (None, "pqa", "pqa"),
 ])
-def test_the_openai_backend_is_told_its_span_format(span_format: str,
+def test_the_openai_backend_is_told_its_span_format(span_format: str | None, want: str,
                                                     identity_key: str | None) -> None:
     """A remote model's adapter cannot be read, so its format is said (``--span-format``), and
     it is part of the cache identity like a local adapter's."""
     from gsrm.backends import get_backend
 
-    b = get_backend("openai", base_url="http://127.0.0.1:9/v1", span_format=span_format)
-    assert b.span_format == span_format
+    kw = {} if span_format is None else {"span_format": span_format}
+    b = get_backend("openai", base_url="http://127.0.0.1:9/v1", **kw)
+    assert b.span_format == want
     assert b.identity().get("span_format") == identity_key
+
+
+def test_auto_span_format_follows_the_default_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` reads the shipped default adapter's run.json, so it moves with DEFAULT_ADAPTER;
+    an install without the adapter falls back to the base model's ``tags``."""
+    from gsrm.spanformat import default_span_format, resolve_span_format, span_format_of
+    from gsrm.weights import default_adapter_dir
+
+    assert default_span_format() == span_format_of(default_adapter_dir()) == "pqa"
+    monkeypatch.setattr("gsrm.weights.default_adapter_dir", lambda: None)
+    assert resolve_span_format("auto") == "tags" and resolve_span_format("pqa") == "pqa"
+    with pytest.raises(KeyError, match="nope"):
+        resolve_span_format("nope")
 
 
 def test_an_unknown_span_format_is_refused_by_the_openai_backend_and_the_cli(

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--data-dir", type=Path, required=True, help="output of describer-data")
     rw.add_argument("--out", type=Path, required=True, help="output folder")
     rw.add_argument("--adapter", default="auto",
-                    help="the describer that rewords (default: the shipped one)")
+                    help="the describer that rewords (default 'auto': the shipped default; "
+                         "the shipped pqa describers were reworded by 'describer')")
     rw.add_argument("--backend", default="openvino", choices=("openvino", "transformers"))
     rw.add_argument("--batch-size", type=int, default=64)
     rw.add_argument("--threads", type=int, default=None, help="CPU threads")

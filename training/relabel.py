@@ -6,7 +6,7 @@ PRMBench) it is the step's first sentence, so ``training.sft`` masks it and thos
 only the format and the answer. A describer trained that way words long-trace steps by
 generalising from GSM8K. That held for the ``tags`` format but not for the compact ``pqa``
 one (README, "A compact describer format"): trained the same way it left the ``Question:``
-line empty on long math traces. Here a describer that holds (the shipped one, by default)
+line empty on long math traces. Here a describer that holds (``--adapter``; the shipped pqa ones were reworded by ``describer``)
 describes each weak row's span, and its meta-reasoning and sub-problem replace the weak ones
 in the row's target, rendered in the data's own span format, with their loss on
 (``SFTExample.train_wording``): a new format learns the trained describer's wording on every

@@ -41,9 +41,9 @@ class OpenAIBackend(Backend):
     Token counts come from the server's ``usage``; input truncation estimates 4 characters a
     token (the server's tokenizer is not available here) and is flagged when applied.
     ``span_format`` is the describer format the served model was trained on (``gsrm.spanformat``;
-    the shipped ``describer-pqa-brief``'s is ``pqa``): the server's weights cannot be read from
-    here, so it is said, not found, and a describer served with its adapter merged is prompted
-    and parsed as the local backends do with that adapter.
+    ``auto``, the default: the shipped default describer's, ``pqa``): the server's weights
+    cannot be read from here, so it is said, not found, and a describer served with its adapter
+    merged is prompted and parsed as the local backends do with that adapter.
     """
 
     name = "openai"
@@ -58,17 +58,16 @@ class OpenAIBackend(Backend):
         max_retries: int = 3,
         concurrency: int = 16,
         client: Any = None,
-        span_format: str = "tags",
+        span_format: str = "auto",
         **kwargs: Any,
     ) -> None:
-        from gsrm.spanformat import get_span_format
+        from gsrm.spanformat import resolve_span_format
 
         super().__init__(**kwargs)
         try:
-            get_span_format(span_format)
+            self.span_format = resolve_span_format(span_format)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
-        self.span_format = span_format
         if client is None and not base_url:
             raise ValueError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
         self.base_url = base_url
