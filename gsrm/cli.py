@@ -64,10 +64,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                         f"model; default 'auto': {DEFAULT_ADAPTER} (two-stage) or "
                         f"{SINGLE_PASS_ADAPTER} (single-pass) on the embedded base model")
     g.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (openai backend)")
-    g.add_argument("--span-format", default=AUTO, choices=[AUTO, *sorted(SPAN_FORMATS)],
+    g.add_argument("--span-format", default="tags", choices=[AUTO, *sorted(SPAN_FORMATS)],
                    help="openai: the describer format the served model was trained on (the "
                         "local backends read it from their adapter; describer-pqa-brief: pqa, "
-                        "describer: tags); default 'auto': the shipped default describer's")
+                        "describer: tags); 'auto': the shipped default describer's (serve it "
+                        "merged with --shots 0); default: %(default)s, the canonical format")
     g.add_argument("--api-key", default=None, help="API key for --base-url (default: EMPTY)")
     g.add_argument("--max-new-tokens", type=arg_type(MaxNewTokens, "--max-new-tokens"),
                    default=1024,

@@ -47,7 +47,7 @@ def served_by(backend: Any) -> Reply:
 
 
 @pytest.fixture(scope="module", params=[
-    ("two-stage", "auto"),  # the default describer (``pqa``): the openai backend's default
+    ("two-stage", "auto"),  # the default describer (``pqa``): ``--span-format auto``
     ("two-stage", "describer"),  # span format ``tags``: said to the openai backend
     ("single-pass", "auto"),  # cpu-small, trained to write whole decompositions
 ])
@@ -63,11 +63,10 @@ def backends(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any, Any]]:
     with openai_stub(served_by(local)) as (url, _):
         # the adapter's prompts carry no shots and its span format is said, not read: a
         # served fine-tuned model is prompted the same
-        # (the default describer's format is the openai backend's default: not said)
-        said = {} if (decomposer, adapter) == ("two-stage", "auto") else {
-            "span_format": local.span_format}
+        # (the default describer's format as ``auto``, the value that names it)
+        said = "auto" if (decomposer, adapter) == ("two-stage", "auto") else local.span_format
         remote = get_backend("openai", base_url=url, model="gsrm", max_new_tokens=256,
-                             shots=local.shots, **said)
+                             shots=local.shots, span_format=said)
         yield decomposer, local, remote
 
 

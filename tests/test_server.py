@@ -955,12 +955,15 @@ def test_settings_build_the_gsrm_they_describe() -> None:
     remote = gsrm_from_settings(Settings(backend="openai", backend_url="http://127.0.0.1:9/v1",
                                          model="m", judge="lexical"))
     assert remote.backend.model_id == "http://127.0.0.1:9/v1#m"
-    assert remote.backend.span_format == default_span_format() == "pqa"  # the default's
-    # a served describer of another format is prompted in its format: flag or GSRM_SPAN_FORMAT
-    for argv, env in ((["--span-format", "tags"], {}), ([], {"GSRM_SPAN_FORMAT": "tags"})):
-        tags = gsrm_from_settings(parse_settings(
+    assert remote.backend.span_format == "tags"  # a general model: the canonical format
+    # the shipped default describer served merged is prompted in its format (auto: pqa), and
+    # any other by name: flag or GSRM_SPAN_FORMAT
+    for argv, env, want in ((["--span-format", "auto"], {}, default_span_format()),
+                            ([], {"GSRM_SPAN_FORMAT": "auto"}, "pqa"),
+                            ([], {"GSRM_SPAN_FORMAT": "pqa"}, "pqa")):
+        served = gsrm_from_settings(parse_settings(
             ["--backend", "openai", "--backend-url", "http://127.0.0.1:9/v1", *argv], env=env))
-        assert tags.backend.span_format == "tags"
+        assert served.backend.span_format == want
     # the openvino backend's export and precision, from flags or GSRM_* env like the rest
     ov = gsrm_from_settings(parse_settings(["--backend", "openvino", "--ov-weights", "int8"],
                                            env={"GSRM_OV_PRECISION": "auto"}))

@@ -193,8 +193,8 @@ def test_the_describer_follows_its_backends_span_format() -> None:
 @pytest.mark.parametrize(("span_format", "want", "identity_key"), [
     ("tags", "tags", None),  # the format that predates the key: cache keys unchanged
     ("pqa", "pqa", "pqa"),  # the default describer's, served behind an OpenAI-compatible server
-    ("auto", "pqa", "pqa"),  # the default: the shipped default describer's format
-    (None, "pqa", "pqa"),
+    ("auto", "pqa", "pqa"),  # the shipped default describer's format, served merged
+    (None, "tags", None),  # the default: the canonical format, as for a general model
 ])
 def test_the_openai_backend_is_told_its_span_format(span_format: str | None, want: str,
                                                     identity_key: str | None) -> None:

@@ -40,10 +40,13 @@ class OpenAIBackend(Backend):
 
     Token counts come from the server's ``usage``; input truncation estimates 4 characters a
     token (the server's tokenizer is not available here) and is flagged when applied.
-    ``span_format`` is the describer format the served model was trained on (``gsrm.spanformat``;
-    ``auto``, the default: the shipped default describer's, ``pqa``): the server's weights
-    cannot be read from here, so it is said, not found, and a describer served with its adapter
-    merged is prompted and parsed as the local backends do with that adapter.
+    ``span_format`` is the describer format the served model was trained on (``gsrm.spanformat``):
+    the server's weights cannot be read from here, so it is said, not found, and a describer
+    served with its adapter merged is prompted and parsed as the local backends do with that
+    adapter. Default ``tags``, the canonical format, as the default few-shot prompt (``shots``)
+    is: what a general or paper-format model behind the server is prompted with; ``auto`` is
+    the shipped default describer's (``pqa``), for that describer merged and served (with
+    ``shots=0``, as it was trained without shots).
     """
 
     name = "openai"
@@ -58,7 +61,7 @@ class OpenAIBackend(Backend):
         max_retries: int = 3,
         concurrency: int = 16,
         client: Any = None,
-        span_format: str = "auto",
+        span_format: str = "tags",
         **kwargs: Any,
     ) -> None:
         from gsrm.spanformat import resolve_span_format
