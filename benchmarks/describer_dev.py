@@ -7,7 +7,8 @@ decomposition takes), and the line says how many traces have every step complete
 token budget without a complete step (and how many steps lack a part, how many answers that
 state a number state only numbers written in their span, how many answers copy a stretch of
 their span instead of stating its result, how many are a question or empty, how many have
-any of these flaws, and the completion tokens spent).
+any of these flaws, how many plans only restate their question and the plans' share of the
+text, and the completion tokens spent).
 Why a separate script: the describer's data mix, its format repair (``--repair-rounds``) and
 its budget (``--max-new-tokens``) are chosen on these dev figures, never on the test splits
 ``gsrm-eval run`` reports; the describer model card's dev table comes from here. ``--split test`` reports a choice already made on dev, per task (``gsrm-eval run``
@@ -134,12 +135,39 @@ def flawed(steps: Sequence[tuple[str, str]]) -> int:
                or copies_span(a, span) for a, span in steps)
 
 
+_PLAN_VERB = re.compile(r"^\s*(?:find|work out|figure out|determine|calculate|compute)\b\s*",
+                        re.IGNORECASE)
+RESTATES = 0.8
+"""Token F1 (``gsrm.judges.token_f1``) at or above which a plan restates its question."""
+
+
+def restates_question(meta: str, subproblem: str) -> bool:
+    """Whether a step's plan (meta-reasoning) says no more than its sub-problem: after its
+    opening plan verb ("Find", "Work out", "Figure out", ...), token F1 >= ``RESTATES`` with
+    the question.
+
+    Why: the describers' training data derives every GSM8K plan from its human question
+    (``training.descdata.describe_meta``: a random verb + the question turned into an
+    object), so a plan may be the question reworded, decoded at the cost of a line's tokens
+    and compared by the reward's meta gate as if it said something else. This counts how often.
+
+    >>> restates_question("Figure out how many eggs are left.", "How many eggs are left?")
+    True
+    >>> restates_question("Count the eggs first, then the cartons.", "How many eggs are left?")
+    False
+    """
+    from gsrm.judges import token_f1
+
+    return token_f1(_PLAN_VERB.sub("", meta), subproblem) >= RESTATES
+
+
 def quality(structs: Sequence[Any], reasonings: Sequence[str]) -> dict[str, Any]:
     """The figures of a task's structures that need no timing (also read from ``--out``
     files by ``--from-out``)."""
     pairs = [(st.answer, r[st.span[0]:st.span[1]])
              for s, r in zip(structs, reasonings, strict=True)
              for st in s.steps if st.span is not None]
+    steps = [st for s in structs for st in s.steps]
     stated, grounded = grounding(pairs)
     return {
         "parse_valid": round(sum(1.0 for s in structs if s.steps and all(
@@ -152,6 +180,12 @@ def quality(structs: Sequence[Any], reasonings: Sequence[str]) -> dict[str, Any]
                                       3),
         "answers_empty": sum(not a.strip() for a, _ in pairs),
         "answers_flawed": round(flawed(pairs) / max(1, len(pairs)), 3),
+        "plans_restating_question": round(sum(restates_question(st.meta, st.subproblem)
+                                              for st in steps) / max(1, len(steps)), 3),
+        # the plan's share of the three parts' characters: what a describer that did not
+        # write it would save of its decoding, roughly (tokens follow characters)
+        "plan_chars_share": round(sum(len(st.meta) for st in steps) / max(1, sum(
+            len(st.meta) + len(st.subproblem) + len(st.answer) for st in steps)), 3),
         "completion_tokens": sum(s.generation.completion_tokens for s in structs
                                  if s.generation is not None),
     }
@@ -284,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "answers_as_questions": figures["answers_as_questions"],
             "answers_empty": figures["answers_empty"],
             "answers_flawed": figures["answers_flawed"],
+            "plans_restating_question": figures["plans_restating_question"],
+            "plan_chars_share": figures["plan_chars_share"],
             "completion_tokens": figures["completion_tokens"],
             "backend": backend.name, "model": backend.model_id,
             "max_new_tokens": args.max_new_tokens, "repair_rounds": args.repair_rounds,

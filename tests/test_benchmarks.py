@@ -141,6 +141,21 @@ def test_answers_flawed(answer: str, span: str, flaw: bool) -> None:
     assert flawed([(answer, span)]) == int(flaw)
 
 
+@pytest.mark.parametrize(("meta", "subproblem", "restates"), [
+    ("Figure out how many eggs are left.", "How many eggs are left?", True),
+    ("Work out how much Billy will be paid in total.", "How much will Billy be paid in total?",
+     True),
+    ("Find the minimum value of $x$", "Find the minimum value of $x$", True),  # verbatim
+    ("Count the eggs first, then the cartons.", "How many eggs are left?", False),
+    ("Check the last step again.", "What is 3 + 4?", False),
+    ("Find how many eggs are left.", "", False),  # nothing to restate
+])
+def test_plans_restating_their_question(meta: str, subproblem: str, restates: bool) -> None:
+    from benchmarks.describer_dev import restates_question
+
+    assert restates_question(meta, subproblem) is restates
+
+
 def test_from_out_reads_a_written_run_again(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """``--from-out`` prints the figures that need no timing from ``--out`` files."""
@@ -166,5 +181,9 @@ def test_from_out_reads_a_written_run_again(tmp_path: Path,
     assert (out["answers_as_questions"], out["answers_empty"]) == (round(1 / 5, 3), 1)
     # "15" not in its span, the copy, the question and the empty one
     assert out["answers_flawed"] == round(4 / 5, 3)
+    # no plan here restates its question; the plans' share of the parts' characters
+    assert out["plans_restating_question"] == 0.0
+    chars = [(len(st.meta), len(st.meta) + len(st.subproblem) + len(st.answer)) for st in steps]
+    assert out["plan_chars_share"] == round(sum(m for m, _ in chars) / sum(t for _, t in chars), 3)
     assert main(["--from-out", str(tmp_path), "--tasks", "missing"]) == 2
     assert "missing.jsonl: not found" in capsys.readouterr().err
