@@ -125,7 +125,24 @@ def measure(gsrm: Any, items: Sequence[Item]) -> dict[str, Any]:
     }
 
 
-def breakdown(gsrm: Any, items: Sequence[Item]) -> dict[str, Any]:
+def plan_prefix(reply: str, headers: Sequence[str]) -> str:
+    r"""A reply's own plan line and the next part's header, as a prefilled reply: what is left
+    to decode is what a describer that did not write the plan would decode. A reply that does
+    not open with a plan gets its format's plan header only (it decodes everything).
+
+    >>> pqa = ("Plan:", "Question:", "Answer:")
+    >>> plan_prefix("Plan: Find the eggs.\nQuestion: How many?\nAnswer: 72", pqa)
+    'Plan: Find the eggs.\nQuestion:'
+    >>> plan_prefix("72", pqa)
+    'Plan:'
+    """
+    first, sep, _ = reply.lstrip().partition("\n")
+    if sep and first.startswith(headers[0]):
+        return f"{first}\n{headers[1]}"
+    return headers[0]
+
+
+def breakdown(gsrm: Any, items: Sequence[Item], plan_cost: bool = False) -> dict[str, Any]:
     """Where a two-stage decomposition's time goes, on ``items``' own span prompts
     (``gsrm.describe.span_prompts``): segmenting, the prefix warm-up (when the backend does
     it), prefilling every distinct span prompt (a one-token generation, cold: run it on
@@ -133,7 +150,14 @@ def breakdown(gsrm: Any, items: Sequence[Item]) -> dict[str, Any]:
     prefix cache (``openvino``) the decode round finds its prompts cached, so ``decode_s`` is
     the decoding; without one (``transformers``) it prefills again (``decode_includes_prefill``).
     The format repair and the retry of ``describe_many`` are not timed here (the regular run
-    counts how often they fire)."""
+    counts how often they fire).
+
+    ``plan_cost``: one more round, each prompt with its decoded reply's plan line prefilled
+    (``plan_prefix``), so only the sub-problem and answer decode (``decode_after_plan_s``,
+    ``completion_tokens_after_plan``). Why: every plan the describers were trained on is
+    their question reworded (README, "What the plan line carries"); this measures what not
+    decoding it would save. The plan's text is prefilled in that round (a cost a describer
+    without it would not have), so the saving it shows is a lower bound."""
     from gsrm.describe import span_prompts, warm_prefixes
     from gsrm.spanformat import get_span_format
 
@@ -155,6 +179,14 @@ def breakdown(gsrm: Any, items: Sequence[Item]) -> dict[str, Any]:
     gens = backend.generate(convs, budget, stop=fmt.stop)
     t4 = time.perf_counter()
     tokens = sum(g.completion_tokens for g in gens)
+    extra: dict[str, Any] = {}
+    if plan_cost:
+        prefilled = [[*c, {"role": "assistant", "content": plan_prefix(g.text, fmt.headers)}]
+                     for c, g in zip(convs, gens, strict=True)]
+        t5 = time.perf_counter()
+        rest = backend.generate(prefilled, budget, stop=fmt.stop)
+        extra = {"decode_after_plan_s": round(time.perf_counter() - t5, 3),
+                 "completion_tokens_after_plan": sum(g.completion_tokens for g in rest)}
     return {
         "traces": len(items),
         "spans": len(where),
@@ -169,6 +201,7 @@ def breakdown(gsrm: Any, items: Sequence[Item]) -> dict[str, Any]:
         "decode_s": round(t4 - t3, 3),
         "decode_tokens_per_s": round(tokens / (t4 - t3), 1) if t4 > t3 else None,
         "decode_includes_prefill": backend.name != "openvino",
+        **extra,
     }
 
 
@@ -210,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--breakdown", action="store_true",
                    help="instead of timing decompose_many, time its parts on each set's span "
                         "prompts: segment, prefix warm-up, prefill, decode (two-stage only)")
+    p.add_argument("--plan-cost", action="store_true",
+                   help="with --breakdown: decode once more with each reply's plan line "
+                        "prefilled, to time what not decoding the plan would save")
     return p
 
 
@@ -244,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.breakdown and args.decomposer != "two-stage":
         print("error: --breakdown times the two-stage decomposer only", file=sys.stderr)
+        return 2
+    if args.plan_cost and not args.breakdown:
+        print("error: --plan-cost is a round of --breakdown", file=sys.stderr)
         return 2
     try:
         sets = {name: read_traces(path, args.limit) for name, path in args.traces} or {
@@ -303,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"decomposing {len(items)} traces of set {name!r}", file=sys.stderr,
                   flush=True)
             if args.breakdown:
-                result["sets"][name] = breakdown(gsrm, items)
+                result["sets"][name] = breakdown(gsrm, items, plan_cost=args.plan_cost)
             else:
                 result["sets"][name] = measure(gsrm, items)
                 result["sets"][name]["segment_s"] = segment_seconds(gsrm, items)

@@ -59,6 +59,62 @@ def test_breakdown_times_warmup_prefill_and_decode_on_the_describers_own_prompts
     assert all(got[k] >= 0 for k in ("segment_s", "warmup_s", "prefill_s", "decode_s"))
 
 
+class PlanPrefilledLM(CachingEchoLM):
+    """The stub LM, also answering a prefilled reply (its last message the assistant's):
+    with the rest of the step only, as a describer continuing after its plan line would."""
+
+    def reply_to(self, conv: list[dict[str, str]]) -> str:
+        if conv[-1]["role"] == "assistant":
+            self.prefilled.append(conv[-1]["content"])
+            return " What is it?\n[Answer 1]: 5"
+        return super().reply_to(conv)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefilled: list[str] = []
+
+
+def test_plan_cost_decodes_again_after_each_replys_own_plan_line() -> None:
+    from benchmarks.decompose import breakdown
+    from gsrm.segment import get_segmenter
+
+    lm = PlanPrefilledLM()
+    gsrm = SimpleNamespace(two_stage=True, backend=lm, segmenter=get_segmenter("units"),
+                           describe_max_new_tokens=192)
+    got = breakdown(gsrm, [("p", "Add 2 and 3. So we get 5.")], plan_cost=True)
+    # warm-up, prefill, decode, then the round with the plan prefilled
+    assert [c[:2] for c in lm.calls] == [(1, 1), (2, 1), (2, 192), (2, 192)]
+    # each prompt's own plan line, then the sub-problem's tag: the rest is decoded
+    assert lm.prefilled == ["[Meta-reasoning 1]: Do Add 2 and 3.\n[Sub-problem 1]:",
+                            "[Meta-reasoning 1]: Do So we get 5.\n[Sub-problem 1]:"]
+    assert got["completion_tokens_after_plan"] == 2 * lm.tokens
+    assert got["decode_after_plan_s"] >= 0
+    assert "decode_after_plan_s" not in breakdown(gsrm, [("p", "Add 2 and 3.")])
+
+
+@pytest.mark.parametrize(("reply", "want"), [
+    ("Plan: Find the eggs.\nQuestion: How many?\nAnswer: 72", "Plan: Find the eggs.\nQuestion:"),
+    ("[Meta-reasoning 1]: Do it.\n[Sub-problem 1]: What?",
+     "[Meta-reasoning 1]: Do it.\n[Sub-problem 1]:"),
+    ("  Plan: Lead space.\nQuestion: Q?", "Plan: Lead space.\nQuestion:"),
+    ("Plan: a plan with no line after it", "Plan:"),  # nothing follows: decode it all
+    ("72", "Plan:"),  # no plan: decode it all
+])
+def test_plan_prefix(reply: str, want: str) -> None:
+    from benchmarks.decompose import plan_prefix
+
+    headers = ("[Meta-reasoning 1]:", "[Sub-problem 1]:", "[Answer 1]:") \
+        if reply.startswith("[") else ("Plan:", "Question:", "Answer:")
+    assert plan_prefix(reply, headers) == want
+
+
+def test_plan_cost_needs_the_breakdown(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.decompose import main
+
+    assert main(["--plan-cost"]) == 2
+    assert "--breakdown" in capsys.readouterr().err
+
+
 def test_breakdown_refuses_the_single_pass_decomposer(capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks.decompose import main
 
