@@ -53,7 +53,6 @@ Example::
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -96,72 +95,11 @@ def describe_meta(index: int, n_steps: int, question: str, rng: random.Random) -
     >>> describe_meta(1, 3, "Why is the sky blue?", random.Random(0))
     'Why is the sky blue?'
     """
-    from training.segdata import question_body
+    from gsrm.plans import plan_body, plan_for
 
-    body = question_body(question) or meta_body(question)
-    if body is None:
-        q = question.strip()
-        return q if q.endswith(("?", ".", "!")) else f"{q}."
-    return f"{rng.choice(('Find', 'Work out', 'Figure out'))} {body}."
-
-
-_WH = r"(How \w+(?:\s[\w'-]+){0,4}?|What(?:\s[\w'-]+){0,3}?)"
-_INVERTED = re.compile(rf"^{_WH}\s(does|do|did|will|would|can|could|should)\s(.+)$")
-_BE = re.compile(rf"^{_WH}\s(is|are|was|were)\s(she|he|it|they|we|I|you|[A-Z][a-z]+"
-                 r"(?:'s [a-z]+)?|(?:the|his|her|their|its) [a-z]+)$")
-_PRONOUN = frozenset({"she", "he", "it", "they", "we", "I", "you"})
-_DETERMINER = re.compile(r"^(?:the|his|her|their|its|[A-Z][a-z]+'s)$")
-#: verbs a noun-phrase subject may end before (a longer subject is not split on a guess)
-_VERBS = frozenset({"cost", "weigh", "take", "last", "travel", "spend", "need", "produce",
-                    "have", "make", "eat", "carry", "cover", "drive", "earn", "pay", "sell",
-                    "buy", "get", "use", "hold", "contain", "save", "grow", "lose", "win",
-                    "collect", "receive", "run", "walk", "read", "charge", "owe", "give", "be"})
-_PAST_MORE = {"cost": "cost", "hold": "held", "grow": "grew", "travel": "travelled",
-              "owe": "owed", "use": "used", "save": "saved", "receive": "received"}
-
-
-def _subject_length(words: Sequence[str]) -> int | None:
-    """How many words the subject after an inverted auxiliary has, or None when unsure: a
-    pronoun or a name is one word; "the/his/Ann's ..." runs to the first known verb."""
-    if not words:
-        return None
-    if words[0] in _PRONOUN or (words[0][:1].isupper() and words[0].isalpha()):
-        return 1 if len(words) > 1 else None
-    if _DETERMINER.match(words[0]):
-        return next((k for k in range(2, min(5, len(words))) if words[k] in _VERBS), None)
-    return None
-
-
-def meta_body(question: str) -> str | None:
-    """More question shapes as the object of "find ..." (``question_body`` takes only
-    pronoun or name subjects after do/does/did): modal and "be" questions (the auxiliary
-    moves after the subject; no verb changes) and "the/his/her X" subjects.
-
-    >>> meta_body("How old is Mark?")
-    'how old Mark is'
-    >>> meta_body("How far did the bus travel?")
-    'how far the bus travelled'
-    >>> meta_body("How much does the paper cost?")
-    'how much the paper costs'
-    """
-    from training.segdata import _PAST, _lower_first, uninvert
-
-    q = " ".join(question.strip().rstrip("?").split())
-    m = _BE.match(q)
-    if m:
-        head, aux, subj = m.groups()
-        return _lower_first(f"{head} {subj} {aux}")
-    m = _INVERTED.match(q)
-    if m is None:
-        return None
-    head, aux, tail = m.groups()
-    words = tail.split(" ")
-    k = _subject_length(words)
-    if k is None:
-        return None
-    subj, verb, rest = " ".join(words[:k]), words[k], " ".join(words[k + 1:])
-    rest = f" {rest}" if rest else ""
-    return _lower_first(f"{head} {subj} {uninvert(aux, verb, {**_PAST, **_PAST_MORE})}{rest}")
+    if plan_body(question) is None:  # kept as the question: no verb drawn, as always (the
+        return plan_for(question)     # rng stream, so the data of a seed, is unchanged)
+    return plan_for(question, rng.choice(("Find", "Work out", "Figure out")))
 
 
 def target_for(meta: str, subproblem: str, answer: str, span_format: str = "tags") -> str:

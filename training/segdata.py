@@ -45,7 +45,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,8 @@ from pydantic import BaseModel, Field
 
 from eval.splits import Split, split_of
 from gsrm.io import write_text_atomic
+from gsrm.plans import lower_first as _lower_first
+from gsrm.plans import question_body
 from gsrm.text import units
 
 Layout = str
@@ -95,11 +97,6 @@ class StepTrace:
 
 
 # --------------------------------------------------------------------------- layout
-def _lower_first(text: str) -> str:
-    w = text.split(" ", 1)[0]
-    if text[:1].isupper() and not w[1:2].isupper() and w not in ("I", "I'll", "I'm"):
-        return text[:1].lower() + text[1:]
-    return text
 
 
 def with_cue(text: str, rng: random.Random) -> str:
@@ -187,56 +184,6 @@ _SECOND_PASS = ("Let me double-check the whole thing.", "Wait, let me go over th
 _CALC = re.compile(r"<<([^=<>]+)=([^<>]+)>>")
 
 
-_IRREGULAR = {"have": "has", "do": "does", "go": "goes", "be": "is", "buy": "buys",
-              "pay": "pays", "say": "says", "make": "makes", "get": "gets", "spend": "spends"}
-_PAST = {"have": "had", "do": "did", "go": "went", "buy": "bought", "pay": "paid",
-         "make": "made", "get": "got", "spend": "spent", "sell": "sold", "take": "took",
-         "give": "gave", "earn": "earned", "need": "needed", "run": "ran", "eat": "ate",
-         "find": "found", "win": "won", "read": "read", "drive": "drove", "see": "saw",
-         "bring": "brought", "keep": "kept", "lose": "lost", "put": "put", "spend ": "spent"}
-_ASKED = re.compile(r"^((?:How (?:many|much)|What)\b(?:\s\w+){0,4}?)\s(does|do|did)\s"
-                    r"(she|he|it|they|we|I|you|[A-Z][a-z]+)\s([a-z]+)\b(.*)$")
-
-
-def uninvert(aux: str, verb: str, past: Mapping[str, str] = _PAST) -> str:
-    """The verb as it reads once the auxiliary leaves the front of the question: "did" ->
-    past tense, "does" -> third person, "do" -> as it is, a modal stays in front of it.
-
-    >>> [uninvert("did", "pay"), uninvert("does", "wash"), uninvert("will", "be")]
-    ['paid', 'washes', 'will be']
-    """
-    if aux == "did":
-        return past.get(verb, verb + ("d" if verb.endswith("e") else "ed"))
-    if aux == "does":
-        return _IRREGULAR.get(verb, verb + ("es" if verb.endswith(("s", "sh", "ch", "x"))
-                                            else "s"))
-    return verb if aux == "do" else f"{aux} {verb}"
-
-
-def question_body(q: str) -> str | None:
-    """A sub-question as the object of "find ...", or None when it cannot be turned safely.
-
-    Only the common "How many ... does <name> <verb> ...?" shape is inverted (with a table of
-    irregular verbs); other wh-questions without an auxiliary are kept as they are.
-
-    >>> question_body("How many eggs does Janet sell?")
-    'how many eggs Janet sells'
-    >>> question_body("How much did she pay for the shoes?")
-    'how much she paid for the shoes'
-    >>> question_body("How many eggs are left?")
-    'how many eggs are left'
-    >>> question_body("Why is the sky blue?") is None
-    True
-    """
-    q = " ".join(q.strip().rstrip("?").split())
-    m = _ASKED.match(q)
-    if m:
-        head, aux, subj, verb, rest = m.groups()
-        return _lower_first(f"{head} {subj} {uninvert(aux, verb)}{rest}")
-    if re.match(r"^(How (many|much)|What)\b", q) and not re.search(
-            r"\b(does|do|did|will|would|can|could|should)\b", q):
-        return _lower_first(q)
-    return None
 
 
 def plan_sentence(question: str, index: int, n: int, rng: random.Random) -> str:
