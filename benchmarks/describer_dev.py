@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -135,8 +136,15 @@ def flawed(steps: Sequence[tuple[str, str]]) -> int:
                or copies_span(a, span) for a, span in steps)
 
 
-_PLAN_VERB = re.compile(r"^\s*(?:find|work out|figure out|determine|calculate|compute)\b\s*",
-                        re.IGNORECASE)
+@functools.cache
+def _plan_verb() -> re.Pattern[str]:
+    """A plan's opening verb: the data's (``gsrm.plans.PLAN_VERBS``) and other plan verbs
+    (built once)."""
+    from gsrm.plans import PLAN_VERBS
+
+    verbs = [v.lower() for v in PLAN_VERBS] + ["determine", "calculate", "compute"]
+    return re.compile(rf"^\s*(?:{'|'.join(map(re.escape, verbs))})\b\s*", re.IGNORECASE)
+
 RESTATES = 0.8
 """Token F1 (``gsrm.judges.token_f1``) at or above which a plan restates its question."""
 
@@ -158,7 +166,7 @@ def restates_question(meta: str, subproblem: str) -> bool:
     """
     from gsrm.judges import token_f1
 
-    return token_f1(_PLAN_VERB.sub("", meta), subproblem) >= RESTATES
+    return token_f1(_plan_verb().sub("", meta), subproblem) >= RESTATES
 
 
 def quality(structs: Sequence[Any], reasonings: Sequence[str]) -> dict[str, Any]:

@@ -18,13 +18,13 @@ Files written by ``write_outputs(out_dir, ...)``:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from eval.metrics import ROLES, higher_is_better
 from eval.runner import EvalReport, RunStats, TaskReport, UsageError
+from eval.systems import given_adapter
 from eval.tasks.base import ResultRow
 from gsrm.io import write_text_atomic
 from gsrm.weights import DEFAULT_ADAPTER
@@ -144,7 +144,7 @@ def render_markdown(report: EvalReport, stats: RunStats | None,
            f"- data: {cfg.data or '(default)'}"]
     so = cfg.system_options
     # the adapter gsrm-ft ran with is named even when defaulted: the default changes over time
-    adapter = so.adapter or os.environ.get("GSRM_ADAPTER") or f"{DEFAULT_ADAPTER} (default)"
+    adapter = given_adapter(so) or f"{DEFAULT_ADAPTER} (default)"
     out.append(f"- model systems: dtype {so.dtype}, batch {so.batch_size}, "
                f"max_new_tokens {cfg.max_new_tokens or 'per task'}, model {so.model or 'embedded'}"
                f", adapter {adapter}")

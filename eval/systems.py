@@ -282,6 +282,12 @@ def _smollm2_fewshot(opts: SystemOptions) -> Backend:
     return _transformers(opts)
 
 
+def given_adapter(opts: SystemOptions) -> str | None:
+    """The adapter asked for: ``opts.adapter``, else ``$GSRM_ADAPTER``; None means the shipped
+    default (``find_adapter`` resolves it; the report names it)."""
+    return opts.adapter or os.environ.get("GSRM_ADAPTER")
+
+
 def find_adapter(opts: SystemOptions) -> Path:
     """The adapter for ``gsrm-ft``: ``opts.adapter``, ``$GSRM_ADAPTER``, else the shipped one.
 
@@ -290,7 +296,7 @@ def find_adapter(opts: SystemOptions) -> Path:
     from gsrm.weights import default_adapter_dir, resolve_adapter
 
     shipped = default_adapter_dir()
-    given = opts.adapter or os.environ.get("GSRM_ADAPTER") or (str(shipped) if shipped else None)
+    given = given_adapter(opts) or (str(shipped) if shipped else None)
     if not given:
         raise SystemUnavailable("no fine-tuned adapter given (--adapter DIR or $GSRM_ADAPTER) "
                                 "and none shipped in gsrm/adapters/")

@@ -38,7 +38,7 @@ from gsrm.io import (
     write_text_atomic,
 )
 from gsrm.judges import DEFAULT_JUDGE, JUDGES
-from gsrm.spanformat import AUTO, SPAN_FORMATS
+from gsrm.spanformat import SPAN_FORMAT_CHOICES
 from gsrm.validation import (
     GenBatchSize,
     MaxInputTokens,
@@ -64,7 +64,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                         f"model; default 'auto': {DEFAULT_ADAPTER} (two-stage) or "
                         f"{SINGLE_PASS_ADAPTER} (single-pass) on the embedded base model")
     g.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (openai backend)")
-    g.add_argument("--span-format", default="tags", choices=[AUTO, *sorted(SPAN_FORMATS)],
+    g.add_argument("--span-format", default="tags", choices=SPAN_FORMAT_CHOICES,
                    help="openai: the describer format the served model was trained on (the "
                         "local backends read it from their adapter; describer-pqa-brief: pqa, "
                         "describer: tags); 'auto': the shipped default describer's (serve it "

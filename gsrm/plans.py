@@ -20,8 +20,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-PLAN_VERB = "Find"
-"""The verb ``plan_for`` opens a plan with (the data draws one of three at random)."""
+PLAN_VERBS = ("Find", "Work out", "Figure out")
+"""The verbs the describers' data opens a plan with, one drawn at random per row
+(``training.descdata.describe_meta``; the order is part of a seed's data)."""
+PLAN_VERB = PLAN_VERBS[0]
+"""The verb ``plan_for`` opens a plan with."""
 
 
 def lower_first(text: str) -> str:
@@ -144,6 +147,7 @@ def meta_body(question: str) -> str | None:
     rest = f" {rest}" if rest else ""
     return lower_first(f"{head} {subj} {uninvert(aux, verb, {**PAST, **PAST_MORE})}{rest}")
 
+
 def plan_body(question: str) -> str | None:
     """The question as the object of "find ...", or None when no rule turns it safely
     (``question_body``, then ``meta_body``'s further shapes)."""
@@ -170,5 +174,5 @@ def plan_for(question: str, verb: str = PLAN_VERB) -> str:
     return f"{verb} {body}."
 
 
-__all__ = ["PAST", "PAST_MORE", "PLAN_VERB", "lower_first", "meta_body", "plan_body", "plan_for",
+__all__ = ["PAST", "PAST_MORE", "PLAN_VERB", "PLAN_VERBS", "lower_first", "meta_body", "plan_body", "plan_for",
            "question_body", "uninvert"]

@@ -215,6 +215,8 @@ def get_span_format(name: str) -> SpanFormat:
 AUTO = "auto"
 """The ``--span-format`` value that means the shipped default adapter's format
 (``default_span_format``)."""
+SPAN_FORMAT_CHOICES = (AUTO, *sorted(SPAN_FORMATS))
+"""Every value ``--span-format`` / ``GSRM_SPAN_FORMAT`` takes (``resolve_span_format``)."""
 
 
 def default_span_format() -> str:
@@ -256,5 +258,6 @@ def span_format_of(adapter: str | Path | None) -> str:
 
 
 __all__ = ["AUTO", "PQA_SYSTEM_PROMPT", "PREVIOUS_CHARS", "PREVIOUS_HEADING", "SPAN_FORMATS",
+           "SPAN_FORMAT_CHOICES",
            "SpanFormat", "default_span_format", "get_span_format", "previous_tail",
            "resolve_span_format", "span_format_of"]

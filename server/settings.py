@@ -168,9 +168,9 @@ class Settings(BaseSettings):
         """A name from its registry (imported here: no import-time side effects)."""
         from gsrm.backends import BACKENDS
         from gsrm.judges import JUDGES
-        from gsrm.spanformat import AUTO, SPAN_FORMATS
+        from gsrm.spanformat import SPAN_FORMAT_CHOICES
 
-        known = {"backend": BACKENDS, "span_format": [AUTO, *SPAN_FORMATS],
+        known = {"backend": BACKENDS, "span_format": SPAN_FORMAT_CHOICES,
                  "judge": JUDGES}[str(info.field_name)]
         if v is not None and v not in known:
             what = str(info.field_name).replace("_", " ")

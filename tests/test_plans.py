@@ -39,5 +39,5 @@ def test_the_training_data_derives_plans_the_same_way(question: str) -> None:
     if plan_body(question) is None:
         assert got == plan_for(question) and rng.random() == ref.random()  # no draw
     else:
-        verb = ref.choice(("Find", "Work out", "Figure out"))
+        verb = ref.choice(("Find", "Work out", "Figure out"))  # the data's, in this order
         assert got == plan_for(question, verb)

@@ -95,11 +95,11 @@ def describe_meta(index: int, n_steps: int, question: str, rng: random.Random) -
     >>> describe_meta(1, 3, "Why is the sky blue?", random.Random(0))
     'Why is the sky blue?'
     """
-    from gsrm.plans import plan_body, plan_for
+    from gsrm.plans import PLAN_VERBS, plan_body, plan_for
 
     if plan_body(question) is None:  # kept as the question: no verb drawn, as always (the
         return plan_for(question)     # rng stream, so the data of a seed, is unchanged)
-    return plan_for(question, rng.choice(("Find", "Work out", "Figure out")))
+    return plan_for(question, rng.choice(PLAN_VERBS))
 
 
 def target_for(meta: str, subproblem: str, answer: str, span_format: str = "tags") -> str:
