@@ -165,6 +165,9 @@ def breakdown(gsrm: Any, items: Sequence[Item], plan_cost: bool = False) -> dict
         raise ValueError("--breakdown times the two-stage decomposer only")
     backend = gsrm.backend
     fmt = get_span_format(backend.span_format)
+    if plan_cost and fmt.derives_meta:
+        raise ValueError(f"--plan-cost: the {fmt.name!r} describer writes no plan line "
+                         "(its plan is derived from the question)")
     budget = gsrm.describe_max_new_tokens
     t0 = time.perf_counter()
     spans = gsrm.segmenter.segment_many([r for _, r in items])

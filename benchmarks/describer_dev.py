@@ -232,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from gsrm.io import write_text_atomic
     from gsrm.segment import get_segmenter
+    from gsrm.spanformat import get_span_format
 
     p = argparse.ArgumentParser(prog="python benchmarks/describer_dev.py",
                                 description=__doc__.split("\n\n")[0])
@@ -307,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget = sum(int(w.split(" ", 1)[0]) for s in structs for w in s.warnings
                      if w.endswith(f" {BUDGET_WARNING}"))
         figures = quality(structs, texts)
+        derived = get_span_format(backend.span_format).derives_meta
         print(json.dumps({
             "task": name, "split": args.split, "traces": len(items),
             "spans": sum(len(ss) for ss in spans),
@@ -326,10 +328,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "answers_as_questions": figures["answers_as_questions"],
             "answers_empty": figures["answers_empty"],
             "answers_flawed": figures["answers_flawed"],
-            "plans_restating_question": figures["plans_restating_question"],
-            "plan_chars_share": figures["plan_chars_share"],
+            # a describer whose format derives the plan from the question (``qa``) wrote no
+            # plan: these two would measure ``gsrm.plans.plan_for``, not the model
+            "plans_restating_question": None if derived else figures["plans_restating_question"],
+            "plan_chars_share": None if derived else figures["plan_chars_share"],
             "completion_tokens": figures["completion_tokens"],
             "backend": backend.name, "model": backend.model_id,
+            "span_format": backend.span_format,
             "max_new_tokens": args.max_new_tokens, "repair_rounds": args.repair_rounds,
             "retry_rounds": args.retry_rounds, "repair_at_budget": args.repair_at_budget,
             "prefix_warmup": backend.prefix_warmup,

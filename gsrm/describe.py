@@ -7,10 +7,10 @@ skip a step or invent one, and every step keeps the span it describes.
 
 The LM gets the problem and the span's text in the prompt of its span format
 (``gsrm.spanformat``: the one the backend's adapter was trained on, ``Backend.span_format``;
-the shipped describer, ``gsrm/adapters/describer``, was trained on ``tags``: the canonical
-prompt and ``[Meta-reasoning 1]:`` lines, one span per example: ``training.descdata``); its
-first step's three parts are kept (the completion is cut at a second step,
-``SpanFormat.stop``). Spans with the same prompt are described once (``describe_many``).
+the default describer, ``gsrm/adapters/describer-qa``, writes a ``Question:`` and an
+``Answer:`` line and its plan is derived from the question, ``describer`` writes the canonical
+``[Meta-reasoning 1]:`` lines; one span per example: ``training.descdata``); its first step's
+parts are kept (the completion is cut at a second step, ``SpanFormat.stop``). Spans with the same prompt are described once (``describe_many``).
 With ``Backend.prefix_warmup`` (the OpenVINO backend's default) each problem's prompt is
 prefilled once before the batch (``warm_prefixes``), so all spans of a problem share it in
 the engine's prefix cache.
@@ -144,8 +144,8 @@ def first_step(text: str, fmt: SpanFormat = TAGS) -> tuple[Step, list[str]]:
 
 def repair_prefix(text: str, fmt: SpanFormat = TAGS, cut: bool = False) -> str | None:
     r"""The completion with the next missing part's header appended, or None when there is
-    nothing a header can fix (all three parts are there, a part's header is present but
-    empty, or the text has no complete meta-reasoning line).
+    nothing a header can fix (every part is there, a part's header is present but empty, or
+    the text has no complete first line: the meta-reasoning, or ``qa``'s question).
 
     ``cut``: the budget ended the completion, so a header it ends in (whole or in part, with
     no words after it) was cut before its words, not left empty by the model: that header is
@@ -163,18 +163,19 @@ def repair_prefix(text: str, fmt: SpanFormat = TAGS, cut: bool = False) -> str |
     '[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]:'
     >>> repair_prefix("Plan: m", get_span_format("pqa"))
     'Plan: m\nQuestion:'
+    >>> repair_prefix("Question: How many?", get_span_format("qa"))
+    'Question: How many?\nAnswer:'
     """
     body = text.rstrip()
     if cut:
         body = _drop_cut_header(body, fmt)
     step, _ = first_step(body, fmt)
-    if step.is_complete or not step.meta:
+    if step.is_complete or not step.part(fmt.parts[0]):
         return None
-    for mark, header, have in zip(fmt.marks[1:], fmt.headers[1:], (step.subproblem, step.answer),
-                                  strict=True):
+    for mark, header, part in zip(fmt.marks[1:], fmt.headers[1:], fmt.parts[1:], strict=True):
         if mark not in body:
             return f"{body}\n{header}"
-        if not have:
+        if not step.part(part):
             return None
     return None
 

@@ -15,7 +15,15 @@ The structure that comes out is the same canonical ``Step`` either way.
   and the canonical system prompt is ~130 of a span prompt's ~250 tokens; both are paid once
   per span and the describer is decode- and prefill-bound on a CPU. A describer trained on
   it (same data and recipe) was 1.3x faster on GSM8K but left more steps incomplete on long
-  math traces, so the shipped one is ``tags`` (README, "Speed and memory").
+  math traces until its long-trace wording was reworded by a trained describer
+  (``training.relabel``; ``describer-pqa-brief``, README, "Speed and memory").
+- ``qa``: ``pqa`` without the plan line: a reply in two lines, ``Question:`` and ``Answer:``;
+  the step's meta-reasoning is derived from its question in code (``gsrm.plans.plan_for``,
+  one fixed verb). Why: the describers' data derives every plan from the question
+  (``training.descdata.describe_meta``, a random verb), so a pqa describer spends ~45% of
+  what it decodes on a reworded question (README, "What the plan line carries"); deriving it
+  decodes only what carries information, and the reward's meta gate ("are both devoted to
+  the same sub-problem", DESIGN.md) compares plans that differ only where the questions do.
 - ``tags-prev``: ``tags`` with the end of the previous span's text (at most
   ``PREVIOUS_CHARS`` characters, ``previous_tail``) in the user turn, between the problem and
   the span. Why: a span that only makes sense after the one before it ("So that's 6 more.")
@@ -31,6 +39,8 @@ Example::
     'Plan: Find the clips.\nQuestion: How many clips?\nAnswer: 24'
     >>> fmt.parse("Plan: m\nQuestion: q?\nAnswer: 5")
     Step(meta='m', subproblem='q?', answer='5', span=None)
+    >>> get_span_format("qa").parse("Question: How old is Mark?\nAnswer: 12")
+    Step(meta='Find how old Mark is.', subproblem='How old is Mark?', answer='12', span=None)
 """
 
 from __future__ import annotations
@@ -42,14 +52,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gsrm.parse import parse_structure, part_spans
+from gsrm.plans import plan_for
 from gsrm.prompts import Message, build_messages
-from gsrm.structure import Step
+from gsrm.structure import Kind, Step
 
 PQA_SYSTEM_PROMPT = """Describe one step of a reasoning trace in three lines:
 Plan: why this sub-problem is the one to solve next. Do not state its answer here.
 Question: the single question this step answers.
 Answer: the brief answer to that question, without reasoning."""
 """The ``pqa`` describer's system prompt: the canonical one's rules for one step."""
+
+QA_SYSTEM_PROMPT = """Describe one step of a reasoning trace in two lines:
+Question: the single question this step answers.
+Answer: the brief answer to that question, without reasoning."""
+"""The ``qa`` describer's system prompt: ``PQA_SYSTEM_PROMPT`` without the plan line."""
+
+PARTS: tuple[Kind, ...] = ("meta", "subproblem", "answer")
+"""The parts a three-line format's lines hold, in order."""
 
 PQA_USER_TEMPLATE = "Problem:\n{problem}\n\nStep:\n{span}"
 
@@ -90,15 +109,30 @@ class SpanFormat:
     (``gsrm.parse``: every tag spelling and number); otherwise ``system`` and the
     ``PQA_USER_TEMPLATE`` user turn, and lines read by their exact ``headers``.
     ``previous``: the end of the previous span is shown before the span (``previous_tail``).
+    ``parts``: which part each header's line holds; a format without ``meta`` derives the
+    meta-reasoning from the sub-problem (``gsrm.plans.plan_for``) when it parses a reply.
     """
 
     name: str
-    headers: tuple[str, str, str]
-    marks: tuple[str, str, str]
+    headers: tuple[str, ...]
+    marks: tuple[str, ...]
     stop: tuple[str, ...]
     canonical: bool = False
     system: str = ""
     previous: bool = False
+    parts: tuple[Kind, ...] = PARTS
+
+    def __post_init__(self) -> None:
+        if not len(self.headers) == len(self.marks) == len(self.parts):
+            raise ValueError(f"span format {self.name!r}: headers, marks and parts differ "
+                             "in length")
+        if "subproblem" not in self.parts or "answer" not in self.parts:
+            raise ValueError(f"span format {self.name!r}: needs a subproblem and an answer line")
+
+    @property
+    def derives_meta(self) -> bool:
+        """Whether the meta-reasoning is derived from the sub-problem, not written."""
+        return "meta" not in self.parts
 
     def messages(self, problem: str, span: str, shots: Sequence[str] | int = (),
                  previous: str | None = None) -> list[Message]:
@@ -114,9 +148,11 @@ class SpanFormat:
                     problem=problem.strip(), span=span.strip())}]
 
     def render(self, meta: str, subproblem: str, answer: str) -> str:
-        """The reply the describer is trained to write for one step."""
-        return "\n".join(f"{h} {t.strip()}" for h, t in
-                         zip(self.headers, (meta, subproblem, answer), strict=True))
+        """The reply the describer is trained to write for one step (a part this format
+        does not write, the derived meta-reasoning, is left out)."""
+        text = {"meta": meta, "subproblem": subproblem, "answer": answer}
+        return "\n".join(f"{h} {text[p].strip()}" for h, p in
+                          zip(self.headers, self.parts, strict=True))
 
     def parse(self, text: str) -> Step | None:
         """The first step of a reply (parts cut at a following header), or None when no part
@@ -129,10 +165,14 @@ class SpanFormat:
             # a reply cut by the budget can end in the next step's partial tag ("\n[Meta")
             return step.model_copy(update={k: step.part(k).split("\n[")[0].strip()
                                            for k in ("meta", "subproblem", "answer")})
-        parts = _split_lines(text, self.headers)
-        if parts is None:
+        found = _split_lines(text, self.headers)
+        if found is None:
             return None
-        return Step(meta=parts[0], subproblem=parts[1], answer=parts[2])
+        got: dict[str, str] = dict(zip(self.parts, found, strict=True))
+        if self.derives_meta:
+            sub = got["subproblem"]
+            got["meta"] = plan_for(sub) if sub else ""
+        return Step(meta=got["meta"], subproblem=got["subproblem"], answer=got["answer"])
 
     def wording_spans(self, target: str) -> list[tuple[int, int]]:
         """Character spans of the meta-reasoning and sub-problem texts of a rendered target
@@ -155,18 +195,19 @@ class SpanFormat:
 
     def _part_spans(self, target: str, answer: bool) -> list[tuple[int, int]]:
         """The wording's spans, or (``answer``) the answer's: the canonical grammar's for every
-        step, else the first line after each of this format's headers."""
+        step, else the first line after each of this format's headers (of those parts)."""
         if self.canonical:
             return part_spans(target, answer)
         out = []
-        for head in self.headers[2:] if answer else self.headers[:2]:
+        for head in (h for h, p in zip(self.headers, self.parts, strict=True)
+                     if (p == "answer") == answer):
             m = re.search(rf"^{re.escape(head)}([ \t]*.*)$", target, re.MULTILINE)
             if m and m.end(1) > m.start(1):
                 out.append((m.start(1), m.end(1)))
         return sorted(out)
 
 
-def _split_lines(text: str, headers: tuple[str, str, str]) -> list[str] | None:
+def _split_lines(text: str, headers: tuple[str, ...]) -> list[str] | None:
     """Parts after each header's first line-start occurrence, in order, each up to the next
     header line; None when the first header is missing."""
     starts = []
@@ -185,7 +226,7 @@ def _split_lines(text: str, headers: tuple[str, str, str]) -> list[str] | None:
         body = text[end:stop]
         nxt = re.search(r"\n[ \t]*(?:" + "|".join(re.escape(h) for h in headers) + ")", body)
         parts.append((body[:nxt.start()] if nxt else body).strip())
-    return parts + [""] * (3 - len(parts))
+    return parts + [""] * (len(headers) - len(parts))
 
 
 SPAN_FORMATS: dict[str, SpanFormat] = {
@@ -201,6 +242,9 @@ SPAN_FORMATS: dict[str, SpanFormat] = {
         name="pqa", headers=("Plan:", "Question:", "Answer:"),
         marks=("Plan:", "Question:", "Answer:"), stop=("\nPlan:",),
         system=PQA_SYSTEM_PROMPT),
+    "qa": SpanFormat(
+        name="qa", headers=("Question:", "Answer:"), marks=("Question:", "Answer:"),
+        stop=("\nQuestion:",), system=QA_SYSTEM_PROMPT, parts=("subproblem", "answer")),
 }
 
 
@@ -257,7 +301,7 @@ def span_format_of(adapter: str | Path | None) -> str:
     return str(name)
 
 
-__all__ = ["AUTO", "PQA_SYSTEM_PROMPT", "PREVIOUS_CHARS", "PREVIOUS_HEADING", "SPAN_FORMATS",
-           "SPAN_FORMAT_CHOICES",
-           "SpanFormat", "default_span_format", "get_span_format", "previous_tail",
-           "resolve_span_format", "span_format_of"]
+__all__ = ["AUTO", "PARTS", "PQA_SYSTEM_PROMPT", "PREVIOUS_CHARS", "PREVIOUS_HEADING",
+           "QA_SYSTEM_PROMPT", "SPAN_FORMATS", "SPAN_FORMAT_CHOICES", "SpanFormat",
+           "default_span_format", "get_span_format", "previous_tail", "resolve_span_format",
+           "span_format_of"]

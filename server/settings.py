@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     backend_api_key: str | None = Field(None, description="API key for --backend-url")
     span_format: str = Field("tags", description="openai: the describer format the served "
                              "model was trained on (the local backends read it from their "
-                             "adapter; describer-pqa-brief: pqa, describer: tags); 'auto': "
+                             "adapter; describer-qa: qa, describer-pqa-brief: pqa, describer: "
+                             "tags); 'auto': "
                              "the shipped default describer's (served merged: with --shots 0)")
     # the limits are gsrm.validation's annotated types: the `gsrm` CLI flags check the same
     max_new_tokens: MaxNewTokens = 1024

@@ -47,8 +47,9 @@ def served_by(backend: Any) -> Reply:
 
 
 @pytest.fixture(scope="module", params=[
-    ("two-stage", "auto"),  # the default describer (``pqa``): ``--span-format auto``
-    ("two-stage", "describer"),  # span format ``tags``: said to the openai backend
+    ("two-stage", "auto"),  # the default describer (``qa``): ``--span-format auto``
+    ("two-stage", "describer-pqa-brief"),  # span format ``pqa``: said to the openai backend
+    ("two-stage", "describer"),  # span format ``tags``
     ("single-pass", "auto"),  # cpu-small, trained to write whole decompositions
 ])
 def backends(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any, Any]]:

@@ -90,6 +90,9 @@ def test_plan_cost_decodes_again_after_each_replys_own_plan_line() -> None:
     assert got["completion_tokens_after_plan"] == 2 * lm.tokens
     assert got["decode_after_plan_s"] >= 0
     assert "decode_after_plan_s" not in breakdown(gsrm, [("p", "Add 2 and 3.")])
+    lm.span_format = "qa"  # a describer that writes no plan line: nothing to measure
+    with pytest.raises(ValueError, match="'qa' describer writes no plan line"):
+        breakdown(gsrm, [("p", "Add 2 and 3.")], plan_cost=True)
 
 
 @pytest.mark.parametrize(("reply", "want"), [

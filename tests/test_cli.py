@@ -285,7 +285,8 @@ def test_bad_segmenter_exits_2(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize(("decomposer", "adapter", "want"), [
     # two-stage describes spans: the shipped per-span describer
-    ("two-stage", "auto", "adapters/describer-pqa-brief"),
+    ("two-stage", "auto", "adapters/describer-qa"),
+    ("two-stage", "describer-pqa-brief", "adapters/describer-pqa-brief"),
     ("two-stage", "describer", "adapters/describer"),
     # single-pass writes whole decompositions: the adapter trained for that
     ("single-pass", "auto", "cpu-small"),

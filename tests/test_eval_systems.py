@@ -121,7 +121,7 @@ def test_gsrm_ft_defaults_to_the_shipped_adapter(monkeypatch):
     assert backend.adapter == str(shipped) and backend.shots == 0  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("name", ["describer", "describer-pqa-brief", "describer-prev",
+@pytest.mark.parametrize("name", ["describer", "describer-pqa-brief", "describer-qa",
                                   "cpu-small"])
 def test_gsrm_ft_takes_a_shipped_adapter_by_name(name: str) -> None:
     """``gsrm-eval --adapter describer-pqa-brief`` means what ``gsrm --adapter
@@ -136,6 +136,7 @@ def test_gsrm_ft_takes_a_shipped_adapter_by_name(name: str) -> None:
 
 @pytest.mark.parametrize(("name", "says"), [
     ("describer-pqa", "no longer shipped: use describer-pqa-brief"),  # replaced 2026-12-07
+    ("describer-prev", "no longer shipped: use describer-qa"),  # its place taken 2026-12-07
     ("no-such-adapter", "not a shipped adapter"),
 ])
 def test_an_unknown_adapter_name_is_refused_naming_the_shipped_ones(name: str, says: str,

@@ -52,6 +52,16 @@ def test_reword_replaces_only_weak_wording(row: SFTExample, step: Step | None, w
     assert dict(counts) == ({count: 1} if count else {})
 
 
+def test_reword_in_the_qa_format_keeps_no_plan() -> None:
+    """A ``qa`` row reworded: the describer's question, the data's answer, no plan line
+    (the describer's plan is dropped: the format derives it from the question)."""
+    qa = get_span_format("qa")
+    row = _row("prm800k", qa.render("", "So 16 - 7 = 9 eggs are left.", "9 eggs"))
+    [out], counts = reword([row], [GOOD], "qa")
+    assert out.target == "Question: How many eggs are left?\nAnswer: 9 eggs"
+    assert out.train_wording is True and dict(counts) == {"prm800k/reworded": 1}
+
+
 def test_reword_refuses_a_target_not_in_the_data_format() -> None:
     row = _row("prm800k", "[Meta-reasoning 1]: x\n[Sub-problem 1]: y\n[Answer 1]: z")
     with pytest.raises(ValueError, match="prm800k:0.*pqa"):

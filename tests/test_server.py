@@ -956,10 +956,10 @@ def test_settings_build_the_gsrm_they_describe() -> None:
                                          model="m", judge="lexical"))
     assert remote.backend.model_id == "http://127.0.0.1:9/v1#m"
     assert remote.backend.span_format == "tags"  # a general model: the canonical format
-    # the shipped default describer served merged is prompted in its format (auto: pqa), and
+    # the shipped default describer served merged is prompted in its format (auto: qa), and
     # any other by name: flag or GSRM_SPAN_FORMAT
     for argv, env, want in ((["--span-format", "auto"], {}, default_span_format()),
-                            ([], {"GSRM_SPAN_FORMAT": "auto"}, "pqa"),
+                            ([], {"GSRM_SPAN_FORMAT": "auto"}, "qa"),
                             ([], {"GSRM_SPAN_FORMAT": "pqa"}, "pqa")):
         served = gsrm_from_settings(parse_settings(
             ["--backend", "openai", "--backend-url", "http://127.0.0.1:9/v1", *argv], env=env))

@@ -29,7 +29,9 @@ PARTS = ("Find the clips.", "How many clips?", "24 clips")
 def test_a_rendered_step_parses_back_to_its_parts(name: str) -> None:
     fmt = get_span_format(name)
     step = fmt.parse(fmt.render(*PARTS))
-    assert step is not None and (step.meta, step.subproblem, step.answer) == PARTS
+    # a format without a plan line derives the plan from the question, one fixed verb
+    want = ("Find how many clips.", *PARTS[1:]) if fmt.derives_meta else PARTS
+    assert step is not None and (step.meta, step.subproblem, step.answer) == want
 
 
 @pytest.mark.parametrize(("text", "want", "complete"), [
@@ -60,6 +62,69 @@ def test_pqa_first_step(text: str, want: tuple[str, str, str], complete: bool) -
 ])
 def test_pqa_repair_prefix(text: str, want: str | None) -> None:
     assert repair_prefix(text, get_span_format("pqa")) == want
+
+
+@pytest.mark.parametrize(("text", "want", "complete"), [
+    ("Question: How old is Mark?\nAnswer: 12", ("Find how old Mark is.", "How old is Mark?", "12"),
+     True),
+    # a question no rule turns: the plan is the question itself
+    ("Question: Why is the sky blue?\nAnswer: scattering",
+     ("Why is the sky blue?", "Why is the sky blue?", "scattering"), True),
+    # an imperative is already a plan
+    ("Question: Simplify the fraction.\nAnswer: 1/2",
+     ("Simplify the fraction.", "Simplify the fraction.", "1/2"), True),
+    # a second step (a loop) after the first: only the first is kept
+    ("Question: q?\nAnswer: 5\nQuestion: again\nAnswer: 6", ("q?", "q?", "5"), True),
+    # ended after the question line: the plan is there, the answer is not
+    ("Question: Find $x$", ("Find $x$.", "Find $x$", ""), False),
+    # a plan line the format does not have is not read as a part
+    ("Plan: m\nQuestion: q?\nAnswer: 5", ("q?", "q?", "5"), True),
+    # no question line: no step, and no plan made up
+    ("Answer: 5", ("", "", ""), False),
+])
+def test_qa_first_step_derives_the_plan(text: str, want: tuple[str, str, str],
+                                        complete: bool) -> None:
+    step, warns = first_step(text, get_span_format("qa"))
+    assert (step.meta, step.subproblem, step.answer) == want
+    assert step.is_complete is complete and (warns == []) is complete
+
+
+@pytest.mark.parametrize(("text", "cut", "want"), [
+    ("Question: q?", False, "Question: q?\nAnswer:"),
+    ("Question: q?\n", False, "Question: q?\nAnswer:"),
+    ("Question:", False, None),  # no question: a header cannot fix that
+    ("Question: q?\nAnswer:", False, None),  # an empty answer the model ended on
+    ("Question: q?\nAnswer: 5", False, None),
+    ("Question: q?\nAns", True, "Question: q?\nAnswer:"),  # the budget cut the header
+    ("Question: q?\nAnswer:", True, "Question: q?\nAnswer:"),
+    ("I cannot do that.", False, None),
+])
+def test_qa_repair_prefix(text: str, cut: bool, want: str | None) -> None:
+    assert repair_prefix(text, get_span_format("qa"), cut=cut) == want
+
+
+def test_qa_is_pqa_without_the_plan_line() -> None:
+    qa, pqa = get_span_format("qa"), get_span_format("pqa")
+    assert qa.render(*PARTS) == "Question: How many clips?\nAnswer: 24 clips"
+    assert pqa.render(*PARTS).split("\n", 1)[1] == qa.render(*PARTS)
+    q_sys, p_sys = (f.messages("P?", "S.")[0]["content"] for f in (qa, pqa))
+    assert "Plan:" not in q_sys and q_sys.splitlines()[1:] == p_sys.splitlines()[2:]
+    assert qa.messages("P?", "S.")[1] == pqa.messages("P?", "S.")[1]
+    target = qa.render(*PARTS)
+    assert [target[a:b] for a, b in qa.wording_spans(target)] == [" How many clips?"]
+    assert [target[a:b] for a, b in qa.answer_spans(target)] == [" 24 clips"]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"headers": ("A:", "B:"), "marks": ("A:", "B:"), "parts": ("subproblem",)}, "differ"),
+    ({"headers": ("A:", "B:"), "marks": ("A:", "B:"), "parts": ("meta", "answer")},
+     "a subproblem and an answer"),
+])
+def test_a_malformed_span_format_is_refused(kwargs: dict, match: str) -> None:
+    from gsrm.spanformat import SpanFormat
+
+    with pytest.raises(ValueError, match=match):
+        SpanFormat(name="x", stop=(), **kwargs)
 
 
 @pytest.mark.parametrize(("text", "want"), [
@@ -139,8 +204,8 @@ def test_an_adapter_declares_its_span_format(tmp_path: Path, run_json: dict | No
 
 def test_an_unknown_span_format_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text(json.dumps({"span_format": "yaml"}))
-    with pytest.raises(KeyError, match="unknown span format 'yaml'; known: \\['pqa', 'tags', "
-                       "'tags-prev'\\]"):
+    with pytest.raises(KeyError, match="unknown span format 'yaml'; known: \\['pqa', 'qa', "
+                       "'tags', 'tags-prev'\\]"):
         span_format_of(tmp_path)
     (tmp_path / "run.json").write_text("{not json")
     with pytest.raises(ValueError, match="run.json: not readable as JSON"):
@@ -190,10 +255,56 @@ def test_the_describer_follows_its_backends_span_format() -> None:
     assert s.warnings == []
 
 
+class QaLM(Backend):
+    """Answers a qa prompt in qa lines, stopping after the question line for spans with
+    "Wait" (so the repair has to add the answer's header); records every call."""
+
+    name = "qa-echo"
+    describes_spans = True
+    span_format = "qa"
+
+    def __init__(self) -> None:
+        super().__init__(shots=0)
+        self.calls: list[tuple[int, tuple[str, ...], str | None]] = []
+
+    def generate(self, conversations: Sequence[list[dict[str, str]]],
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[Generation]:
+        out = []
+        for conv in conversations:
+            assert conv[0]["content"] == get_span_format("qa").system
+            prefill = conv[-1]["content"] if conv[-1]["role"] == "assistant" else None
+            self.calls.append((len(conversations), tuple(stop or ()), prefill))
+            span = conv[1]["content"].split("Step:\n", 1)[1]
+            if prefill is None:
+                text = (f"Question: How many {span[:5]}?" if "Wait" in span else
+                        f"Question: How many {span[:5]}?\nAnswer: {len(span)}\n"
+                        "Question: a second step")
+            else:
+                text = " 7"
+            out.append(Generation(text=cut_at_stop(text, stop or ())[0], completion_tokens=3))
+        return out
+
+
+def test_a_qa_describer_gets_its_plan_derived_and_its_answer_repaired() -> None:
+    lm = QaLM()
+    reasoning = "Add 2 and 3. Wait, check it."
+    [s] = describe_many(lm, [("p", reasoning, [(0, 12), (13, 28)])])
+    assert [(st.meta, st.subproblem, st.answer) for st in s.steps] == [
+        ("Find how many Add 2.", "How many Add 2?", "12"),
+        ("Find how many Wait,.", "How many Wait,?", "7")]
+    # one batch of both spans, then one repair continuation asking for the answer only
+    assert [c[:2] for c in lm.calls] == [(2, ("\nQuestion:",)), (2, ("\nQuestion:",)),
+                                         (1, ("\nQuestion:",))]
+    assert lm.calls[-1][2] == "Question: How many Wait,?\nAnswer:"
+    assert s.warnings == [] and all(st.span for st in s.steps)
+
+
 @pytest.mark.parametrize(("span_format", "want", "identity_key"), [
     ("tags", "tags", None),  # the format that predates the key: cache keys unchanged
-    ("pqa", "pqa", "pqa"),  # the default describer's, served behind an OpenAI-compatible server
-    ("auto", "pqa", "pqa"),  # the shipped default describer's format, served merged
+    ("pqa", "pqa", "pqa"),  # describer-pqa-brief's, served behind an OpenAI-compatible server
+    ("qa", "qa", "qa"),  # the default describer's
+    ("auto", "qa", "qa"),  # the shipped default describer's format, served merged
     (None, "tags", None),  # the default: the canonical format, as for a general model
 ])
 def test_the_openai_backend_is_told_its_span_format(span_format: str | None, want: str,
@@ -214,7 +325,7 @@ def test_auto_span_format_follows_the_default_adapter(monkeypatch: pytest.Monkey
     from gsrm.spanformat import default_span_format, resolve_span_format, span_format_of
     from gsrm.weights import default_adapter_dir
 
-    assert default_span_format() == span_format_of(default_adapter_dir()) == "pqa"
+    assert default_span_format() == span_format_of(default_adapter_dir()) == "qa"
     monkeypatch.setattr("gsrm.weights.default_adapter_dir", lambda: None)
     assert resolve_span_format("auto") == "tags" and resolve_span_format("pqa") == "pqa"
     with pytest.raises(KeyError, match="nope"):
@@ -253,18 +364,21 @@ CLIPS_SPANS = [(0, 39), (40, len(CLIPS_REASONING))]
 
 
 @pytest.mark.slow
-def test_the_previous_span_describer_is_prompted_in_its_format() -> None:
-    """The real path: ``--adapter describer-prev`` declares ``tags-prev``, so the backend
-    shows each span the end of the one before it, and the trained adapter writes complete
-    steps for a GSM8K trace."""
-    from gsrm.backends import TransformersBackend
+def test_the_qa_describer_is_prompted_in_its_format() -> None:
+    """The real path on the default engine: ``--adapter describer-qa`` declares ``qa``, so the
+    backend sends the two-line prompt, reads ``Question: / Answer:`` lines and derives each
+    plan from its question; the trained adapter writes complete steps with the trace's
+    results."""
+    from gsrm.backends import get_backend
+    from gsrm.plans import plan_for
 
-    lm = TransformersBackend(adapter="describer-prev", shots=0)
-    assert lm.span_format == "tags-prev" and lm.identity()["span_format"] == "tags-prev"
+    lm = get_backend("openvino", adapter="describer-qa", threads=2)
+    assert lm.span_format == "qa" and lm.identity()["span_format"] == "qa"
     [s] = describe_many(lm, [(CLIPS_PROBLEM, CLIPS_REASONING, CLIPS_SPANS)])
     assert [st.span for st in s.steps] == CLIPS_SPANS
     assert all(st.is_complete for st in s.steps), s.warnings
-    assert "72" in s.steps[1].answer
+    assert all(st.meta == plan_for(st.subproblem) for st in s.steps)
+    assert "24" in s.steps[0].answer and "72" in s.steps[1].answer
 
 
 @pytest.mark.slow

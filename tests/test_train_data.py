@@ -324,6 +324,37 @@ def test_describer_rows_encode_in_their_span_format(source: str, train_wording: 
         assert trained.startswith("Plan:\nQuestion:\nAnswer: 9 eggs")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("train_wording", "wording_trained"), [(None, False), (True, True)])
+def test_qa_rows_train_the_question_and_answer_only(train_wording: bool | None,
+                                                    wording_trained: bool) -> None:
+    """The ``qa`` format: its own prompt, no plan anywhere, the question masked like pqa's
+    weak wording."""
+    from transformers import AutoTokenizer
+
+    from gsrm.spanformat import QA_SYSTEM_PROMPT, get_span_format
+    from gsrm.weights import default_model_dir
+    from training.data import SFTExample
+    from training.sft import IGNORE, encode
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir())
+    target = get_span_format("qa").render("Work out the eggs.", "How many eggs?", "9 eggs")
+    ex = SFTExample(id="x", source="prm800k", split="train", problem="Eggs?",
+                    reasoning="She sells 16 - 7 = 9 eggs.", target=target, layout="span",
+                    n_steps=1, train_wording=train_wording)
+    enc = encode(tok, ex, 2048, "qa")
+    assert enc is not None
+    ids, labels = enc["input_ids"], enc["labels"]
+    n_prompt = next(k for k, lab in enumerate(labels) if lab != IGNORE)
+    prompt = tok.decode(ids[:n_prompt])
+    assert QA_SYSTEM_PROMPT in prompt and "Plan:" not in prompt
+    trained = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE])
+    assert "Answer: 9 eggs<|im_end|>" in trained and "Work out" not in trained
+    assert ("How many eggs?" in trained) is wording_trained
+    if not wording_trained:
+        assert trained.startswith("Question:\nAnswer: 9 eggs")
+
+
 COPIED = "so there are exactly 10 cartons and no leftover eggs"
 
 
@@ -385,6 +416,7 @@ def test_describer_meta_wording(question: str, meta: str) -> None:
     ("tags", ("[Meta-reasoning 1]: Find the clips.\n[Sub-problem 1]: How many clips?\n"
               "[Answer 1]: 24 clips")),
     ("pqa", "Plan: Find the clips.\nQuestion: How many clips?\nAnswer: 24 clips"),
+    ("qa", "Question: How many clips?\nAnswer: 24 clips"),  # the plan is derived, not trained
 ])
 def test_describer_targets_are_written_in_the_chosen_span_format(span_format: str,
                                                                  want: str) -> None:

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", type=Path, required=True, help="output folder")
     ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--span-format", default="tags",
-                    help="the describer's prompt and reply format (gsrm.spanformat: tags, pqa)")
+                    help="the describer's prompt and reply format (gsrm.spanformat: "
+                         "tags, pqa, qa: pqa without the plan line, derived from the question)")
     ds.add_argument("--answer-rule", default="short",
                     help="how a row's answer is read from its step (training.descdata."
                          "ANSWER_RULES: short, the shipped describer's; result, briefer on "
