@@ -212,35 +212,46 @@ def test_an_unknown_span_format_is_a_clear_error(tmp_path: Path) -> None:
         span_format_of(tmp_path)
 
 
-class PqaLM(Backend):
-    """Answers a pqa prompt in pqa lines, stopping after the plan line for spans with "Wait"
-    (so the repair has to add the next header); records every call."""
+class FormatEchoLM(Backend):
+    """Answers a prompt of its span format with ``reply(span, prefill)``; records every call
+    as (conversations, stop strings, the assistant prefills)."""
 
-    name = "pqa-echo"
+    name = "format-echo"
     describes_spans = True
-    span_format = "pqa"
 
     def __init__(self) -> None:
         super().__init__(shots=0)
-        self.calls: list[tuple[int, tuple[str, ...]]] = []
+        self.calls: list[tuple[int, tuple[str, ...], tuple[str | None, ...]]] = []
+
+    def reply(self, span: str, prefill: str | None) -> str:
+        raise NotImplementedError
 
     def generate(self, conversations: Sequence[list[dict[str, str]]],
                  max_new_tokens: int | None = None,
                  stop: Sequence[str] | None = None) -> list[Generation]:
-        self.calls.append((len(conversations), tuple(stop or ())))
+        prefills = tuple(c[-1]["content"] if c[-1]["role"] == "assistant" else None
+                         for c in conversations)
+        self.calls.append((len(conversations), tuple(stop or ()), prefills))
         out = []
-        for conv in conversations:
-            assert conv[0]["content"] == get_span_format("pqa").system
-            prefill = conv[-1]["content"] if conv[-1]["role"] == "assistant" else None
-            span = conv[1]["content"].split("Step:\n", 1)[1]
-            if prefill is None:
-                text = (f"Plan: Do {span[:8]}" if "Wait" in span else
-                        f"Plan: Do {span[:8]}\nQuestion: {span[:8]}?\nAnswer: {len(span)}\n"
-                        "Plan: a second step")
-            else:
-                text = " more?" if prefill.endswith("Question:") else " 7"
+        for conv, prefill in zip(conversations, prefills, strict=True):
+            assert conv[0]["content"] == get_span_format(self.span_format).system
+            text = self.reply(conv[1]["content"].split("Step:\n", 1)[1], prefill)
             out.append(Generation(text=cut_at_stop(text, stop or ())[0], completion_tokens=3))
         return out
+
+
+class PqaLM(FormatEchoLM):
+    """Answers in pqa lines, stopping after the plan line for spans with "Wait" (so the
+    repair has to add the next header)."""
+
+    span_format = "pqa"
+
+    def reply(self, span: str, prefill: str | None) -> str:
+        if prefill is None:
+            return (f"Plan: Do {span[:8]}" if "Wait" in span else
+                    f"Plan: Do {span[:8]}\nQuestion: {span[:8]}?\nAnswer: {len(span)}\n"
+                    "Plan: a second step")
+        return " more?" if prefill.endswith("Question:") else " 7"
 
 
 def test_the_describer_follows_its_backends_span_format() -> None:
@@ -251,39 +262,22 @@ def test_the_describer_follows_its_backends_span_format() -> None:
         "Do Add 2 an", "Add 2 an?", "12")
     # why: the repair continues in the backend's format (two rounds: question, then answer)
     assert (s.steps[1].subproblem, s.steps[1].answer) == ("more?", "7")
-    assert lm.calls == [(2, ("\nPlan:",)), (1, ("\nPlan:",)), (1, ("\nPlan:",))]
+    assert [c[:2] for c in lm.calls] == [(2, ("\nPlan:",)), (1, ("\nPlan:",)), (1, ("\nPlan:",))]
     assert s.warnings == []
 
 
-class QaLM(Backend):
-    """Answers a qa prompt in qa lines, stopping after the question line for spans with
-    "Wait" (so the repair has to add the answer's header); records every call."""
+class QaLM(FormatEchoLM):
+    """Answers in qa lines, stopping after the question line for spans with "Wait" (so the
+    repair has to add the answer's header)."""
 
-    name = "qa-echo"
-    describes_spans = True
     span_format = "qa"
 
-    def __init__(self) -> None:
-        super().__init__(shots=0)
-        self.calls: list[tuple[int, tuple[str, ...], str | None]] = []
-
-    def generate(self, conversations: Sequence[list[dict[str, str]]],
-                 max_new_tokens: int | None = None,
-                 stop: Sequence[str] | None = None) -> list[Generation]:
-        out = []
-        for conv in conversations:
-            assert conv[0]["content"] == get_span_format("qa").system
-            prefill = conv[-1]["content"] if conv[-1]["role"] == "assistant" else None
-            self.calls.append((len(conversations), tuple(stop or ()), prefill))
-            span = conv[1]["content"].split("Step:\n", 1)[1]
-            if prefill is None:
-                text = (f"Question: How many {span[:5]}?" if "Wait" in span else
-                        f"Question: How many {span[:5]}?\nAnswer: {len(span)}\n"
-                        "Question: a second step")
-            else:
-                text = " 7"
-            out.append(Generation(text=cut_at_stop(text, stop or ())[0], completion_tokens=3))
-        return out
+    def reply(self, span: str, prefill: str | None) -> str:
+        if prefill is None:
+            return (f"Question: How many {span[:5]}?" if "Wait" in span else
+                    f"Question: How many {span[:5]}?\nAnswer: {len(span)}\n"
+                    "Question: a second step")
+        return " 7"
 
 
 def test_a_qa_describer_gets_its_plan_derived_and_its_answer_repaired() -> None:
@@ -294,9 +288,8 @@ def test_a_qa_describer_gets_its_plan_derived_and_its_answer_repaired() -> None:
         ("Find how many Add 2.", "How many Add 2?", "12"),
         ("Find how many Wait,.", "How many Wait,?", "7")]
     # one batch of both spans, then one repair continuation asking for the answer only
-    assert [c[:2] for c in lm.calls] == [(2, ("\nQuestion:",)), (2, ("\nQuestion:",)),
-                                         (1, ("\nQuestion:",))]
-    assert lm.calls[-1][2] == "Question: How many Wait,?\nAnswer:"
+    assert [c[:2] for c in lm.calls] == [(2, ("\nQuestion:",)), (1, ("\nQuestion:",))]
+    assert lm.calls[-1][2] == ("Question: How many Wait,?\nAnswer:",)
     assert s.warnings == [] and all(st.span for st in s.steps)
 
 

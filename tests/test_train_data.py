@@ -287,6 +287,30 @@ def test_encode_trains_wording_only_from_human_or_teacher_sources(source: str,
         assert trained.startswith("[Meta-reasoning 1]:\n[Sub-problem 1]:\n[Answer 1]:")
 
 
+def _encoded(span_format: str, source: str, train_wording: bool | None) -> tuple[str, str]:
+    """(prompt, trained text) of a one-step describer row in ``span_format`` as
+    ``training.sft.encode`` writes it with the embedded tokenizer."""
+    from transformers import AutoTokenizer
+
+    from gsrm.spanformat import get_span_format
+    from gsrm.weights import default_model_dir
+    from training.data import SFTExample
+    from training.sft import IGNORE, encode
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir())
+    target = get_span_format(span_format).render("Work out the eggs.", "How many eggs?",
+                                                 "9 eggs")
+    ex = SFTExample(id="x", source=source, split="train", problem="Eggs?",
+                    reasoning="She sells 16 - 7 = 9 eggs.", target=target, layout="span",
+                    n_steps=1, train_wording=train_wording)
+    enc = encode(tok, ex, 2048, span_format)
+    assert enc is not None
+    ids, labels = enc["input_ids"], enc["labels"]
+    n_prompt = next(k for k, lab in enumerate(labels) if lab != IGNORE)
+    return (tok.decode(ids[:n_prompt]),
+            tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != IGNORE]))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("source", "train_wording", "wording_trained"), [
     ("gsm8k-socratic", None, True), ("prm800k", None, False),
@@ -297,26 +321,11 @@ def test_describer_rows_encode_in_their_span_format(source: str, train_wording: 
                                                     wording_trained: bool) -> None:
     """Describer data in the compact format: its own short prompt, its own headers masked
     around the weak wording, the answer and the end of turn always trained."""
-    from transformers import AutoTokenizer
+    from gsrm.spanformat import PQA_SYSTEM_PROMPT
 
-    from gsrm.spanformat import PQA_SYSTEM_PROMPT, get_span_format
-    from gsrm.weights import default_model_dir
-    from training.data import SFTExample
-    from training.sft import IGNORE, encode
-
-    tok = AutoTokenizer.from_pretrained(default_model_dir())
-    target = get_span_format("pqa").render("Work out the eggs.", "How many eggs?", "9 eggs")
-    ex = SFTExample(id="x", source=source, split="train", problem="Eggs?",
-                    reasoning="She sells 16 - 7 = 9 eggs.", target=target, layout="span",
-                    n_steps=1, train_wording=train_wording)
-    enc = encode(tok, ex, 2048, "pqa")
-    assert enc is not None
-    ids, labels = enc["input_ids"], enc["labels"]
-    n_prompt = next(k for k, lab in enumerate(labels) if lab != IGNORE)
-    prompt = tok.decode(ids[:n_prompt])
+    prompt, trained = _encoded("pqa", source, train_wording)
     assert PQA_SYSTEM_PROMPT in prompt and "Step:\nShe sells 16 - 7 = 9 eggs." in prompt
     assert "Reasoning to decompose" not in prompt
-    trained = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE])
     assert "Answer: 9 eggs<|im_end|>" in trained
     assert ("Work out the eggs." in trained) is wording_trained
     assert ("How many eggs?" in trained) is wording_trained
@@ -330,25 +339,10 @@ def test_qa_rows_train_the_question_and_answer_only(train_wording: bool | None,
                                                     wording_trained: bool) -> None:
     """The ``qa`` format: its own prompt, no plan anywhere, the question masked like pqa's
     weak wording."""
-    from transformers import AutoTokenizer
+    from gsrm.spanformat import QA_SYSTEM_PROMPT
 
-    from gsrm.spanformat import QA_SYSTEM_PROMPT, get_span_format
-    from gsrm.weights import default_model_dir
-    from training.data import SFTExample
-    from training.sft import IGNORE, encode
-
-    tok = AutoTokenizer.from_pretrained(default_model_dir())
-    target = get_span_format("qa").render("Work out the eggs.", "How many eggs?", "9 eggs")
-    ex = SFTExample(id="x", source="prm800k", split="train", problem="Eggs?",
-                    reasoning="She sells 16 - 7 = 9 eggs.", target=target, layout="span",
-                    n_steps=1, train_wording=train_wording)
-    enc = encode(tok, ex, 2048, "qa")
-    assert enc is not None
-    ids, labels = enc["input_ids"], enc["labels"]
-    n_prompt = next(k for k, lab in enumerate(labels) if lab != IGNORE)
-    prompt = tok.decode(ids[:n_prompt])
+    prompt, trained = _encoded("qa", "prm800k", train_wording)
     assert QA_SYSTEM_PROMPT in prompt and "Plan:" not in prompt
-    trained = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE])
     assert "Answer: 9 eggs<|im_end|>" in trained and "Work out" not in trained
     assert ("How many eggs?" in trained) is wording_trained
     if not wording_trained:
