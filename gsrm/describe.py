@@ -72,9 +72,10 @@ from gsrm.structure import Generation, Step, Structure
 TAGS = get_span_format("tags")
 
 DESCRIBE_MAX_NEW_TOKENS = 192
-"""Budget per span: a step's three lines are 40-80 tokens, but on a formula-heavy span the
-meta-reasoning and the sub-problem may each restate a long formula (128 cut ~1% of the
-long-trace spans on the dev splits before their answer); a longer completion is cut."""
+"""Budget per span of the three-line formats (``SpanFormat.max_new_tokens``): a step's three
+lines are 40-80 tokens, but on a formula-heavy span the meta-reasoning and the sub-problem may
+each restate a long formula (128 cut ~1% of the long-trace spans on the dev splits before
+their answer); a longer completion is cut. The two-line ``qa`` format has its own, 128."""
 DESCRIBE_STOP: tuple[str, ...] = TAGS.stop
 """Stop strings of the ``tags`` format: a described span is one step, so any second
 meta-reasoning line ends it (also one numbered 1 again, which a loop writes), as does the

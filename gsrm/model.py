@@ -78,9 +78,7 @@ class GSRM:
             raise ValueError(f"unknown decomposer {decomposer!r}; choose one of {DECOMPOSERS}")
         self.decomposer = decomposer
         self._segmenter = segmenter
-        from gsrm.describe import DESCRIBE_MAX_NEW_TOKENS
-
-        self.describe_max_new_tokens = describe_max_new_tokens or DESCRIBE_MAX_NEW_TOKENS
+        self._describe_max_new_tokens = describe_max_new_tokens
         self._backend = backend
         self._judge = judge
         self.mode: ScoreMode = mode
@@ -125,6 +123,18 @@ class GSRM:
         if self._backend is None:
             self._backend = get_backend()
         return self._backend
+
+    @property
+    def describe_max_new_tokens(self) -> int:
+        """The describer's budget per span: as given, else its span format's
+        (``gsrm.spanformat.SpanFormat.max_new_tokens``: 128 for the default ``qa`` describer,
+        192 for the three-line formats), so each describer gets the budget it was checked
+        with."""
+        if self._describe_max_new_tokens:
+            return self._describe_max_new_tokens
+        from gsrm.spanformat import get_span_format
+
+        return get_span_format(self.backend.span_format).max_new_tokens
 
     @property
     def segmenter(self) -> Segmenter:

@@ -111,6 +111,8 @@ class SpanFormat:
     ``previous``: the end of the previous span is shown before the span (``previous_tail``).
     ``parts``: which part each header's line holds; a format without ``meta`` derives the
     meta-reasoning from the sub-problem (``gsrm.plans.plan_for``) when it parses a reply.
+    ``max_new_tokens``: the describer's budget per span in this format (what a completion is
+    cut at; ``gsrm.model.GSRM.describe_max_new_tokens`` unless given).
     """
 
     name: str
@@ -121,6 +123,7 @@ class SpanFormat:
     system: str = ""
     previous: bool = False
     parts: tuple[Kind, ...] = PARTS
+    max_new_tokens: int = 192
 
     def __post_init__(self) -> None:
         if not len(self.headers) == len(self.marks) == len(self.parts):
@@ -244,7 +247,10 @@ SPAN_FORMATS: dict[str, SpanFormat] = {
         system=PQA_SYSTEM_PROMPT),
     "qa": SpanFormat(
         name="qa", headers=("Question:", "Answer:"), marks=("Question:", "Answer:"),
-        stop=("\nQuestion:",), system=QA_SYSTEM_PROMPT, parts=("subproblem", "answer")),
+        stop=("\nQuestion:",), system=QA_SYSTEM_PROMPT, parts=("subproblem", "answer"),
+        # no plan restating a long formula before the question: 128 cut no dev description
+        # that 192 kept whole (README, "The question-and-answer describer")
+        max_new_tokens=128),
 }
 
 

@@ -222,6 +222,7 @@ class FormatEchoLM(Backend):
     def __init__(self) -> None:
         super().__init__(shots=0)
         self.calls: list[tuple[int, tuple[str, ...], tuple[str | None, ...]]] = []
+        self.budgets: list[int | None] = []
 
     def reply(self, span: str, prefill: str | None) -> str:
         raise NotImplementedError
@@ -232,6 +233,7 @@ class FormatEchoLM(Backend):
         prefills = tuple(c[-1]["content"] if c[-1]["role"] == "assistant" else None
                          for c in conversations)
         self.calls.append((len(conversations), tuple(stop or ()), prefills))
+        self.budgets.append(max_new_tokens)
         out = []
         for conv, prefill in zip(conversations, prefills, strict=True):
             assert conv[0]["content"] == get_span_format(self.span_format).system
@@ -387,3 +389,25 @@ def test_the_compact_describer_is_prompted_in_its_format() -> None:
     assert [st.span for st in s.steps] == CLIPS_SPANS
     assert all(st.is_complete for st in s.steps), s.warnings
     assert "24" in s.steps[0].answer and "72" in s.steps[1].answer
+
+
+@pytest.mark.parametrize(("span_format", "given", "want"), [
+    ("qa", None, 128),  # two lines, no plan restating a formula: its own, smaller budget
+    ("pqa", None, 192),
+    ("tags", None, 192),
+    ("qa", 64, 64),  # a budget given (benchmarks/decompose.py --describe-max-new-tokens) wins
+])
+def test_the_describers_budget_follows_its_span_format(span_format: str, given: int | None,
+                                                       want: int) -> None:
+    """The budget is part of the decomposition's cache key, so a describer's budget changes
+    its cached decompositions (``GSRM.decomposer_identity``)."""
+    from gsrm.model import GSRM
+
+    lm = QaLM()
+    lm.span_format = span_format
+    g = GSRM(backend=lm, describe_max_new_tokens=given)
+    assert g.describe_max_new_tokens == want
+    assert json.loads(g.decomposer_identity())["describe_max_new_tokens"] == want
+    if span_format == "qa":  # the stub writes qa lines: the budget reaches the backend
+        [s] = g.decompose_many([("p", "Add 2 and 3.")])
+        assert lm.budgets == [want] and s.steps[0].answer == "12"
