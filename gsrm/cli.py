@@ -67,8 +67,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--span-format", default="tags", choices=SPAN_FORMAT_CHOICES,
                    help="openai: the describer format the served model was trained on (the "
                         "local backends read it from their adapter; describer-qa: qa, "
-                        "describer-pqa-brief: pqa, describer: tags); 'auto': the shipped default describer's (serve it "
-                        "merged with --shots 0); default: %(default)s, the canonical format")
+                        "describer-pqa-brief: pqa, describer: tags); 'auto': the shipped "
+                        "default describer's (serve it merged with --shots 0); default: "
+                        "%(default)s, the canonical format")
     g.add_argument("--api-key", default=None, help="API key for --base-url (default: EMPTY)")
     g.add_argument("--max-new-tokens", type=arg_type(MaxNewTokens, "--max-new-tokens"),
                    default=1024,

@@ -10,7 +10,8 @@ The LM gets the problem and the span's text in the prompt of its span format
 the default describer, ``gsrm/adapters/describer-qa``, writes a ``Question:`` and an
 ``Answer:`` line and its plan is derived from the question, ``describer`` writes the canonical
 ``[Meta-reasoning 1]:`` lines; one span per example: ``training.descdata``); its first step's
-parts are kept (the completion is cut at a second step, ``SpanFormat.stop``). Spans with the same prompt are described once (``describe_many``).
+parts are kept (the completion is cut at a second step, ``SpanFormat.stop``). Spans with the
+same prompt are described once (``describe_many``).
 With ``Backend.prefix_warmup`` (the OpenVINO backend's default) each problem's prompt is
 prefilled once before the batch (``warm_prefixes``), so all spans of a problem share it in
 the engine's prefix cache.
@@ -71,7 +72,7 @@ from gsrm.structure import Generation, Step, Structure
 
 TAGS = get_span_format("tags")
 
-DESCRIBE_MAX_NEW_TOKENS = 192
+DESCRIBE_MAX_NEW_TOKENS = TAGS.max_new_tokens
 """Budget per span of the three-line formats (``SpanFormat.max_new_tokens``): a step's three
 lines are 40-80 tokens, but on a formula-heavy span the meta-reasoning and the sub-problem may
 each restate a long formula (128 cut ~1% of the long-trace spans on the dev splits before
@@ -375,13 +376,14 @@ def span_prompts(fmt: SpanFormat, shots: Sequence[str] | int,
 
 
 def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Span]]],
-                  max_new_tokens: int = DESCRIBE_MAX_NEW_TOKENS,
+                  max_new_tokens: int | None = None,
                   repair_rounds: int = REPAIR_ROUNDS,
                   retry_rounds: int | None = None,
                   repair_at_budget: bool | None = None) -> list[Structure]:
     """Structures for ``(problem, reasoning, spans)`` items: one generation per distinct span
     prompt, batched (then the format repair's continuations and the retry of spans with no
-    step or cut at the budget, batched). ``retry_rounds`` None: ``RETRY_ROUNDS``;
+    step or cut at the budget, batched). ``max_new_tokens`` None: the backend's span format's
+    budget (``SpanFormat.max_new_tokens``); ``retry_rounds`` None: ``RETRY_ROUNDS``;
     ``repair_at_budget`` None: ``REPAIR_AT_BUDGET``.
 
     Spans with the same prompt (same problem, same span text: the steps a corrected or
@@ -392,6 +394,7 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
     structure's token counts are what was decoded for it in this call (a shared span counts
     for its first trace)."""
     fmt = get_span_format(backend.span_format)
+    max_new_tokens = max_new_tokens or fmt.max_new_tokens
     convs, problems, where = span_prompts(fmt, backend.shots, items)
     if backend.prefix_warmup:
         warm_prefixes(backend, convs, problems)
@@ -436,8 +439,9 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
 
 def decompose_two_stage(segmenter: Segmenter, backend: Backend,
                         items: Sequence[tuple[str, str]],
-                        max_new_tokens: int = DESCRIBE_MAX_NEW_TOKENS) -> list[Structure]:
-    """Segment every trace, then describe every span of every trace in one batch."""
+                        max_new_tokens: int | None = None) -> list[Structure]:
+    """Segment every trace, then describe every span of every trace in one batch (budget:
+    ``describe_many``'s)."""
     spans = segmenter.segment_many([r for _, r in items])
     return describe_many(backend, [(p, r, s) for (p, r), s in zip(items, spans, strict=True)],
                          max_new_tokens)

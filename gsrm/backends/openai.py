@@ -45,8 +45,8 @@ class OpenAIBackend(Backend):
     served with its adapter merged is prompted and parsed as the local backends do with that
     adapter. Default ``tags``, the canonical format, as the default few-shot prompt (``shots``)
     is: what a general or paper-format model behind the server is prompted with; ``auto`` is
-    the shipped default describer's (``pqa``), for that describer merged and served (with
-    ``shots=0``, as it was trained without shots).
+    the shipped default describer's (``qa``, ``gsrm.spanformat.default_span_format``), for that
+    describer merged and served (with ``shots=0``, as it was trained without shots).
     """
 
     name = "openai"
