@@ -201,6 +201,7 @@ def quality(structs: Sequence[Any], reasonings: Sequence[str]) -> dict[str, Any]
 
 def from_out(folder: Path, tasks: Sequence[str]) -> int:
     """Print the ``quality`` figures of a run's ``--out`` files (no model is loaded)."""
+    from gsrm.spanformat import get_span_format
     from gsrm.structure import Structure
 
     for name in tasks:
@@ -210,9 +211,23 @@ def from_out(folder: Path, tasks: Sequence[str]) -> int:
             return 2
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         structs = [Structure.model_validate(r["structure"]) for r in rows]
+        # files written since the span format was recorded say it; older ones do not
+        formats = {r.get("span_format") for r in rows} - {None}
+        derived = any(get_span_format(f).derives_meta for f in formats)
+        figures = without_plan(quality(structs, [r["reasoning"] for r in rows]), derived)
         print(json.dumps({"task": name, "from": str(path), "traces": len(rows),
-                          **quality(structs, [r["reasoning"] for r in rows])}), flush=True)
+                          "span_format": formats.pop() if len(formats) == 1 else None,
+                          **figures}), flush=True)
     return 0
+
+
+def without_plan(figures: dict[str, Any], derived: bool) -> dict[str, Any]:
+    """``figures`` with the two plan figures null when the describer's format derives the
+    plan from the question (``qa``): it wrote no plan, so they would measure
+    ``gsrm.plans.plan_for``, not the model."""
+    if not derived:
+        return figures
+    return {**figures, "plans_restating_question": None, "plan_chars_share": None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,7 +238,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gsrm.backends.openvino import add_early_stop_arg, add_openvino_args
     from gsrm.describe import (
         BUDGET_WARNING,
-        DESCRIBE_MAX_NEW_TOKENS,
         REPAIR_AT_BUDGET,
         REPAIR_ROUNDS,
         RETRY_ROUNDS,
@@ -241,7 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=None, help="data root (default: gsrm-eval's)")
     p.add_argument("--backend", default="openvino", choices=("transformers", "openvino"))
     p.add_argument("--adapter", default="auto", help="describer adapter (default: shipped)")
-    p.add_argument("--max-new-tokens", type=int, default=DESCRIBE_MAX_NEW_TOKENS)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="token budget per span (default: the describer's span format's, "
+                        "SpanFormat.max_new_tokens, as the GSRM uses)")
     p.add_argument("--repair-rounds", type=int, default=REPAIR_ROUNDS)
     p.add_argument("--retry-rounds", type=int, default=RETRY_ROUNDS,
                    help="fresh-batch retries of spans with no step or cut at the budget "
@@ -279,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend = get_backend(args.backend, **kw)
     if args.prefix_warmup is not None:
         backend.prefix_warmup = args.prefix_warmup
+    fmt = get_span_format(backend.span_format)
+    budget_per_span = args.max_new_tokens or fmt.max_new_tokens
     segmenter = get_segmenter()
     ctx = TaskContext(limit=args.limit, split=args.split)
     if args.data is not None:
@@ -294,21 +312,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         structs = describe_many(backend, [(it.problem, it.reasoning, ss)
                                           for it, ss in zip(items, spans, strict=True)],
-                                args.max_new_tokens, args.repair_rounds, args.retry_rounds,
+                                budget_per_span, args.repair_rounds, args.retry_rounds,
                                 args.repair_at_budget)
         wall = time.perf_counter() - t0
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(args.out / f"{name}.jsonl", "".join(
                 json.dumps({"id": getattr(it, "id", n), "problem": it.problem,
-                            "reasoning": it.reasoning,
+                            "reasoning": it.reasoning, "span_format": fmt.name,
                             "structure": s.model_dump(mode="json")}) + "\n"
                 for n, (it, s) in enumerate(zip(items, structs, strict=True))))
         # the summary warning only: a retry's warning names the budget too
         budget = sum(int(w.split(" ", 1)[0]) for s in structs for w in s.warnings
                      if w.endswith(f" {BUDGET_WARNING}"))
-        figures = quality(structs, texts)
-        derived = get_span_format(backend.span_format).derives_meta
+        figures = without_plan(quality(structs, texts), fmt.derives_meta)
         print(json.dumps({
             "task": name, "split": args.split, "traces": len(items),
             "spans": sum(len(ss) for ss in spans),
@@ -328,14 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "answers_as_questions": figures["answers_as_questions"],
             "answers_empty": figures["answers_empty"],
             "answers_flawed": figures["answers_flawed"],
-            # a describer whose format derives the plan from the question (``qa``) wrote no
-            # plan: these two would measure ``gsrm.plans.plan_for``, not the model
-            "plans_restating_question": None if derived else figures["plans_restating_question"],
-            "plan_chars_share": None if derived else figures["plan_chars_share"],
+            "plans_restating_question": figures["plans_restating_question"],
+            "plan_chars_share": figures["plan_chars_share"],
             "completion_tokens": figures["completion_tokens"],
             "backend": backend.name, "model": backend.model_id,
             "span_format": backend.span_format,
-            "max_new_tokens": args.max_new_tokens, "repair_rounds": args.repair_rounds,
+            "max_new_tokens": budget_per_span, "repair_rounds": args.repair_rounds,
             "retry_rounds": args.retry_rounds, "repair_at_budget": args.repair_at_budget,
             "prefix_warmup": backend.prefix_warmup,
             "early_stop": getattr(backend, "early_stop", None),

@@ -246,3 +246,29 @@ def test_from_out_reads_a_written_run_again(tmp_path: Path,
     assert out["plan_chars_share"] == round(sum(m for m, _ in chars) / sum(t for _, t in chars), 3)
     assert main(["--from-out", str(tmp_path), "--tasks", "missing"]) == 2
     assert "missing.jsonl: not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("span_format", "plans_null"), [
+    (None, False),  # a file written before the format was recorded: figures as measured
+    ("pqa", False),  # the describer wrote its plans
+    ("qa", True),  # plans derived from the question: not the model's to measure
+])
+def test_from_out_nulls_plan_figures_of_a_derived_plan(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], span_format: str | None,
+        plans_null: bool) -> None:
+    from benchmarks.describer_dev import main
+    from gsrm.structure import Step, Structure
+
+    steps = [Step(meta="Find what 3 + 4 is.", subproblem="What is 3 + 4?", answer="7",
+                  span=(0, 13))]
+    row = {"id": "t-1", "problem": "P?", "reasoning": "So 3 + 4 = 7.",
+           "structure": Structure(steps=steps).model_dump(mode="json")}
+    if span_format is not None:
+        row["span_format"] = span_format
+    (tmp_path / "demo.jsonl").write_text(json.dumps(row) + "\n")
+    assert main(["--from-out", str(tmp_path), "--tasks", "demo"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["span_format"] == span_format
+    assert (out["plans_restating_question"] is None) is plans_null
+    assert (out["plan_chars_share"] is None) is plans_null
+    assert out["answers_flawed"] == 0.0  # the other figures are there either way
