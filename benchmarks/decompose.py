@@ -22,7 +22,10 @@ over the set, measured again after the timed call (its share of ``wall_s``). A J
 segmenter, the prefix warm-up, prefilling every distinct span prompt (a one-token generation
 on a cold cache) and decoding them to the describer's budget (prompts now cached, so on
 ``openvino`` this is the decoding alone). It replaces the timed call, whose prompts would
-otherwise be in the cache already.
+otherwise be in the cache already. It also counts, where the engine's prefix cache is paged
+(``openvino``), the prompt tokens each span prompt shares with its problem's others and, of
+those, the ones past the last full KV block (``prefix_tokens_past_block``): the cache keeps
+whole blocks, so these are prefilled again for every span.
 
 Trace files are JSON lines ``{"problem", "reasoning"}`` (``gpu/synth.py`` writes GSM8K-like and
 long ones); without ``--traces`` the repository's own examples are used.
@@ -142,6 +145,32 @@ def plan_prefix(reply: str, headers: Sequence[str]) -> str:
     return headers[0]
 
 
+def prefix_past_block(ids: Sequence[Sequence[int]], problems: Sequence[str],
+                      block: int) -> tuple[int, int]:
+    """``(shared, past_block)`` over the span prompts ``ids`` of ``problems``: the tokens each
+    prompt shares with every other prompt of its problem (what a prefix cache can serve; 0
+    for a problem with one prompt), and of those the ones past the shared prefix's last full
+    ``block``: a prefix cache that keeps whole blocks computes them again for every prompt.
+    Pure.
+
+    >>> prefix_past_block([[1, 2, 3, 4, 5], [1, 2, 3, 9], [7, 8]], ["p", "p", "q"], 2)
+    (6, 2)
+    """
+    groups: dict[str, list[Sequence[int]]] = {}
+    for p, i in zip(problems, ids, strict=True):
+        groups.setdefault(p, []).append(i)
+    shared = past = 0
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        n = 0
+        while all(len(g) > n for g in group) and len({g[n] for g in group}) == 1:
+            n += 1
+        shared += n * len(group)
+        past += n % block * len(group)
+    return shared, past
+
+
 def breakdown(gsrm: Any, items: Sequence[Item], plan_cost: bool = False) -> dict[str, Any]:
     """Where a two-stage decomposition's time goes, on ``items``' own span prompts
     (``gsrm.describe.span_prompts``): segmenting, the prefix warm-up (when the backend does
@@ -190,11 +219,19 @@ def breakdown(gsrm: Any, items: Sequence[Item], plan_cost: bool = False) -> dict
         rest = backend.generate(prefilled, budget, stop=fmt.stop)
         extra = {"decode_after_plan_s": round(time.perf_counter() - t5, 3),
                  "completion_tokens_after_plan": sum(g.completion_tokens for g in rest)}
+    block = getattr(backend, "kv_block_tokens", None)  # a paged prefix cache: openvino
+    shared, past = prefix_past_block([backend._prompt_ids(c) for c in convs], problems,
+                                     block) if block else (None, None)
     return {
         "traces": len(items),
         "spans": len(where),
         "distinct_prompts": len(convs),
         "prompt_tokens": sum(g.prompt_tokens for g in first),
+        # of those, shared by every prompt of their problem, and of these the tokens past
+        # the last full KV block, prefilled again for every prompt (None: no paged cache)
+        "shared_prefix_tokens": shared,
+        "prefix_tokens_past_block": past,
+        "kv_block_tokens": block,
         "completion_tokens": tokens,
         "describe_max_new_tokens": budget,
         "hit_max_new_tokens": sum(g.hit_max_new_tokens for g in gens),

@@ -56,6 +56,7 @@ def test_breakdown_times_warmup_prefill_and_decode_on_the_describers_own_prompts
     assert (got["spans"], got["distinct_prompts"]) == (9, 5)
     assert (got["prompt_tokens"], got["completion_tokens"]) == (5 * 30, 5 * 9)
     assert got["decode_includes_prefill"] is True  # no prefix cache behind this backend
+    assert got["prefix_tokens_past_block"] is None  # nor a paged one to count blocks of
     assert all(got[k] >= 0 for k in ("segment_s", "warmup_s", "prefill_s", "decode_s"))
 
 
@@ -139,6 +140,10 @@ def test_breakdown_on_the_default_engine(capsys: pytest.CaptureFixture[str]) -> 
     assert got["spans"] >= 2 and got["prompt_tokens"] > 100 * got["distinct_prompts"]
     assert 0 < got["completion_tokens"] <= 24 * got["distinct_prompts"]
     assert got["prefill_s"] > 0 and got["decode_s"] > 0
+    # the trace's span prompts share at least the system prompt and the problem
+    assert got["kv_block_tokens"] == 32
+    assert 50 * got["distinct_prompts"] < got["shared_prefix_tokens"] < got["prompt_tokens"]
+    assert 0 <= got["prefix_tokens_past_block"] < 32 * got["distinct_prompts"]
 
 
 @pytest.mark.parametrize(("pairs", "want"), [
@@ -272,3 +277,18 @@ def test_from_out_nulls_plan_figures_of_a_derived_plan(
     assert (out["plans_restating_question"] is None) is plans_null
     assert (out["plan_chars_share"] is None) is plans_null
     assert out["answers_flawed"] == 0.0  # the other figures are there either way
+
+
+@pytest.mark.parametrize(("ids", "problems", "block", "want"), [
+    ([[1, 2, 3, 4, 5], [1, 2, 3, 9], [7, 8]], ["p", "p", "q"], 2, (6, 2)),
+    ([[1, 2, 3, 4], [1, 2, 3, 4, 6]], ["p", "p"], 4, (8, 0)),  # the prefix fills whole blocks
+    ([[1, 2, 3], [1, 2, 3]], ["p", "p"], 2, (6, 2)),  # identical prompts: all of it shared
+    ([[1, 2], [5, 2]], ["p", "p"], 2, (0, 0)),  # nothing shared
+    ([[1, 2, 3]], ["p"], 2, (0, 0)),  # one prompt: nothing to share with
+    ([], [], 32, (0, 0)),
+])
+def test_prefix_past_block(ids: list[list[int]], problems: list[str], block: int,
+                           want: tuple[int, int]) -> None:
+    from benchmarks.decompose import prefix_past_block
+
+    assert prefix_past_block(ids, problems, block) == want

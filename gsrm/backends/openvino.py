@@ -87,6 +87,11 @@ class OpenVINOBackend(LocalModelBackend):
     """OpenVINO GenAI ``ContinuousBatchingPipeline`` on the exported GGUF file, greedy."""
 
     name = "openvino"
+    kv_block_tokens = 32
+    """Tokens per block of the paged KV cache on CPU (the CPU plugin's choice; OpenVINO GenAI
+    2026.4's Python API does not expose it). The prefix cache keeps whole blocks, so the
+    tokens a problem's span prompts share past the last full block are computed again for
+    every span (``benchmarks/decompose.py --breakdown`` counts them)."""
 
     def __init__(self, model: str | None = None, adapter: str | None = "auto",
                  weights: str = "int8", export: str | None = None, threads: int | None = None,
