@@ -19,7 +19,7 @@ from tests.test_describe import CachingEchoLM
 
 # score_rss is left out: it passes its arguments through to ``gsrm score``
 SCRIPTS = ["decode", "decompose", "describer_dev", "engines", "load", "openvino_parity",
-           "segment", "train_step"]
+           "prefix_blocks", "segment", "train_step"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -292,3 +292,36 @@ def test_prefix_past_block(ids: list[list[int]], problems: list[str], block: int
     from benchmarks.decompose import prefix_past_block
 
     assert prefix_past_block(ids, problems, block) == want
+
+
+@pytest.mark.parametrize(("ids", "shared", "at", "block", "want"), [
+    ([1, 2, 3, 4, 5], 3, 1, 4, [1, 0, 2, 3, 4, 5]),  # one pad brings 3 shared to 4
+    ([1, 2, 3, 4, 5], 4, 1, 4, [1, 2, 3, 4, 5]),  # already whole blocks
+    ([1, 2, 3, 4, 5], 5, 5, 4, [1, 2, 3, 4, 5, 0, 0, 0]),  # at the end of the shared part
+    ([1, 2], 1, 0, 32, [*[0] * 31, 1, 2]),
+])
+def test_align_ids(ids: list[int], shared: int, at: int, block: int, want: list[int]) -> None:
+    from benchmarks.prefix_blocks import align_ids
+
+    got = align_ids(ids, shared, at, block, 0)
+    assert got == want
+    assert (shared + len(got) - len(ids)) % block == 0
+
+
+def test_align_ids_refuses_padding_outside_the_shared_prefix() -> None:
+    from benchmarks.prefix_blocks import align_ids
+
+    with pytest.raises(ValueError, match="inside the shared prefix"):
+        align_ids([1, 2, 3], shared=1, at=2, block=4, pad=0)
+
+
+@pytest.mark.parametrize(("argv", "err"), [
+    (["--traces", "/nonexistent/t.jsonl"], "/nonexistent/t.jsonl"),
+    (["--traces", "/dev/null", "--modes", "default,fast"], "unknown mode"),
+])
+def test_prefix_blocks_bad_input_exits_2(argv: list[str], err: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.prefix_blocks import main
+
+    assert main(argv) == 2
+    assert err in capsys.readouterr().err
