@@ -145,6 +145,22 @@ def plan_prefix(reply: str, headers: Sequence[str]) -> str:
     return headers[0]
 
 
+def common_prefix(ids: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of token-id lists (0 for none).
+
+    >>> common_prefix([[1, 2, 3], [1, 2, 4], [1, 2]])
+    2
+    >>> common_prefix([])
+    0
+    """
+    if not ids:
+        return 0
+    n = 0
+    while all(len(i) > n for i in ids) and len({i[n] for i in ids}) == 1:
+        n += 1
+    return n
+
+
 def prefix_past_block(ids: Sequence[Sequence[int]], problems: Sequence[str],
                       block: int) -> tuple[int, int]:
     """``(shared, past_block)`` over the span prompts ``ids`` of ``problems``: the tokens each
@@ -163,9 +179,7 @@ def prefix_past_block(ids: Sequence[Sequence[int]], problems: Sequence[str],
     for group in groups.values():
         if len(group) < 2:
             continue
-        n = 0
-        while all(len(g) > n for g in group) and len({g[n] for g in group}) == 1:
-            n += 1
+        n = common_prefix(group)
         shared += n * len(group)
         past += n % block * len(group)
     return shared, past

@@ -45,22 +45,6 @@ if str(ROOT) not in sys.path:
 MODES = ("default", "exact_prefix", "aligned")
 
 
-def common_prefix(ids: Sequence[Sequence[int]]) -> int:
-    """Length of the longest common prefix of token-id lists (0 for none).
-
-    >>> common_prefix([[1, 2, 3], [1, 2, 4], [1, 2]])
-    2
-    >>> common_prefix([])
-    0
-    """
-    if not ids:
-        return 0
-    n = 0
-    while all(len(i) > n for i in ids) and len({i[n] for i in ids}) == 1:
-        n += 1
-    return n
-
-
 def align_ids(ids: Sequence[int], shared: int, at: int, block: int, pad: int) -> list[int]:
     """``ids`` with ``pad`` tokens inserted at index ``at`` (inside the shared prefix), as many
     as bring the ``shared`` prefix to a multiple of ``block`` tokens. Pure.
@@ -106,6 +90,8 @@ def _generate(backend: Any, prompts: Sequence[Sequence[int]], max_new_tokens: in
 def run_mode(backend: Any, mode: str, prompts: list[list[int]], problems: Sequence[str],
              system_end: list[int], max_new_tokens: int, stop: Sequence[str]) -> dict[str, Any]:
     """Describe ``prompts`` (token ids) on a fresh pipeline after ``mode``'s warm-up."""
+    from benchmarks.decompose import common_prefix, prefix_past_block
+
     backend.reset()
     backend.load()
     groups: dict[str, list[int]] = {}
@@ -134,10 +120,7 @@ def run_mode(backend: Any, mode: str, prompts: list[list[int]], problems: Sequen
     t1 = time.perf_counter()
     texts = _generate(backend, prompts, max_new_tokens, stop)
     t2 = time.perf_counter()
-    shared_past = 0
-    for members in groups.values():
-        if len(members) > 1:
-            shared_past += common_prefix([prompts[j] for j in members]) % block * len(members)
+    _, shared_past = prefix_past_block(prompts, problems, block)
     return {"warmup_s": round(t1 - t0, 3), "describe_s": round(t2 - t1, 3), "texts": texts,
             "prompt_tokens": sum(len(p) for p in prompts),
             "prefix_tokens_past_block": shared_past,
