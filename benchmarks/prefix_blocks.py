@@ -7,9 +7,10 @@ Why: every span prompt of a problem shares the system prompt and the problem (a 
 are prefilled again for every span (``benchmarks/decompose.py --breakdown`` counts them:
 about 28% of what the reward server's students prefill). This script describes one trace set's
 spans three ways, each on a fresh pipeline, and reports the time of the describer's batch
-(``generate`` of every distinct span prompt to the describer's budget, after its warm-up), the
-completion tokens, the completions without a complete step, and how many completions are the
-default's text exactly:
+(every distinct span prompt to the describer's budget, after its warm-up, through
+``OpenVINOBackend.generate_ids``: the backend's own generation, on prompts given as token ids),
+the completion tokens, the completions without a complete step, and how many completions are
+the default's text exactly:
 
 - ``default``: the shipped path (``gsrm.describe.warm_prefixes``: one whole span prompt per
   problem prefilled first, so whole blocks of the shared prefix are cached);
@@ -61,32 +62,6 @@ def align_ids(ids: Sequence[int], shared: int, at: int, block: int, pad: int) ->
     return [*ids[:at], *[pad] * n, *ids[at:]]
 
 
-def _generate(backend: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-              stop: Sequence[str]) -> list[str]:
-    """Greedy completions of raw prompt ids on the backend's pipeline (as its ``generate``
-    does for conversations)."""
-    import numpy as np
-    import openvino as ov
-    import openvino_genai as og
-
-    cfg = og.GenerationConfig()
-    cfg.max_new_tokens = max_new_tokens
-    cfg.do_sample = False
-    if stop:
-        cfg.stop_strings = set(stop)
-        cfg.include_stop_str_in_output = True
-    eos = backend._tok.eos_token_id
-    if eos is not None:
-        cfg.eos_token_id = int(eos)
-    tensors = [ov.Tensor(np.asarray([p], dtype=np.int64)) for p in prompts]
-    outs = backend._pipe.generate(tensors, [cfg] * len(tensors))
-    texts = []
-    for out in outs:
-        ids = list(out.m_generation_ids[0]) if out.m_generation_ids else []
-        texts.append(backend._tok.decode(ids, skip_special_tokens=True))
-    return texts
-
-
 def run_mode(backend: Any, mode: str, prompts: list[list[int]], problems: Sequence[str],
              system_end: list[int], max_new_tokens: int, stop: Sequence[str]) -> dict[str, Any]:
     """Describe ``prompts`` (token ids) on a fresh pipeline after ``mode``'s warm-up."""
@@ -115,17 +90,15 @@ def run_mode(backend: Any, mode: str, prompts: list[list[int]], problems: Sequen
         else:
             warm.append(prompts[members[0]])
     t0 = time.perf_counter()
-    if warm:
-        _generate(backend, warm, 1, ())
+    backend.generate_ids(warm, 1)
     t1 = time.perf_counter()
-    texts = _generate(backend, prompts, max_new_tokens, stop)
+    gens = backend.generate_ids(prompts, max_new_tokens, stop)
     t2 = time.perf_counter()
     _, shared_past = prefix_past_block(prompts, problems, block)
-    return {"warmup_s": round(t1 - t0, 3), "describe_s": round(t2 - t1, 3), "texts": texts,
-            "prompt_tokens": sum(len(p) for p in prompts),
+    return {"warmup_s": round(t1 - t0, 3), "describe_s": round(t2 - t1, 3),
+            "texts": [g.text for g in gens], "prompt_tokens": sum(len(p) for p in prompts),
             "prefix_tokens_past_block": shared_past,
-            "completion_tokens": sum(len(backend._tok.encode(t, add_special_tokens=False))
-                                     for t in texts)}
+            "completion_tokens": sum(g.completion_tokens for g in gens)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -205,6 +205,19 @@ class OpenVINOBackend(LocalModelBackend):
         if not conversations:
             return []
         self.load()
+        return self.generate_ids([self._prompt_ids(c) for c in conversations], max_new_tokens,
+                                 stop)
+
+    def generate_ids(
+        self, prompts: Sequence[Sequence[int]], max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        """``generate`` on prompts already tokenized (chat template applied): what
+        ``benchmarks/prefix_blocks.py`` uses to give the engine prompts no conversation
+        renders (a shared prefix cut where its prompts diverge, padded prompts)."""
+        if not prompts:
+            return []
+        self.load()
         import numpy as np
         import openvino as ov
         import openvino_genai as og
@@ -219,7 +232,6 @@ class OpenVINOBackend(LocalModelBackend):
         eos = self._tok.eos_token_id
         if eos is not None:
             cfg.eos_token_id = int(eos)
-        prompts = [self._prompt_ids(c) for c in conversations]
         tensors = [ov.Tensor(np.asarray([p], dtype=np.int64)) for p in prompts]
         try:
             if self.early_stop and self.stop_repeats:
