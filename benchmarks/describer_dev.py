@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.prefix_warmup is not None:
         backend.prefix_warmup = args.prefix_warmup
     fmt = get_span_format(backend.span_format)
-    budget_per_span = args.max_new_tokens or fmt.max_new_tokens
+    budget_per_span = fmt.budget(args.max_new_tokens)
     segmenter = get_segmenter()
     ctx = TaskContext(limit=args.limit, split=args.split)
     if args.data is not None:

@@ -394,7 +394,7 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
     structure's token counts are what was decoded for it in this call (a shared span counts
     for its first trace)."""
     fmt = get_span_format(backend.span_format)
-    max_new_tokens = max_new_tokens or fmt.max_new_tokens
+    max_new_tokens = fmt.budget(max_new_tokens)
     convs, problems, where = span_prompts(fmt, backend.shots, items)
     if backend.prefix_warmup:
         warm_prefixes(backend, convs, problems)

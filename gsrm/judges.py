@@ -92,7 +92,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from typing import Any
+from typing import Any, ClassVar
 
 from gsrm.structure import KINDS, Kind, Verdict
 
@@ -171,7 +171,7 @@ class Judge(ABC):
 
     name: str = "judge"
     #: per-kind decision thresholds on the judge's score (None for judges that say yes/no)
-    thresholds: dict[str, float] = {}
+    thresholds: ClassVar[dict[str, float]] = {}
 
     def judge_many(self, pairs: Sequence[Pair], kind: Kind) -> list[Verdict]:
         """One verdict per (teacher text, student text) pair; raises JudgeError on failure."""
@@ -283,7 +283,7 @@ class LexicalJudge(ThresholdJudge):
     """Token-overlap F1 against a per-kind threshold; no model, microseconds per pair."""
 
     name = "lexical"
-    thresholds = {"meta": 0.26, "subproblem": 0.26, "answer": 0.70}
+    thresholds: ClassVar[dict[str, float]] = {"meta": 0.26, "subproblem": 0.26, "answer": 0.70}
 
     def scores(self, pairs: Sequence[Pair], kind: Kind) -> list[float]:
         return [token_f1(a, b) for a, b in pairs]
@@ -298,7 +298,7 @@ class EmbeddingJudge(ThresholdJudge):
     """
 
     name = "embedding"
-    thresholds = {"meta": 0.62, "subproblem": 0.62, "answer": 0.89}
+    thresholds: ClassVar[dict[str, float]] = {"meta": 0.62, "subproblem": 0.62, "answer": 0.89}
 
     def __init__(
         self,
@@ -463,12 +463,12 @@ class LLMJudge(Judge):
 
     def _one(self, kind: Kind, pair: Pair) -> Verdict:
         client = self._get_client()
-        kwargs: dict[str, Any] = dict(
-            model=self.model,
-            messages=build_judge_messages(kind, *pair),
-            temperature=0.0,
-            max_tokens=3,
-        )
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": build_judge_messages(kind, *pair),
+            "temperature": 0.0,
+            "max_tokens": 3,
+        }
         if self.logprobs:
             kwargs.update(logprobs=True, top_logprobs=5)
         try:

@@ -23,7 +23,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 from gsrm.align import SCORE_MODES, score_structures
 from gsrm.backends import BACKENDS, Backend, BackendError, get_backend
@@ -41,7 +41,7 @@ default); ``single-pass``: the LM writes the whole decomposition (for large GSRM
 vLLM/openai), and its steps get spans by alignment (``gsrm.projection.assign_spans``)."""
 
 #: a side of a comparison: raw reasoning text, a Structure, or a list of steps (dicts or Steps)
-Side = Union[str, Structure, Sequence[Step], Sequence[Mapping[str, Any]]]
+Side = str | Structure | Sequence[Step] | Sequence[Mapping[str, Any]]
 
 
 def empty_structure() -> Structure:
@@ -130,11 +130,9 @@ class GSRM:
         (``gsrm.spanformat.SpanFormat.max_new_tokens``: 128 for the default ``qa`` describer,
         192 for the three-line formats), so each describer gets the budget it was checked
         with."""
-        if self._describe_max_new_tokens:
-            return self._describe_max_new_tokens
         from gsrm.spanformat import get_span_format
 
-        return get_span_format(self.backend.span_format).max_new_tokens
+        return get_span_format(self.backend.span_format).budget(self._describe_max_new_tokens)
 
     @property
     def segmenter(self) -> Segmenter:

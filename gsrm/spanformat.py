@@ -132,6 +132,19 @@ class SpanFormat:
         if "subproblem" not in self.parts or "answer" not in self.parts:
             raise ValueError(f"span format {self.name!r}: needs a subproblem and an answer line")
 
+    def budget(self, given: int | None = None) -> int:
+        """The describer's token budget per span: ``given`` when set (a positive number),
+        else this format's ``max_new_tokens``. One rule for ``gsrm.describe.describe_many``,
+        ``gsrm.model.GSRM.describe_max_new_tokens`` and ``benchmarks/describer_dev.py``, so
+        each describer gets the budget it was checked with unless one is asked for.
+
+        >>> get_span_format("qa").budget(), get_span_format("qa").budget(192)
+        (128, 192)
+        >>> get_span_format("tags").budget(None), get_span_format("tags").budget(0)
+        (192, 192)
+        """
+        return given or self.max_new_tokens
+
     @property
     def derives_meta(self) -> bool:
         """Whether the meta-reasoning is derived from the sub-problem, not written."""

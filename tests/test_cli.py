@@ -212,7 +212,7 @@ def test_console_script_bad_input_has_no_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "gsrm.cli", "score", str(tmp_path / "nope.json"),
          str(EX / "student_aligned_steps.json")],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        check=False, capture_output=True, text=True, cwd=ROOT, timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith("nope.json: file not found")
@@ -226,7 +226,7 @@ def test_raw_text_examples_with_default_model(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "gsrm.cli", "score", str(EX / "teacher.json"),
          str(EX / "student_aligned.json"), "--out", str(out), "--max-new-tokens", "256"],
-        capture_output=True, text=True, cwd=ROOT, timeout=900,
+        check=False, capture_output=True, text=True, cwd=ROOT, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from eval.segmentation import evaluate_item
-
 from eval.tasks import TASKS, get_task
 from eval.tasks.annotated import SAMPLE, load_annotated
 from eval.tasks.base import DataMissing, TaskContext, interleave

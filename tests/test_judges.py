@@ -160,15 +160,15 @@ def test_llm_judge_uses_logprobs_when_given() -> None:
 
 
 def test_llm_judge_unparseable_reply_is_an_error_not_a_no() -> None:
-    with openai_stub(lambda body: (200, chat_response("I do not know"))) as (url, _):
-        with pytest.raises(JudgeError, match="not yes/no"):
-            LLMJudge(base_url=url, logprobs=False).judge_many([("a", "b")], "meta")
+    with openai_stub(lambda body: (200, chat_response("I do not know"))) as (url, _), \
+            pytest.raises(JudgeError, match="not yes/no"):
+        LLMJudge(base_url=url, logprobs=False).judge_many([("a", "b")], "meta")
 
 
 def test_llm_judge_server_error_is_an_error() -> None:
-    with openai_stub(lambda body: (500, {"error": {"message": "boom"}})) as (url, seen):
-        with pytest.raises(JudgeError, match="request failed"):
-            LLMJudge(base_url=url, max_retries=1, logprobs=False).judge_many([("a", "b")], "meta")
+    with openai_stub(lambda body: (500, {"error": {"message": "boom"}})) as (url, seen), \
+            pytest.raises(JudgeError, match="request failed"):
+        LLMJudge(base_url=url, max_retries=1, logprobs=False).judge_many([("a", "b")], "meta")
     assert len(seen) == 2  # one retry, then the failure surfaces
 
 

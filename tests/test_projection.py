@@ -10,14 +10,6 @@ from __future__ import annotations
 
 import pytest
 
-from gsrm.projection import (
-    Unit,
-    monotone_alignment,
-    part_similarity,
-    piece_units,
-    project,
-    sentence_units,
-)
 from eval.segmentation import (
     RefSpan,
     aggregate,
@@ -29,6 +21,14 @@ from eval.segmentation import (
     unit_roles,
 )
 from gsrm.model import GSRM
+from gsrm.projection import (
+    Unit,
+    monotone_alignment,
+    part_similarity,
+    piece_units,
+    project,
+    sentence_units,
+)
 from gsrm.structure import Step, Structure
 
 

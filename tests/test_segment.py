@@ -92,8 +92,8 @@ def _trained():
     (LONG_BRANCHING, ["Wait, let me double-check", "Alternatively, I could",
                       "But wait, the problem says"]),
     # GSM8K lines without their line breaks: each line a step
-    ("Natalia sold 48/2 = 24 clips in May. Natalia sold 48+24 = 72 clips altogether in April "
-     "and May.", ["Natalia sold 48+24"]),
+    (("Natalia sold 48/2 = 24 clips in May. Natalia sold 48+24 = 72 clips altogether in April "
+      "and May."), ["Natalia sold 48+24"]),
 ])
 def test_trained_segmenter_finds_moves(text: str, must_start: list[str]) -> None:
     (spans,) = _trained().segment_many([text])

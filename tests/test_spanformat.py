@@ -406,7 +406,7 @@ def test_the_describers_budget_follows_its_span_format(span_format: str, given: 
     lm = QaLM()
     lm.span_format = span_format
     g = GSRM(backend=lm, describe_max_new_tokens=given)
-    assert g.describe_max_new_tokens == want
+    assert g.describe_max_new_tokens == want == get_span_format(span_format).budget(given)
     assert json.loads(g.decomposer_identity())["describe_max_new_tokens"] == want
     if span_format == "qa":  # the stub writes qa lines: the budget reaches the backend
         [s] = g.decompose_many([("p", "Add 2 and 3.")])
