@@ -159,13 +159,18 @@ class GSRM:
             REPAIR_ROUNDS,
             RETRY_ROUNDS,
         )
+        from gsrm.plans import PLAN_RULE_VERSION
+        from gsrm.spanformat import get_span_format
 
+        derived = get_span_format(self.backend.span_format).derives_meta
         return json.dumps({"decomposer": "two-stage", "segmenter": self.segmenter.identity(),
                            "describe_max_new_tokens": self.describe_max_new_tokens,
                            "describe_stop": list(DESCRIBE_STOP),
                            "describe_repair": [REPAIR_ROUNDS, REPAIR_MAX_NEW_TOKENS,
                                                REPAIR_AT_BUDGET, REPAIR_CUT_HEADER],
-                           "describe_retry": RETRY_ROUNDS},
+                           "describe_retry": RETRY_ROUNDS,
+                           # plans derived from the questions: the rule is part of the output
+                           **({"plan_rule": PLAN_RULE_VERSION} if derived else {})},
                           sort_keys=True)
 
     @property

@@ -25,6 +25,11 @@ PLAN_VERBS = ("Find", "Work out", "Figure out")
 (``training.descdata.describe_meta``; the order is part of a seed's data)."""
 PLAN_VERB = PLAN_VERBS[0]
 """The verb ``plan_for`` opens a plan with."""
+PLAN_RULE_VERSION = 2
+"""Bumped when ``plan_for`` turns some question differently (2: determiner-and-noun subjects
+before any verb, "-ies" / "-ied" verbs). A describer whose format derives its plans has this
+in its decomposer identity (``gsrm.model.GSRM.decomposer_identity``), so a cached
+decomposition never keeps a plan the current rule would not write."""
 
 
 def lower_first(text: str) -> str:
@@ -56,12 +61,20 @@ def uninvert(aux: str, verb: str, past: Mapping[str, str] = PAST) -> str:
 
     >>> [uninvert("did", "pay"), uninvert("does", "wash"), uninvert("will", "be")]
     ['paid', 'washes', 'will be']
+    >>> [uninvert("does", "carry"), uninvert("did", "carry"), uninvert("does", "play")]
+    ['carries', 'carried', 'plays']
     """
+    consonant_y = len(verb) > 2 and verb.endswith("y") and verb[-2] not in "aeiou"
     if aux == "did":
-        return past.get(verb, verb + ("d" if verb.endswith("e") else "ed"))
+        if verb in past:
+            return past[verb]
+        return verb[:-1] + "ied" if consonant_y else verb + ("d" if verb.endswith("e") else "ed")
     if aux == "does":
-        return _IRREGULAR.get(verb, verb + ("es" if verb.endswith(("s", "sh", "ch", "x"))
-                                            else "s"))
+        if verb in _IRREGULAR:
+            return _IRREGULAR[verb]
+        if consonant_y:
+            return verb[:-1] + "ies"
+        return verb + ("es" if verb.endswith(("s", "sh", "ch", "x")) else "s")
     return verb if aux == "do" else f"{aux} {verb}"
 
 
@@ -96,7 +109,13 @@ _INVERTED = re.compile(rf"^{_WH}\s(does|do|did|will|would|can|could|should)\s(.+
 _BE = re.compile(rf"^{_WH}\s(is|are|was|were)\s(she|he|it|they|we|I|you|[A-Z][a-z]+"
                  r"(?:'s [a-z]+)?|(?:the|his|her|their|its) [a-z]+)$")
 _PRONOUN = frozenset({"she", "he", "it", "they", "we", "I", "you"})
-_DETERMINER = re.compile(r"^(?:the|his|her|their|its|[A-Z][a-z]+'s)$")
+_DETERMINER = re.compile(r"^(?:the|his|her|their|its|my|our|your|each|every|this|that|these|"
+                         r"those|[A-Z][a-z]+'s)$")
+#: closed-class words that cannot be the verb after a two-word subject ("the baker in ...")
+_NOT_VERB = frozenset({"in", "on", "of", "at", "for", "with", "by", "from", "to", "into", "and",
+                       "or", "the", "a", "an", "that", "who", "which", "whose", "per", "each",
+                       "as", "than", "all", "both", "not", "also", "only", "still", "now",
+                       "then", "there", "here", "have", "has", "had", "been", "be"})
 #: verbs a noun-phrase subject may end before (a longer subject is not split on a guess)
 _VERBS = frozenset({"cost", "weigh", "take", "last", "travel", "spend", "need", "produce",
                     "have", "make", "eat", "carry", "cover", "drive", "earn", "pay", "sell",
@@ -108,13 +127,26 @@ PAST_MORE = {"cost": "cost", "hold": "held", "grow": "grew", "travel": "travelle
 
 def _subject_length(words: Sequence[str]) -> int | None:
     """How many words the subject after an inverted auxiliary has, or None when unsure: a
-    pronoun or a name is one word; "the/his/Ann's ..." runs to the first known verb."""
+    pronoun or a name is one word; "the/his/Ann's ..." runs to the first known verb, else it
+    is the determiner and one noun when the word after them is a plain lower-case word that is
+    not a closed-class one ("the farmer fill", not "the baker in the shop bake").
+
+    >>> _subject_length("the farmer fill".split()), _subject_length("the baker in it".split())
+    (2, None)
+    >>> _subject_length("the potting soil cost him".split())
+    3
+    """
     if not words:
         return None
     if words[0] in _PRONOUN or (words[0][:1].isupper() and words[0].isalpha()):
         return 1 if len(words) > 1 else None
     if _DETERMINER.match(words[0]):
-        return next((k for k in range(2, min(5, len(words))) if words[k] in _VERBS), None)
+        known = next((k for k in range(2, min(5, len(words))) if words[k] in _VERBS), None)
+        if known is not None:
+            return known
+        if len(words) > 2 and words[1].isalpha() and words[1].islower() \
+                and re.fullmatch(r"[a-z]+", words[2]) and words[2] not in _NOT_VERB:
+            return 2
     return None
 
 
@@ -174,5 +206,5 @@ def plan_for(question: str, verb: str = PLAN_VERB) -> str:
     return f"{verb} {body}."
 
 
-__all__ = ["PAST", "PAST_MORE", "PLAN_VERB", "PLAN_VERBS", "lower_first", "meta_body", "plan_body", "plan_for",
-           "question_body", "uninvert"]
+__all__ = ["PAST", "PAST_MORE", "PLAN_RULE_VERSION", "PLAN_VERB", "PLAN_VERBS", "lower_first",
+           "meta_body", "plan_body", "plan_for", "question_body", "uninvert"]

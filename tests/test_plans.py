@@ -14,6 +14,14 @@ import pytest
     ("How old is Mark?", "Find how old Mark is."),  # "be" moves after the subject
     ("How far did the bus travel?", "Find how far the bus travelled."),  # a noun-phrase subject
     ("How much will Billy be paid in total?", "Find how much Billy will be paid in total."),
+    # a determiner and one noun before a verb the table does not know; -ies after a consonant
+    ("How many cartons does the farmer fill?", "Find how many cartons the farmer fills."),
+    ("How many bags does each worker carry?", "Find how many bags each worker carries."),
+    ("How many pies did the baker bake?", "Find how many pies the baker baked."),
+    # unsure where the subject ends: the question itself
+    ("How many cookies does the baker in the shop bake?",
+     "How many cookies does the baker in the shop bake?"),
+    ('How many times does the word "trash" appear?', 'How many times does the word "trash" appear?'),
     ("Why is the sky blue?", "Why is the sky blue?"),  # not turned: the question itself
     ("Find the minimum value of $x$", "Find the minimum value of $x$."),  # an imperative
     ("  Simplify  ", "Simplify."),

@@ -408,6 +408,9 @@ def test_the_describers_budget_follows_its_span_format(span_format: str, given: 
     g = GSRM(backend=lm, describe_max_new_tokens=given)
     assert g.describe_max_new_tokens == want == get_span_format(span_format).budget(given)
     assert json.loads(g.decomposer_identity())["describe_max_new_tokens"] == want
+    # plans derived from the questions (qa): the derivation rule is part of the identity
+    assert ("plan_rule" in json.loads(g.decomposer_identity())) \
+        is get_span_format(span_format).derives_meta
     if span_format == "qa":  # the stub writes qa lines: the budget reaches the backend
         [s] = g.decompose_many([("p", "Add 2 and 3.")])
         assert lm.budgets == [want] and s.steps[0].answer == "12"
