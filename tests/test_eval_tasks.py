@@ -128,6 +128,26 @@ def test_prmbench_loader(tmp_path):
     assert len(loaded.problems) == 1 and "original_question" in loaded.problems[0]
 
 
+@pytest.mark.parametrize("split", ["dev", "test", "train"])
+def test_prmbench_reads_each_split_from_its_own_problems(tmp_path, split):
+    """test: the prm800k_test_* files; dev (what choices are made on) and train: the
+    prm800k_train_* rows whose problem falls in that split, never a test file's row."""
+    from eval.splits import split_of
+
+    questions = [f"What is {k} + {k + 1}?" for k in range(60)]
+    train_rows = [{**prmbench_row("circular", str(k)), "original_question": q}
+                  for k, q in enumerate(questions)]
+    write_jsonl(tmp_path / "prm800k_train_p1_first400_4o_circular.jsonl", train_rows)
+    write_jsonl(tmp_path / "prm800k_test_p1_4o_circular.jsonl", [prmbench_row("circular", "t")])
+    loaded = load_prmbench(tmp_path, split=split)
+    if split == "test":
+        assert [it.id for it in loaded.items] == ["prm800k_test_p1_4o_circular:t"]
+    else:
+        want = [q for q in questions if split_of(q, "prmbench") == split]
+        assert want and [it.problem for it in loaded.items] == want
+        assert all(it.id.startswith("prm800k_train_") for it in loaded.items)
+
+
 @pytest.mark.parametrize(
     "step, expected",
     [
@@ -239,6 +259,23 @@ def test_sanity_variants(tmp_path):
     assert variants(teacher, seed=0) == v
 
 
+def test_sanity_dev_reads_the_train_files_dev_problems(tmp_path):
+    """``--split dev`` builds its teachers from gsm8k/train.jsonl's dev problems (what
+    choices are made on), never from the held-out test items."""
+    from eval.splits import split_of
+
+    rows = [{"question": f"How many apples does shop {k} sell?",
+             "answer": f"a{k}.\nb{k}.\nc{k}.\n#### {k}"} for k in range(80)]
+    write_jsonl(tmp_path / "gsm8k" / "train.jsonl", rows)
+    write_jsonl(tmp_path / "gsm8k" / "test.jsonl", sanity_rows())
+    dev = get_task("reward-sanity").load(TaskContext(data_root=tmp_path, split="dev"))
+    want = [r["question"] for r in rows if split_of(r["question"], "gsm8k") == "dev"]
+    assert want and [it.problem for it in dev.items] == want
+    assert all(it.id.startswith("gsm8k-train-") for it in dev.items)
+    test = get_task("reward-sanity").load(TaskContext(data_root=tmp_path))
+    assert [it.id for it in test.items] == ["gsm8k-test-1000", "gsm8k-test-1002"]
+
+
 def test_sanity_invariants_hold_for_an_exact_decomposer(tmp_path):
     write_jsonl(tmp_path / "gsm8k" / "test.jsonl", sanity_rows())
     ctx = TaskContext(data_root=tmp_path)
@@ -323,6 +360,15 @@ def test_real_prmbench_reads_only_test_files():
     loaded = get_task("prmbench-structure").load(TaskContext(data_root=DATA))
     assert loaded.items and all(it.id.startswith("prm800k_test_") for it in loaded.items)
     assert len({it.kind for it in loaded.items[:8]}) == 8  # interleaved: all types first
+
+
+@needs_data
+@pytest.mark.parametrize("task", ["prmbench-structure", "reward-sanity"])
+def test_real_reward_tasks_dev_shares_no_problem_with_test(task):
+    dev = get_task(task).load(TaskContext(data_root=DATA, split="dev", limit=50))
+    test = get_task(task).load(TaskContext(data_root=DATA))
+    assert len(dev.items) == 50 and dev.available >= 100
+    assert not {it.problem for it in dev.items} & {it.problem for it in test.items}
 
 
 def test_champ_loads_from_pypi_package():

@@ -1,7 +1,10 @@
 """``prmbench-structure``: does the reward prefer the original process to a perturbed one?
 
 Data: PRMBench ``prmbench/prm800k_test_*.jsonl`` (built on PRM800K's test problems; the
-training issue never reads them). Each row has a human step-segmented ``original_process``,
+training issue never reads them) for ``--split test``; ``--split dev`` (what rules and
+thresholds are chosen on) reads the ``prm800k_train_*`` files' rows whose problem falls in
+the dev split (``eval.splits.split_of``, source ``prmbench``: a tenth of the problems), so a
+choice made on dev never reads a test item. Each row has a human step-segmented ``original_process``,
 a GPT-4o perturbation of it (``modified_process``, one of eight types: circular, confidence,
 counterfactual, deception, domain inconsistency, missing condition, redundancy, step
 contradiction) and the 1-based ``error_steps`` of the perturbed version.
@@ -54,6 +57,8 @@ from gsrm.structure import ScoreResult, Structure
 
 PRMBENCH_DIR = Path("prmbench")
 PRMBENCH_GLOB = "prm800k_test_*.jsonl"
+PRMBENCH_TRAIN_GLOB = "prm800k_train_*.jsonl"
+"""The files the dev (and train) split's rows come from, by problem (``eval.splits``)."""
 
 
 class _PRMBenchRow(BaseModel):
@@ -83,17 +88,25 @@ class PRMBenchItem(BaseModel):
         return spans_from_steps(self.modified, "\n")
 
 
-def load_prmbench(folder: Path, limit: int | None = None) -> Loaded[PRMBenchItem]:
-    """Rows of every ``prm800k_test_*`` file, grouped by perturbation type and interleaved."""
-    files = sorted(folder.glob(PRMBENCH_GLOB))
+def load_prmbench(folder: Path, limit: int | None = None, split: str = "test",
+                  ) -> Loaded[PRMBenchItem]:
+    """Rows of ``split``, grouped by perturbation type and interleaved: every
+    ``prm800k_test_*`` row for ``test``; for ``dev`` (or ``train``), the ``prm800k_train_*``
+    rows whose problem falls in that split (``eval.splits.split_of``, source ``prmbench``)."""
+    from eval.splits import split_of
+
+    glob = PRMBENCH_GLOB if split == "test" else PRMBENCH_TRAIN_GLOB
+    files = sorted(folder.glob(glob))
     if not files:
-        raise DataMissing(f"no {PRMBENCH_GLOB} files in {folder}")
+        raise DataMissing(f"no {glob} files in {folder}")
     problems: list[str] = []
     by_kind: dict[str, list[PRMBenchItem]] = {}
     for f in files:
         for n, obj in read_jsonl(f, problems):
             row = validate_row(_PRMBenchRow, obj, f"{f}:{n}", problems)
             if row is None:
+                continue
+            if split != "test" and split_of(row.original_question, "prmbench") != split:
                 continue
             original = [s for s in (strip_numbering(x) for x in row.original_process) if s]
             modified = [s for s in (strip_numbering(x) for x in row.modified_process) if s]
@@ -143,7 +156,8 @@ def locate_step(structure: Structure, text: str, spans: Sequence[Any], step: int
 class PRMBenchStructure(Task[PRMBenchItem]):
     name = "prmbench-structure"
     kind = "reward"
-    description = ("PRMBench (PRM800K test): reward of the original vs a perturbed process, "
+    description = ("PRMBench (PRM800K test; dev: a tenth of its train problems): reward of "
+                   "the original vs a perturbed process, "
                    "teacher = original; ranking per perturbation type, first-drop location")
     max_new_tokens = 512
 
@@ -151,7 +165,7 @@ class PRMBenchStructure(Task[PRMBenchItem]):
         folder = ctx.data_root / PRMBENCH_DIR
         if not folder.is_dir():
             raise DataMissing(f"data not found: {folder}")
-        return load_prmbench(folder, ctx.limit)
+        return load_prmbench(folder, ctx.limit, ctx.split)
 
     def requests(self, items: Sequence[PRMBenchItem], ctx: TaskContext) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []

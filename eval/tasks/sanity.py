@@ -1,7 +1,10 @@
 """``reward-sanity``: invariants any structural reward must satisfy, on real teacher traces.
 
 Data: GSM8K held-out solutions (``gsm8k/test.jsonl`` items >= 1000, calculator notes removed,
-one step a line, ``#### N`` dropped), problems with at least three steps. For each teacher T
+one step a line, ``#### N`` dropped), problems with at least three steps; with ``--split
+dev`` (what rules are chosen on), the ``gsm8k/train.jsonl`` solutions whose problem falls in
+the dev split (``eval.splits.split_of``, source ``gsm8k``), so a choice made on dev never
+reads a test item. For each teacher T
 with n steps, students are built from T's own lines (deterministically from ``--seed`` and
 the item id):
 
@@ -52,6 +55,8 @@ from gsrm.judges import Judge
 from gsrm.structure import Structure
 
 GSM8K_TEST = "gsm8k/test.jsonl"
+GSM8K_TRAIN = "gsm8k/train.jsonl"
+"""Where the dev (and train) split's teachers come from, by problem (``eval.splits``)."""
 MIN_STEPS = 3
 PERTURBATIONS = ("shuffled", "truncated", "replaced")
 _EPS = 1e-9
@@ -87,22 +92,31 @@ def solution_lines(answer: str) -> list[str]:
     return out
 
 
-def load_sanity(path: Any, limit: int | None = None) -> Loaded[SanityItem]:
-    """Held-out GSM8K teachers with >= 3 steps; foreign lines come from the following items."""
+def load_sanity(path: Any, limit: int | None = None, split: str = "test",
+                ) -> Loaded[SanityItem]:
+    """GSM8K teachers with >= 3 steps; foreign lines come from the following items.
+    ``test``: ``path`` is ``gsm8k/test.jsonl`` and its held-out items (index >= 1000) are
+    read; ``dev`` (or ``train``): ``path`` is ``gsm8k/train.jsonl`` and the items whose
+    problem falls in that split are."""
+    from eval.splits import split_of
+
     problems: list[str] = []
     pool: list[tuple[str, str, list[str]]] = []
     for n, obj in read_jsonl(path, problems):
         index = n - 1
-        if index < CALIBRATION_ITEMS:
+        if split == "test" and index < CALIBRATION_ITEMS:
             continue
         row = validate_row(_Row, obj, f"{path}:{n}", problems)
         if row is None:
+            continue
+        if split != "test" and split_of(row.question, "gsm8k") != split:
             continue
         lines = solution_lines(row.answer)
         if not lines:
             problems.append(f"{path}:{n}: no solution lines; skipped")
             continue
-        pool.append((f"gsm8k-test-{index}", row.question, lines))
+        pool.append((f"gsm8k-{'test' if split == 'test' else 'train'}-{index}", row.question,
+                     lines))
     items: list[SanityItem] = []
     for k, (iid, question, lines) in enumerate(pool):
         if len(lines) < MIN_STEPS or len(pool) < 2:
@@ -158,15 +172,19 @@ def variants(item: SanityItem, seed: int) -> dict[str, list[str]]:
 class RewardSanity(Task[SanityItem]):
     name = "reward-sanity"
     kind = "reward"
-    description = ("reward invariants on GSM8K held-out teachers: self is maximal; shuffled, "
+    description = ("reward invariants on GSM8K held-out teachers (dev: GSM8K train problems "
+                   "of the dev split): self is maximal; shuffled, "
                    "truncated, one-step-replaced score lower; reward grows with the prefix")
     max_new_tokens = 320
 
     def load(self, ctx: TaskContext) -> Loaded[SanityItem]:
-        path = require_file(ctx.data_root / GSM8K_TEST, "GSM8K test file")
-        loaded = load_sanity(path, ctx.limit)
+        if ctx.split == "test":
+            path = require_file(ctx.data_root / GSM8K_TEST, "GSM8K test file")
+        else:
+            path = require_file(ctx.data_root / GSM8K_TRAIN, "GSM8K train file")
+        loaded = load_sanity(path, ctx.limit, ctx.split)
         if not loaded.items and not loaded.problems:
-            raise DataMissing(f"no held-out items with >= {MIN_STEPS} steps in {path}")
+            raise DataMissing(f"no {ctx.split} items with >= {MIN_STEPS} steps in {path}")
         return loaded
 
     def _plan(self, items: Sequence[SanityItem], seed: int) -> list[dict[str, list[str]]]:
