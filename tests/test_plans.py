@@ -21,7 +21,8 @@ import pytest
     # unsure where the subject ends: the question itself
     ("How many cookies does the baker in the shop bake?",
      "How many cookies does the baker in the shop bake?"),
-    ('How many times does the word "trash" appear?', 'How many times does the word "trash" appear?'),
+    ('How many times does the word "trash" appear?',
+     'How many times does the word "trash" appear?'),
     ("Why is the sky blue?", "Why is the sky blue?"),  # not turned: the question itself
     ("Find the minimum value of $x$", "Find the minimum value of $x$."),  # an imperative
     ("  Simplify  ", "Simplify."),

@@ -4,10 +4,10 @@ Data: PRMBench ``prmbench/prm800k_test_*.jsonl`` (built on PRM800K's test proble
 training issue never reads them) for ``--split test``; ``--split dev`` (what rules and
 thresholds are chosen on) reads the ``prm800k_train_*`` files' rows whose problem falls in
 the dev split (``eval.splits.split_of``, source ``prmbench``: a tenth of the problems), so a
-choice made on dev never reads a test item. Each row has a human step-segmented ``original_process``,
-a GPT-4o perturbation of it (``modified_process``, one of eight types: circular, confidence,
-counterfactual, deception, domain inconsistency, missing condition, redundancy, step
-contradiction) and the 1-based ``error_steps`` of the perturbed version.
+choice made on dev never reads a test item. Each row has a human step-segmented
+``original_process``, a GPT-4o perturbation of it (``modified_process``, one of eight types:
+circular, confidence, counterfactual, deception, domain inconsistency, missing condition,
+redundancy, step contradiction) and the 1-based ``error_steps`` of the perturbed version.
 
 Protocol: the teacher is the original process; two students are scored against it, the
 original itself (aligned) and the perturbed process. Both are given as text, one step a line
