@@ -167,14 +167,15 @@ def prefix_past_block(ids: Sequence[Sequence[int]], problems: Sequence[str],
     prompt shares with every other prompt of its problem (what a prefix cache can serve; 0
     for a problem with one prompt), and of those the ones past the shared prefix's last full
     ``block``: a prefix cache that keeps whole blocks computes them again for every prompt.
-    Pure.
+    Problems are grouped as the span prompts write them, stripped (``SpanFormat.messages``,
+    and ``gsrm.describe.warm_prefixes``'s key). Pure.
 
     >>> prefix_past_block([[1, 2, 3, 4, 5], [1, 2, 3, 9], [7, 8]], ["p", "p", "q"], 2)
     (6, 2)
     """
     groups: dict[str, list[Sequence[int]]] = {}
     for p, i in zip(problems, ids, strict=True):
-        groups.setdefault(p, []).append(i)
+        groups.setdefault(p.strip(), []).append(i)
     shared = past = 0
     for group in groups.values():
         if len(group) < 2:

@@ -285,6 +285,7 @@ def test_from_out_nulls_plan_figures_of_a_derived_plan(
     ([[1, 2, 3], [1, 2, 3]], ["p", "p"], 2, (6, 2)),  # identical prompts: all of it shared
     ([[1, 2], [5, 2]], ["p", "p"], 2, (0, 0)),  # nothing shared
     ([[1, 2, 3]], ["p"], 2, (0, 0)),  # one prompt: nothing to share with
+    ([[1, 2, 3], [1, 2, 4]], ["p", " p\n"], 2, (4, 0)),  # one problem, as its prompts write it
     ([], [], 32, (0, 0)),
 ])
 def test_prefix_past_block(ids: list[list[int]], problems: list[str], block: int,
