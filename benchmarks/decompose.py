@@ -25,7 +25,9 @@ on a cold cache) and decoding them to the describer's budget (prompts now cached
 otherwise be in the cache already. It also counts, where the engine's prefix cache is paged
 (``openvino``), the prompt tokens each span prompt shares with its problem's others and, of
 those, the ones past the last full KV block (``prefix_tokens_past_block``): the cache keeps
-whole blocks, so these are prefilled again for every span.
+whole blocks, so these are prefilled again for every span; and the tokens in whole blocks an
+earlier prompt holds with all before them (``block_cached_tokens``, ``block_hits``), which
+counts sharing past the problem too (steps that begin alike).
 
 Trace files are JSON lines ``{"problem", "reasoning"}`` (``gpu/synth.py`` writes GSM8K-like and
 long ones); without ``--traces`` the repository's own examples are used.
@@ -186,6 +188,29 @@ def prefix_past_block(ids: Sequence[Sequence[int]], problems: Sequence[str],
     return shared, past
 
 
+def block_hits(ids: Sequence[Sequence[int]], block: int) -> int:
+    """Prompt tokens in whole ``block``-token blocks that an earlier prompt of ``ids`` holds
+    with everything before them: what a block-granular prefix cache can serve when every
+    earlier prompt's blocks are still cached (an upper bound: the engine shares a block only
+    once a step has computed it). Why: besides their problem's prefix, prompts can share the
+    first tokens of a step (two students' sentences that differ only at their ends), and that
+    sharing is the engine's, not the describer's work. Pure.
+
+    >>> block_hits([[1, 2, 3, 4, 5], [1, 2, 3, 4, 9], [1, 2, 7, 4], [5, 6]], 2)
+    6
+    """
+    seen: set[int] = set()
+    hits = 0
+    for prompt in ids:
+        chain, mine = 0, []
+        for k in range(len(prompt) // block):
+            chain = hash((chain, tuple(prompt[k * block:(k + 1) * block])))
+            mine.append(chain)
+        hits += block * sum(1 for c in mine if c in seen)  # a chain: a miss ends the hits
+        seen.update(mine)
+    return hits
+
+
 def breakdown(gsrm: Any, items: Sequence[Item], plan_cost: bool = False) -> dict[str, Any]:
     """Where a two-stage decomposition's time goes, on ``items``' own span prompts
     (``gsrm.describe.span_prompts``): segmenting, the prefix warm-up (when the backend does
@@ -235,8 +260,8 @@ def breakdown(gsrm: Any, items: Sequence[Item], plan_cost: bool = False) -> dict
         extra = {"decode_after_plan_s": round(time.perf_counter() - t5, 3),
                  "completion_tokens_after_plan": sum(g.completion_tokens for g in rest)}
     block = getattr(backend, "kv_block_tokens", None)  # a paged prefix cache: openvino
-    shared, past = prefix_past_block([backend._prompt_ids(c) for c in convs], problems,
-                                     block) if block else (None, None)
+    ids = [backend._prompt_ids(c) for c in convs] if block else []
+    shared, past = prefix_past_block(ids, problems, block) if block else (None, None)
     return {
         "traces": len(items),
         "spans": len(where),
@@ -246,6 +271,8 @@ def breakdown(gsrm: Any, items: Sequence[Item], plan_cost: bool = False) -> dict
         # the last full KV block, prefilled again for every prompt (None: no paged cache)
         "shared_prefix_tokens": shared,
         "prefix_tokens_past_block": past,
+        # tokens in whole blocks an earlier prompt holds (its problem's and any more)
+        "block_cached_tokens": block_hits(ids, block) if block else None,
         "kv_block_tokens": block,
         "completion_tokens": tokens,
         "describe_max_new_tokens": budget,

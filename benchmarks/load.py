@@ -12,7 +12,10 @@ what the server sustains on this machine and whether its targets (issue 3) hold:
     every student step, so every pair costs fresh embeddings (no target; reported as measured).
 (b) raw-text students decomposed by the default model (the server's default backend, or
     ``--backend``; small ``--max-new-tokens`` by default), one shared teacher (decomposed
-    once, in the warm-up, then cached), at concurrency 1, 8 and 32: batching should give at least 2x the pairs/s of concurrency 1.
+    once, in the warm-up, then cached), at concurrency 1, 8 and 32: batching should give at
+    least 2x the pairs/s of concurrency 1. Each student is an example student text made
+    distinct by ``--marks`` (``raw_student``); ``--write-students FILE`` writes a run's
+    students for ``benchmarks/decompose.py --breakdown``.
 overhead: ``POST /v1/rewards`` with a batch of 32 pairs against ``GSRM.score_many`` on the same
     32 pairs in this process (same GSRM settings), median of ``--overhead-repeats``, for pool
     inputs (as in (a)) and for novel inputs.
@@ -101,21 +104,92 @@ def pool_size(students: list[list[dict[str, str]]]) -> int:
     return len(texts)
 
 
-def raw_student(i: int, rng: random.Random, texts: list[str], shared_spans: bool = False) -> str:
-    """A distinct raw student trace: an example student with a varied opening sentence and,
-    unless ``shared_spans``, its attempt number in every sentence.
+MARKS = ("spaces", "attempt", "opener")
+"""How (b)'s raw students are made distinct (``--marks``; ``raw_student``)."""
+OPENERS = ["Let me think.", "Okay.", "Right, let's see.", "Alright.", "Hmm."]
 
-    Why every sentence: the describer describes identical span prompts once
+
+def spaced(text: str, i: int) -> str:
+    """``text`` with a second space after some of the first seven words of every sentence:
+    after word k when bit k of ``i`` is set (128 patterns; fewer for a shorter sentence).
+
+    Why spaces: the segmenter's tokenizer splits on whitespace, so it sees the same words and
+    finds the same steps as in ``text``, while the describer's prompts differ (its tokenizer
+    keeps runs of spaces), so no span prompt is shared with another student's. Why near each
+    sentence's start: two prompts that agree on their first 32 tokens past a cached block
+    share that block in the engine's prefix cache, which real completions, worded apart,
+    rarely do.
+
+    >>> spaced("So 2 + 3 = 5. Done.", 5)
+    'So  2 +  3 = 5. Done. '
+    >>> spaced("So 2 + 3 = 5. Done.", 0)
+    'So 2 + 3 = 5. Done.'
+    """
+
+    def sentence(m: re.Match[str]) -> str:
+        words = m.group(0).split(" ")
+        return " ".join(w + (" " if k < 7 and w and i >> k & 1 else "")
+                        for k, w in enumerate(words))
+
+    return re.sub(r"[^.!?]+[.!?]*\s*", sentence, text)
+
+
+def raw_student(i: int, rng: random.Random, texts: list[str], marks: str = "spaces") -> str:
+    """A distinct raw student trace: an example student with a varied opening sentence, made
+    distinct from the others by ``marks``:
+
+    - ``spaces`` (the default): extra spaces between its words (``spaced``, by the bits of
+      ``i + 1``), so every sentence differs and the segmenter still finds the example's own
+      steps;
+    - ``attempt``: "(attempt N)" at the end of every sentence. The segmenter reads such a
+      mark as a step of its own or a step's end: the example students' 4-6 steps became
+      7.5 on average, and their rewards moved (the misaligned one from 1.0 to 2.75);
+    - ``opener``: only the opening sentence differs.
+
+    Why distinct: the describer describes identical span prompts once
     (``gsrm.describe.describe_many``), so students that differ only in their opening would
     share every later step's description and measure that sharing, not the describer; real
-    completions of one problem share some steps, not all. ``--shared-spans`` keeps the old
-    students (only the opening differs) for comparison.
+    completions of one problem share some steps, not all.
     """
-    opener = rng.choice(["Let me think.", "Okay.", "Right, let's see.", "Alright.", "Hmm."])
+    opener = rng.choice(OPENERS)
     text = rng.choice(texts)
-    if not shared_spans:
+    if marks == "spaces":
+        return spaced(f"{opener} {text}", i + 1)
+    if marks == "attempt":
         text = re.sub(r"([.!?])(\s+|$)", rf" (attempt {i})\1\2", text)
-    return f"{opener} (attempt {i}) {text}"
+        return f"{opener} (attempt {i}) {text}"
+    if marks == "opener":
+        return f"{opener} (attempt {i}) {text}"
+    raise ValueError(f"unknown marks {marks!r}; choose one of {MARKS}")
+
+
+def b_requests(args: argparse.Namespace, concurrency: int) -> int:
+    """How many raw-student requests (b) sends at ``concurrency``."""
+    if concurrency <= 1:
+        return int(args.b_min_requests)
+    return max(args.b_min_requests, min(concurrency * args.b_rounds, args.b_max_requests))
+
+
+def write_students(args: argparse.Namespace, path: str) -> int:
+    """Write the raw students (b) sends at its last concurrency level, as JSON lines
+    ``{"problem", "reasoning"}``, drawn as a ``--skip-a`` run draws them (the earlier levels'
+    first), so ``benchmarks/decompose.py --breakdown --traces s=FILE`` times the describer on
+    the very texts a run scores."""
+    rng = random.Random(args.seed)
+    problem = _load("teacher_steps.json")["problem"]
+    texts = [_load("student_aligned.json")["reasoning"],
+             _load("student_misaligned.json")["reasoning"]]
+    counter = iter(range(10**9))
+    rows: list[str] = []
+    for c in args.concurrency:
+        rows = [json.dumps({"problem": problem,
+                            "reasoning": raw_student(next(counter), rng, texts, args.marks)})
+                for _ in range(b_requests(args, c))]
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text("".join(r + "\n" for r in rows))
+    tmp.replace(path)
+    print(f"wrote {len(rows)} students ({args.marks}) to {path}", file=sys.stderr)
+    return 0
 
 
 # --------------------------------------------------------------------------- server process
@@ -336,18 +410,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                    "teacher_decomposed_in_warmup_s":
                                        round(time.perf_counter() - t0, 2),
                                    "pairs_per_request": 1,
-                                   "students_share_spans": args.shared_spans}
+                                   "student_marks": args.marks}
                 counter = iter(range(10**9))
 
                 def b_body(_: int) -> bytes:
                     return rewards_body([{"problem": problem, "teacher": raw_teacher,
                                           "student": raw_student(next(counter), rng, raw_texts,
-                                                                 args.shared_spans)}])
+                                                                 args.marks)}])
 
                 out["b"] = []
                 for c in args.concurrency:
-                    n = max(args.b_min_requests, min(c * args.b_rounds, args.b_max_requests)
-                            if c > 1 else args.b_min_requests)
+                    n = b_requests(args, c)
                     out["b"].append(await drive(client, url, b_body, c, n, args.b_seconds, 1))
                 m = (await client.get(url + "/metrics")).text
                 out["b_inputs"]["teacher_cache_hits"] = _metric(
@@ -487,10 +560,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overhead-repeats", type=int, default=7)
     p.add_argument("--request-timeout", type=float, default=900.0)
     p.add_argument("--soak", type=float, default=0.0, help="soak seconds (0: off)")
-    p.add_argument("--shared-spans", action="store_true",
-                   help="(b): students differ only in their opening sentence (the describer "
-                        "then describes their later steps once); default: every sentence "
-                        "differs")
+    p.add_argument("--marks", choices=MARKS, default=MARKS[0],
+                   help="(b): what makes each raw student distinct: spaces between its words "
+                        "(every sentence differs, the example's own steps), '(attempt N)' in "
+                        "every sentence (the default before 2026-12-07: more, shorter steps), "
+                        "or only its opening sentence (later steps then described once for "
+                        "the group); default: %(default)s")
+    p.add_argument("--shared-spans", action="store_const", const="opener", dest="marks",
+                   help="the same as --marks opener")
+    p.add_argument("--write-students", metavar="FILE", default=None,
+                   help="write (b)'s raw students of the last --concurrency level to FILE "
+                        "(JSON lines, for benchmarks/decompose.py --traces) and exit")
     p.add_argument("--skip-a", action="store_true")
     p.add_argument("--skip-b", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -501,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
         args.warmup_pairs, args.overhead_repeats = 64, 2
         args.b_min_requests, args.b_rounds, args.max_new_tokens = 1, 1, 16
         args.concurrency = [1, 8]
+    if args.write_students:
+        return write_students(args, args.write_students)
     out = asyncio.run(run(args))
     print(json.dumps(out))
     return 0

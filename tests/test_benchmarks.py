@@ -57,6 +57,7 @@ def test_breakdown_times_warmup_prefill_and_decode_on_the_describers_own_prompts
     assert (got["prompt_tokens"], got["completion_tokens"]) == (5 * 30, 5 * 9)
     assert got["decode_includes_prefill"] is True  # no prefix cache behind this backend
     assert got["prefix_tokens_past_block"] is None  # nor a paged one to count blocks of
+    assert got["block_cached_tokens"] is None
     assert all(got[k] >= 0 for k in ("segment_s", "warmup_s", "prefill_s", "decode_s"))
 
 
@@ -144,6 +145,9 @@ def test_breakdown_on_the_default_engine(capsys: pytest.CaptureFixture[str]) -> 
     assert got["kv_block_tokens"] == 32
     assert 50 * got["distinct_prompts"] < got["shared_prefix_tokens"] < got["prompt_tokens"]
     assert 0 <= got["prefix_tokens_past_block"] < 32 * got["distinct_prompts"]
+    # every prompt after the first holds the whole blocks of the shared prefix, at least
+    shared_blocks = (got["shared_prefix_tokens"] // got["distinct_prompts"]) // 32 * 32
+    assert got["block_cached_tokens"] >= shared_blocks * (got["distinct_prompts"] - 1)
 
 
 @pytest.mark.parametrize(("pairs", "want"), [
@@ -295,6 +299,20 @@ def test_prefix_past_block(ids: list[list[int]], problems: list[str], block: int
     assert prefix_past_block(ids, problems, block) == want
 
 
+@pytest.mark.parametrize(("ids", "block", "want"), [
+    ([[1, 2, 3, 4, 5], [1, 2, 3, 4, 9], [1, 2, 7, 4], [5, 6]], 2, 6),
+    ([[1, 2, 3], [1, 2, 3]], 2, 2),  # a copy: its whole blocks, not its partial last one
+    ([[5, 6, 1, 2], [7, 8, 1, 2]], 2, 0),  # a block is held only with all before it
+    ([[1, 2], [3, 4], [1, 2, 3, 4]], 2, 2),  # (3, 4) was held after another prefix
+    ([[1, 2, 3, 4]], 4, 0),  # the first prompt computes its blocks
+    ([], 32, 0),
+])
+def test_block_hits(ids: list[list[int]], block: int, want: int) -> None:
+    from benchmarks.decompose import block_hits
+
+    assert block_hits(ids, block) == want
+
+
 @pytest.mark.parametrize(("ids", "shared", "at", "block", "want"), [
     ([1, 2, 3, 4, 5], 3, 1, 4, [1, 0, 2, 3, 4, 5]),  # one pad brings 3 shared to 4
     ([1, 2, 3, 4, 5], 4, 1, 4, [1, 2, 3, 4, 5]),  # already whole blocks
@@ -326,3 +344,62 @@ def test_prefix_blocks_bad_input_exits_2(argv: list[str], err: str,
 
     assert main(argv) == 2
     assert err in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("marks", "distinct_spans", "steps_as_the_text"), [
+    # why: spaces change the describer's prompts, not the words the segmenter reads
+    ("spaces", True, True),
+    # "(attempt N)" made every span distinct too, but the segmenter reads it as steps
+    ("attempt", True, False),
+    # only the opening differs: the later steps are the group's, described once
+    ("opener", False, False),
+])
+def test_load_student_marks(marks: str, distinct_spans: bool, steps_as_the_text: bool) -> None:
+    import random
+    import re
+
+    from benchmarks.load import _load, raw_student
+    from gsrm.describe import span_text
+    from gsrm.segment import get_segmenter
+
+    texts = [_load("student_aligned.json")["reasoning"],
+             _load("student_misaligned.json")["reasoning"]]
+    seg = get_segmenter("trained")
+    rng = random.Random(0)
+    students = [raw_student(i, rng, texts, marks) for i in range(1, 9)]
+    spans = seg.segment_many(students)
+    later = [[span_text(s, sp) for sp in ss[1:]] for s, ss in zip(students, spans, strict=True)]
+    seen = [t for ts in later for t in ts]
+    assert (len(set(seen)) >= 0.9 * len(seen)) is distinct_spans  # (attempt: 49 of 51)
+    # the same steps as the unmarked text with its opener, word for word
+    plain = [" ".join(re.sub(r"\s*\(attempt \d+\)", "", s).split()) for s in students]
+    base = seg.segment_many(plain)
+    same = all([" ".join(span_text(s, sp).split()) for sp in ss]
+               == [span_text(p, sp) for sp in bs]
+               for s, ss, p, bs in zip(students, spans, plain, base, strict=True))
+    assert same is steps_as_the_text
+
+
+def test_load_student_marks_refuses_an_unknown_mark() -> None:
+    import random
+
+    from benchmarks.load import raw_student
+
+    with pytest.raises(ValueError, match="unknown marks 'tabs'"):
+        raw_student(0, random.Random(0), ["Text."], "tabs")
+
+
+@pytest.mark.parametrize(("argv", "rows"), [
+    (["--concurrency", "1", "32"], 32),  # the concurrency-32 level's students
+    (["--concurrency", "1"], 3),  # concurrency 1 sends --b-min-requests
+    (["--concurrency", "8", "--b-rounds", "1"], 8),
+])
+def test_load_writes_a_runs_students(tmp_path: Path, argv: list[str], rows: int) -> None:
+    from benchmarks.load import main
+
+    out = tmp_path / "students.jsonl"
+    assert main([*argv, "--write-students", str(out)]) == 0
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(got) == rows and len({g["reasoning"] for g in got}) == rows
+    assert all(g["problem"] and g["reasoning"] for g in got)
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically
