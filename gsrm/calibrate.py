@@ -14,11 +14,15 @@ are left out unless the perturbation changes nothing downstream). A step's parts
 the model-free decomposers build them (``text_step``: meta = sub-problem = the text, answer =
 its number, else the text), so meta and sub-problem share their pairs. Identical parts are
 settled by the reward without a judge (``gsrm.align.settled_verdict``) and two numeric
-answers are compared as numbers, so the threshold is fitted on the remaining pairs of
-``prmbench/prm800k_train_*`` (Youden's J, rounded down to 2 decimals) and reported on
-``prmbench/prm800k_test_*``, the evaluation's held-out items (``prmbench-structure``), never
-fitted on: the judge's balanced accuracy on the pairs it decides, and the balanced accuracy of
-the reward's verdict over all pairs (``like_for_like``).
+answers are compared as numbers, so the threshold is fitted on the remaining pairs of the
+train split of ``prmbench/prm800k_train_*`` (Youden's J, rounded down to 2 decimals; the
+split is the evaluation's hash, ``in_split``) and reported on ``prmbench/prm800k_test_*``,
+the evaluation's held-out items (``prmbench-structure``), never fitted on: the judge's
+balanced accuracy on the pairs it decides, and the balanced accuracy of the reward's verdict
+over all pairs (``like_for_like``). ``--report dev`` reports on the dev split's rows of
+``prm800k_train_*`` instead (``prmbench-structure --split dev``'s items), where a threshold is
+chosen; ``--fit all`` fits on every ``prm800k_train_*`` row, as the shipped thresholds were
+fitted before the dev split was drawn from those files.
 
 Protocol ``socratic`` (the earlier one, kept for comparison): GSM8K's socratic solutions
 (``gsm8k/test_socratic.jsonl`` items 0-999; items >= 1000 are held out for evaluation):
@@ -45,6 +49,7 @@ table on stderr.
 Example::
 
     $ python -m gsrm.calibrate --data ../shared/data --judges lexical embedding
+    $ python -m gsrm.calibrate --data ../shared/data --report dev     # where thresholds are chosen
     $ python -m gsrm.calibrate --data ../shared/data --protocol socratic --limit 200
 
     >>> from gsrm.calibrate import brief_answer, choose_threshold
@@ -493,6 +498,12 @@ PRMBENCH_DIR = Path("prmbench")
 #: items of ``prmbench-structure``: never fitted on)
 FIT_GLOB = "prm800k_train_*.jsonl"
 REPORT_GLOB = "prm800k_test_*.jsonl"
+FIT_SPLITS = ("train", "all")
+"""``--fit``: the ``FIT_GLOB`` rows fitted on: the train split's (the default), or every row
+(how the shipped thresholds were fitted, before the dev split was drawn from these files)."""
+REPORTS = ("test", "dev")
+"""``--report``: the test files (``REPORT_GLOB``), or the dev split's ``FIT_GLOB`` rows, where
+a threshold is chosen."""
 _STEP_NUMBER = re.compile(r"^\s*\d+\s*[.)]\s+")
 #: perturbations whose error steps leave the rest of the solution as it was (PRMBench:
 #: redundant steps "without changing the correctness"; its files spell it "redundency")
@@ -582,9 +593,27 @@ def aligned_steps(n_original: int, n_modified: int, modified_steps: Sequence[int
     return same + diff
 
 
-def load_step_pairs(folder: Path, pattern: str, limit: int | None = None) -> list[StepPair]:
+def in_split(question: str, split: str | None) -> bool:
+    """Whether a ``prm800k_train_*`` row's problem is in ``split`` (None: every row) by the
+    evaluation's hash (``eval.splits.split_of``, source ``prmbench``): the rows of its dev
+    split are ``prmbench-structure``'s dev items, so thresholds are fitted on the train rows
+    and chosen on the dev ones.
+
+    >>> in_split("How many seconds are in 7.8 minutes?", None)
+    True
+    """
+    if split is None:
+        return True
+    from eval.splits import split_of
+
+    return split_of(question, "prmbench") == split
+
+
+def load_step_pairs(folder: Path, pattern: str, limit: int | None = None,
+                    split: str | None = None) -> list[StepPair]:
     """Labelled step pairs from the PRMBench files matching ``pattern`` (``limit`` rows per
-    file); a malformed row is skipped, since a guessed label would be a wrong one."""
+    file, counted before the ``split`` filter: ``in_split``); a malformed row is skipped,
+    since a guessed label would be a wrong one."""
     files = sorted(folder.glob(pattern))
     out: list[StepPair] = []
     for f in files:
@@ -599,6 +628,9 @@ def load_step_pairs(folder: Path, pattern: str, limit: int | None = None) -> lis
                     mod = [int(x) for x in row.get("modified_steps", [])]
                     err = [int(x) for x in row.get("error_steps", [])]
                     kind = str(row.get("classification", "unknown"))
+                    if split is not None and not in_split(str(row["original_question"]),
+                                                          split):
+                        continue
                 except (ValueError, KeyError, TypeError):
                     continue
                 downstream_safe = kind in NO_DOWNSTREAM_CHANGE
@@ -755,12 +787,15 @@ def _table(report: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def _like_table(report: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """The like-for-like report as a table: fitted threshold, then test-split figures."""
+def _like_table(report: dict[str, dict[str, dict[str, Any]]], fit: str = "train",
+                reported: str = "test") -> str:
+    """The like-for-like report as a table: fitted threshold, then the report split's
+    figures."""
     head = (f"{'judge':<10} {'part':<11} {'thr':>5} {'n_pos':>6} {'n_neg':>6} {'auc':>6} "
             f"{'judge':>6} {'verdict':>7} | {'now':>5} {'judge':>6} {'verdict':>7}")
-    title = ("test split (prm800k_test_*); thresholds fitted on prm800k_train_*; balanced "
-             "accuracy of the judge (pairs it decides) and of the reward's verdict (all pairs)")
+    title = (f"{_split_files('report', reported)}; thresholds fitted on "
+             f"{_split_files('fit', fit)}; balanced accuracy of the judge (pairs it decides) "
+             "and of the reward's verdict (all pairs)")
     lines = [title, head, "-" * len(head)]
     for judge, kinds in report.items():
         for kind, r in kinds.items():
@@ -785,7 +820,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Choose per-part thresholds for the threshold judges. Default protocol "
         "'prmbench': like-for-like step pairs (an original step against the modified "
         "process's step in its place: unchanged = same, error step = different), fitted on "
-        "prmbench/prm800k_train_*, reported on prmbench/prm800k_test_*. Protocol 'socratic' "
+        "the train split of prmbench/prm800k_train_*, reported on prmbench/prm800k_test_* "
+        "(--fit, --report). Protocol 'socratic' "
         "(the earlier one): GSM8K socratic sub-question vs solution-sentence pairs, items "
         "0-999 of test_socratic.jsonl.",
     )
@@ -811,10 +847,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"judges to calibrate (default: all of {threshold_judges()})",
     )
+    p.add_argument("--fit", choices=FIT_SPLITS, default=FIT_SPLITS[0],
+                   help="prmbench: fit on the train split's prm800k_train_* rows, or on all of "
+                        "them (how the shipped thresholds were fitted) (default: %(default)s)")
+    p.add_argument("--report", choices=REPORTS, default=REPORTS[0],
+                   help="prmbench: report on the test files, or on the dev split's "
+                        "prm800k_train_* rows, where thresholds are chosen "
+                        "(default: %(default)s)")
     p.add_argument("--no-numbers", action="store_true",
                    help="judge by the score alone, without the number check "
                    "(gsrm.judges.numbers_agree): the ablation")
     return p
+
+
+def _split_files(role: str, split: str) -> str:
+    """What ``--fit`` / ``--report`` read, in words (the report's and the table's).
+
+    >>> _split_files("fit", "train"), _split_files("report", "test")
+    ('prm800k_train_*.jsonl, train split', 'prm800k_test_*.jsonl')
+    """
+    if role == "report" and split == "test":
+        return REPORT_GLOB
+    return FIT_GLOB if split == "all" else f"{FIT_GLOB}, {split} split"
 
 
 def _judge(name: str, numbers: bool = True) -> ThresholdJudge:
@@ -825,8 +879,14 @@ def _judge(name: str, numbers: bool = True) -> ThresholdJudge:
 
 def _main_prmbench(args: argparse.Namespace, names: list[str]) -> int:
     folder = Path(args.data) / PRMBENCH_DIR
-    fit = load_step_pairs(folder, FIT_GLOB, args.limit) if folder.is_dir() else []
-    report_pairs = load_step_pairs(folder, REPORT_GLOB, args.limit) if folder.is_dir() else []
+    fit_split = None if args.fit == "all" else args.fit
+    fit = load_step_pairs(folder, FIT_GLOB, args.limit, fit_split) if folder.is_dir() else []
+    if args.report == "dev":
+        report_pairs = load_step_pairs(folder, FIT_GLOB, args.limit, "dev") \
+            if folder.is_dir() else []
+    else:
+        report_pairs = load_step_pairs(folder, REPORT_GLOB, args.limit) \
+            if folder.is_dir() else []
     if not fit or not report_pairs:
         print(f"error: PRMBench data not found: {folder} needs {FIT_GLOB} and {REPORT_GLOB} "
               f"(pass --data DIR, the folder that holds {PRMBENCH_DIR}/)", file=sys.stderr)
@@ -848,8 +908,9 @@ def _main_prmbench(args: argparse.Namespace, names: list[str]) -> int:
     out = {
         "protocol": "prmbench like-for-like",
         "data": str(folder),
-        "fit": {"files": FIT_GLOB, "pairs": counts(fit)},
-        "report": {"files": REPORT_GLOB, "pairs": counts(report_pairs)},
+        "fit": {"files": _split_files("fit", args.fit), "pairs": counts(fit)},
+        "report": {"files": _split_files("report", args.report),
+                   "pairs": counts(report_pairs)},
         "parts": "meta = sub-problem = the step text; answer = its number, else the text "
                  "(gsrm.calibrate.text_step, as the model-free decomposers build steps)",
         "rule": "match iff score >= threshold; threshold maximises balanced accuracy on the "
@@ -858,7 +919,7 @@ def _main_prmbench(args: argparse.Namespace, names: list[str]) -> int:
         "judges": report,
         "seconds": timing,
     }
-    print(_like_table(report), file=sys.stderr)
+    print(_like_table(report, args.fit, args.report), file=sys.stderr)
     print(json.dumps(out))
     return 0
 

@@ -420,8 +420,10 @@ def test_like_for_like_fits_on_the_fit_split_and_reports_on_the_other():
     assert r["judge_balanced_accuracy_at_current"] == 0.5  # e yes, f no; g yes, h no
 
 
-def _row(original, modified, mod, err, kind="deception"):
-    return json.dumps({"original_process": [f"{i}. {s}" for i, s in enumerate(original, 1)],
+def _row(original, modified, mod, err, kind="deception", question="What is 2 + 3?"):
+    # the default question is in the train split of eval.splits' prmbench hash
+    return json.dumps({"original_question": question,
+                       "original_process": [f"{i}. {s}" for i, s in enumerate(original, 1)],
                        "modified_process": [f"{i}. {s}" for i, s in enumerate(modified, 1)],
                        "modified_steps": mod, "error_steps": err, "classification": kind})
 
@@ -480,7 +482,7 @@ def test_main_prmbench_prints_per_part_reports(tmp_path, capsys):
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert report["protocol"] == "prmbench like-for-like"
-    assert report["fit"]["files"] == "prm800k_train_*.jsonl"
+    assert report["fit"]["files"] == "prm800k_train_*.jsonl, train split"
     assert report["report"]["files"] == "prm800k_test_*.jsonl"
     parts = report["judges"]["lexical"]
     assert set(parts) == {"meta", "subproblem", "answer"}
@@ -500,3 +502,44 @@ def test_lexical_answer_threshold_is_the_like_for_like_fit(capsys):
     parts = json.loads(capsys.readouterr().out)["judges"]["lexical"]
     assert parts["answer"]["threshold"] == LexicalJudge.thresholds["answer"]
     assert parts["meta"]["threshold"] > LexicalJudge.thresholds["meta"]
+
+
+DEV_QUESTION = "How many eggs?"  # in the dev split of eval.splits' prmbench hash
+
+
+@pytest.mark.parametrize(("argv", "fit_rows", "report_rows", "fit_files", "report_files"), [
+    # the default: fit on the train split's rows, report on the test files
+    ([], 1, 1, "prm800k_train_*.jsonl, train split", "prm800k_test_*.jsonl"),
+    # where a threshold is chosen: the dev split's rows of the train files
+    (["--report", "dev"], 1, 1, "prm800k_train_*.jsonl, train split",
+     "prm800k_train_*.jsonl, dev split"),
+    # how the shipped thresholds were fitted: every row of the train files
+    (["--fit", "all"], 2, 1, "prm800k_train_*.jsonl", "prm800k_test_*.jsonl"),
+])
+def test_main_prmbench_fits_on_train_and_reports_on_the_split_asked(
+        tmp_path, capsys, argv, fit_rows, report_rows, fit_files, report_files):
+    folder = tmp_path / "prmbench"
+    folder.mkdir()
+    train_row = _row(["Add 2 and 3.", "So 5."], ["Add 2 and 3.", "So 6."], [2], [2])
+    dev_row = _row(["Count the eggs.", "So 7."], ["Count the eggs.", "So 8."], [2], [2],
+                   question=DEV_QUESTION)
+    (folder / "prm800k_train_p1_4o_x.jsonl").write_text(train_row + "\n" + dev_row + "\n")
+    (folder / "prm800k_test_p1_4o_x.jsonl").write_text(train_row + "\n")
+    assert main(["--data", str(tmp_path), "--judges", "lexical", *argv]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fit"]["files"] == fit_files and report["report"]["files"] == report_files
+    # one "same" and one "different" pair per row
+    assert sum(report["fit"]["pairs"].values()) == 2 * fit_rows
+    assert sum(report["report"]["pairs"].values()) == 2 * report_rows
+
+
+@pytest.mark.parametrize(("split", "kept"), [(None, 2), ("train", 1), ("dev", 0)])
+def test_load_step_pairs_split_filter_needs_the_question(tmp_path, split, kept):
+    folder = tmp_path / "prmbench"
+    folder.mkdir()
+    no_question = json.loads(_row(["A = 1."], ["A = 1."], [], []))
+    del no_question["original_question"]
+    (folder / "prm800k_train_x.jsonl").write_text(
+        _row(["B = 2."], ["B = 2."], [], []) + "\n" + json.dumps(no_question) + "\n")
+    # a row whose problem is unknown cannot be placed in a split: left out of any split
+    assert len(load_step_pairs(folder, "prm800k_train_*.jsonl", split=split)) == kept
