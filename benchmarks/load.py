@@ -142,8 +142,9 @@ def raw_student(i: int, rng: random.Random, texts: list[str], marks: str = "spac
       ``i + 1``), so every sentence differs and the segmenter still finds the example's own
       steps;
     - ``attempt``: "(attempt N)" at the end of every sentence. The segmenter reads such a
-      mark as a step of its own or a step's end: the example students' 4-6 steps became
-      7.5 on average, and their rewards moved (the misaligned one from 1.0 to 2.75);
+      mark as a step of its own or a step's end, so the students have more, shorter steps
+      than the example texts (the README's "The server's raw students" counts them), and
+      sentences that differ only at their ends share prefix-cache blocks;
     - ``opener``: only the opening sentence differs.
 
     Why distinct: the describer describes identical span prompts once
