@@ -22,7 +22,9 @@ the default's text exactly:
 
 No prompt here is what a user's decomposition uses except ``default``: this measures the
 engine, to decide what a describer trained on block-aligned prompts would buy. The repair and
-retry rounds of ``describe_many`` are not run.
+retry rounds of ``describe_many`` are not run. ``--fixed-new-tokens N`` makes every reply
+exactly N tokens long (EOS ignored, no texts compared): the time of a shorter reply, e.g. one
+without the two line headers, that this describer does not write.
 
 Example::
 
@@ -62,9 +64,28 @@ def align_ids(ids: Sequence[int], shared: int, at: int, block: int, pad: int) ->
     return [*ids[:at], *[pad] * n, *ids[at:]]
 
 
+def fixed_length(backend: Any, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+    """Completion ids of exactly ``new_tokens`` tokens for every prompt (greedy; EOS and stop
+    strings ignored), through the backend's pipeline: the time of a reply of that length,
+    whatever this describer writes."""
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as og
+
+    cfg = og.GenerationConfig()
+    cfg.max_new_tokens = new_tokens
+    cfg.do_sample = False
+    cfg.ignore_eos = True
+    outs = backend._pipe.generate([ov.Tensor(np.asarray([p], dtype=np.int64)) for p in prompts],
+                                  [cfg] * len(prompts))
+    return [list(o.m_generation_ids[0]) if o.m_generation_ids else [] for o in outs]
+
+
 def run_mode(backend: Any, mode: str, prompts: list[list[int]], problems: Sequence[str],
-             system_end: list[int], max_new_tokens: int, stop: Sequence[str]) -> dict[str, Any]:
-    """Describe ``prompts`` (token ids) on a fresh pipeline after ``mode``'s warm-up."""
+             system_end: list[int], max_new_tokens: int, stop: Sequence[str],
+             fixed_new_tokens: int | None = None) -> dict[str, Any]:
+    """Describe ``prompts`` (token ids) on a fresh pipeline after ``mode``'s warm-up
+    (``fixed_new_tokens``: replies of exactly that length, ``fixed_length``; no texts)."""
     from benchmarks.decompose import common_prefix, prefix_past_block
 
     backend.reset()
@@ -92,13 +113,18 @@ def run_mode(backend: Any, mode: str, prompts: list[list[int]], problems: Sequen
     t0 = time.perf_counter()
     backend.generate_ids(warm, 1)
     t1 = time.perf_counter()
-    gens = backend.generate_ids(prompts, max_new_tokens, stop)
+    if fixed_new_tokens:
+        texts = None
+        completion = sum(map(len, fixed_length(backend, prompts, fixed_new_tokens)))
+    else:
+        gens = backend.generate_ids(prompts, max_new_tokens, stop)
+        texts = [g.text for g in gens]
+        completion = sum(g.completion_tokens for g in gens)
     t2 = time.perf_counter()
     _, shared_past = prefix_past_block(prompts, problems, block)
     return {"warmup_s": round(t1 - t0, 3), "describe_s": round(t2 - t1, 3),
-            "texts": [g.text for g in gens], "prompt_tokens": sum(len(p) for p in prompts),
-            "prefix_tokens_past_block": shared_past,
-            "completion_tokens": sum(g.completion_tokens for g in gens)}
+            "texts": texts, "prompt_tokens": sum(len(p) for p in prompts),
+            "prefix_tokens_past_block": shared_past, "completion_tokens": completion}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="traces (default: all)")
     p.add_argument("--batch-size", type=int, default=64, help="engine batch (default: 64)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the engine")
+    p.add_argument("--fixed-new-tokens", type=int, default=None, metavar="N",
+                   help="every reply exactly N tokens (EOS and stop strings ignored; no texts "
+                        "compared): the time of a reply length another describer would write, "
+                        "e.g. one without the two headers (default: the describer's own)")
     p.add_argument("--modes", default=",".join(MODES),
                    help=f"comma-separated, from {', '.join(MODES)} (default: all; "
                         "same_as_default needs default first)")
@@ -121,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if bad := [m for m in modes if m not in MODES]:
         print(f"error: unknown mode(s) {bad}; choose from {MODES}", file=sys.stderr)
+        return 2
+    if args.fixed_new_tokens is not None and args.fixed_new_tokens < 1:
+        print(f"error: --fixed-new-tokens must be at least 1, got {args.fixed_new_tokens}",
+              file=sys.stderr)
         return 2
     try:
         rows = [json.loads(line) for line in args.traces.read_text().splitlines()
@@ -147,16 +181,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {"benchmark": "prefix_blocks", "model": backend.model_id,
                               "traces": len(items), "distinct_prompts": len(convs),
                               "kv_block_tokens": backend.kv_block_tokens,
-                              "max_new_tokens": fmt.max_new_tokens, "modes": {}}
+                              "max_new_tokens": fmt.max_new_tokens,
+                              "fixed_new_tokens": args.fixed_new_tokens, "modes": {}}
     reference: list[str] | None = None
     for mode in modes:
         got = run_mode(backend, mode, [list(b) for b in base], problems, system_end,
-                       fmt.max_new_tokens, fmt.stop)
+                       fmt.max_new_tokens, fmt.stop, args.fixed_new_tokens)
         texts = got.pop("texts")
-        got["incomplete"] = sum(not first_step(t, fmt)[0].is_complete for t in texts)
+        got["incomplete"] = None if texts is None else sum(
+            not first_step(t, fmt)[0].is_complete for t in texts)
         if mode == "default":
             reference = texts
-        got["same_as_default"] = None if reference is None else round(
+        got["same_as_default"] = None if reference is None or texts is None else round(
             sum(a == b for a, b in zip(reference, texts, strict=True)) / max(1, len(texts)), 3)
         result["modes"][mode] = got
     print(json.dumps(result), flush=True)

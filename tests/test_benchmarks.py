@@ -337,6 +337,7 @@ def test_align_ids_refuses_padding_outside_the_shared_prefix() -> None:
 @pytest.mark.parametrize(("argv", "err"), [
     (["--traces", "/nonexistent/t.jsonl"], "/nonexistent/t.jsonl"),
     (["--traces", "/dev/null", "--modes", "default,fast"], "unknown mode"),
+    (["--traces", "/dev/null", "--fixed-new-tokens", "0"], "at least 1"),
 ])
 def test_prefix_blocks_bad_input_exits_2(argv: list[str], err: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -403,3 +404,27 @@ def test_load_writes_a_runs_students(tmp_path: Path, argv: list[str], rows: int)
     assert len(got) == rows and len({g["reasoning"] for g in got}) == rows
     assert all(g["problem"] and g["reasoning"] for g in got)
     assert not list(tmp_path.glob("*.tmp"))  # written atomically
+
+
+@pytest.mark.slow
+def test_prefix_blocks_fixed_reply_length_on_the_default_engine(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The real engine: every reply exactly N tokens, in both prompt layouts."""
+    from benchmarks.load import _load
+    from benchmarks.prefix_blocks import main
+
+    trace = _load("student_aligned.json")
+    traces = tmp_path / "t.jsonl"
+    traces.write_text(json.dumps({"problem": _load("teacher_steps.json")["problem"],
+                                  "reasoning": trace["reasoning"]}) + "\n")
+    assert main(["--traces", str(traces), "--threads", "2", "--fixed-new-tokens", "5",
+                 "--modes", "default,aligned"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["fixed_new_tokens"] == 5
+    for mode in ("default", "aligned"):
+        got = line["modes"][mode]
+        assert got["completion_tokens"] == 5 * line["distinct_prompts"], mode
+        assert got["incomplete"] is None and got["same_as_default"] is None, mode
+    # aligned prompts carry the padding that brings the shared prefix to whole blocks
+    assert line["modes"]["aligned"]["prefix_tokens_past_block"] == 0
+    assert line["modes"]["aligned"]["prompt_tokens"] > line["modes"]["default"]["prompt_tokens"]
