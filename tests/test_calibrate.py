@@ -495,8 +495,9 @@ def test_main_prmbench_prints_per_part_reports(tmp_path, capsys):
 
 @pytest.mark.skipif(not PRMBENCH.is_dir(), reason=f"PRMBench data not found at {PRMBENCH}")
 def test_lexical_answer_threshold_is_the_like_for_like_fit(capsys):
-    # the shipped answer constant is what the protocol fits on prm800k_train_* (never the
-    # test files); meta and sub-problem keep the paraphrase-level thresholds on purpose
+    # the shipped answer constant is what the protocol fits on the train split of
+    # prm800k_train_* (never the test files, nor the dev rows: the default --fit train);
+    # meta and sub-problem keep the paraphrase-level thresholds on purpose
     # (gsrm/judges.py, "The defaults"): the fit asks for more than the gate's question
     assert main(["--data", str(DATA), "--judges", "lexical"]) == 0
     parts = json.loads(capsys.readouterr().out)["judges"]["lexical"]
