@@ -152,16 +152,21 @@ def raw_student(i: int, rng: random.Random, texts: list[str], marks: str = "spac
     share every later step's description and measure that sharing, not the describer; real
     completions of one problem share some steps, not all.
     """
+    if marks not in MARKS:
+        raise ValueError(f"unknown marks {marks!r}; choose one of {MARKS}")
     opener = rng.choice(OPENERS)
     text = rng.choice(texts)
     if marks == "spaces":
         return spaced(f"{opener} {text}", i + 1)
     if marks == "attempt":
         text = re.sub(r"([.!?])(\s+|$)", rf" (attempt {i})\1\2", text)
-        return f"{opener} (attempt {i}) {text}"
-    if marks == "opener":
-        return f"{opener} (attempt {i}) {text}"
-    raise ValueError(f"unknown marks {marks!r}; choose one of {MARKS}")
+    return f"{opener} (attempt {i}) {text}"
+
+
+def raw_texts() -> list[str]:
+    """The example students' raw reasoning (aligned, misaligned): what (b)'s students vary."""
+    return [_load("student_aligned.json")["reasoning"],
+            _load("student_misaligned.json")["reasoning"]]
 
 
 def b_requests(args: argparse.Namespace, concurrency: int) -> int:
@@ -178,8 +183,7 @@ def write_students(args: argparse.Namespace, path: str) -> int:
     the very texts a run scores."""
     rng = random.Random(args.seed)
     problem = _load("teacher_steps.json")["problem"]
-    texts = [_load("student_aligned.json")["reasoning"],
-             _load("student_misaligned.json")["reasoning"]]
+    texts = raw_texts()
     counter = iter(range(10**9))
     rows: list[str] = []
     for c in args.concurrency:
@@ -340,8 +344,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     students = [_load("student_aligned_steps.json")["steps"],
                 _load("student_misaligned_steps.json")["steps"]]
     raw_teacher = _load("teacher.json")["reasoning"]
-    raw_texts = [_load("student_aligned.json")["reasoning"],
-                 _load("student_misaligned.json")["reasoning"]]
+    examples = raw_texts()
 
     out: dict[str, Any] = {"url": args.url or "127.0.0.1 (started by load.py)",
                            "cpu_count": os.cpu_count()}
@@ -403,7 +406,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 # the teacher is decomposed once here; every later pair reuses it (cache)
                 t0 = time.perf_counter()
                 r = await client.post(url + "/v1/rewards", content=rewards_body(
-                    [{"problem": problem, "teacher": raw_teacher, "student": raw_texts[0]}]),
+                    [{"problem": problem, "teacher": raw_teacher, "student": examples[0]}]),
                     headers={"content-type": "application/json"})
                 r.raise_for_status()
                 out["b_inputs"] = {"max_new_tokens": args.max_new_tokens,
@@ -416,7 +419,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
                 def b_body(_: int) -> bytes:
                     return rewards_body([{"problem": problem, "teacher": raw_teacher,
-                                          "student": raw_student(next(counter), rng, raw_texts,
+                                          "student": raw_student(next(counter), rng, examples,
                                                                  args.marks)}])
 
                 out["b"] = []

@@ -880,13 +880,11 @@ def _judge(name: str, numbers: bool = True) -> ThresholdJudge:
 def _main_prmbench(args: argparse.Namespace, names: list[str]) -> int:
     folder = Path(args.data) / PRMBENCH_DIR
     fit_split = None if args.fit == "all" else args.fit
-    fit = load_step_pairs(folder, FIT_GLOB, args.limit, fit_split) if folder.is_dir() else []
-    if args.report == "dev":
-        report_pairs = load_step_pairs(folder, FIT_GLOB, args.limit, "dev") \
-            if folder.is_dir() else []
-    else:
-        report_pairs = load_step_pairs(folder, REPORT_GLOB, args.limit) \
-            if folder.is_dir() else []
+    report_glob, report_split = (FIT_GLOB, "dev") if args.report == "dev" else (REPORT_GLOB, None)
+    fit, report_pairs = ([], [])
+    if folder.is_dir():
+        fit = load_step_pairs(folder, FIT_GLOB, args.limit, fit_split)
+        report_pairs = load_step_pairs(folder, report_glob, args.limit, report_split)
     if not fit or not report_pairs:
         print(f"error: PRMBench data not found: {folder} needs {FIT_GLOB} and {REPORT_GLOB} "
               f"(pass --data DIR, the folder that holds {PRMBENCH_DIR}/)", file=sys.stderr)
