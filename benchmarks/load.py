@@ -425,7 +425,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 out["b"] = []
                 for c in args.concurrency:
                     n = b_requests(args, c)
-                    out["b"].append(await drive(client, url, b_body, c, n, args.b_seconds, 1))
+                    before = await server_batches(client, url)
+                    level = await drive(client, url, b_body, c, n, args.b_seconds, 1)
+                    # a group split over several worker batches waits for each in turn
+                    level["server_batches"] = await server_batches(client, url) - before
+                    out["b"].append(level)
                 m = (await client.get(url + "/metrics")).text
                 out["b_inputs"]["teacher_cache_hits"] = _metric(
                     m, "gsrm_decomposition_cache_hits_total")
@@ -441,6 +445,13 @@ def _threads(args: argparse.Namespace, n: int) -> Any:
     if args.url:
         return None
     return n or "torch default"
+
+
+async def server_batches(client: Any, url: str) -> int:
+    """Worker batches the server has run so far (its ``gsrm_batch_items`` histogram's count):
+    the difference over a level says whether its requests went out as one batch or several."""
+    count = _metric((await client.get(url + "/metrics")).text, "gsrm_batch_items_count")
+    return int(count or 0)
 
 
 def _metric(text: str, name: str) -> float | None:

@@ -282,6 +282,23 @@ def test_models_endpoint_shape(srv: Live) -> None:
     assert data[0]["root"] == "rule-based"
 
 
+def test_load_benchmark_counts_the_servers_batches(srv: Live) -> None:
+    # benchmarks/load.py reports each level's worker batches from this metric: one request,
+    # one batch (a group split over several would show more)
+    import asyncio
+
+    from benchmarks.load import server_batches
+
+    async def count() -> int:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await server_batches(client, srv.url)
+
+    before = asyncio.run(count())
+    srv.post("/v1/rewards", {"items": [{"problem": "b", "teacher": "A = 1. B = 2.",
+                                        "student": "B = 2."}]}).raise_for_status()
+    assert asyncio.run(count()) == before + 1
+
+
 def test_metrics_count_requests_batches_and_cache(srv: Live) -> None:
     srv.post("/v1/rewards", {"items": [{"problem": "m", "teacher": "A = 1. B = 2.",
                                         "student": "A = 1."}] * 2})
