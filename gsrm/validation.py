@@ -117,8 +117,8 @@ MaxNewTokens = Annotated[int, Field(gt=0, description="generation limit per deco
                                     "(and the cap for chat max_tokens); hitting it is flagged")]
 MaxInputTokens = Annotated[int, Field(gt=0, description="prompt limit; longer reasoning is cut "
                                       "at the end by the backend and flagged")]
-GenBatchSize = Annotated[int, Field(gt=0, description="sequences decoded together inside the "
-                                    "transformers backend")]
+GenBatchSize = Annotated[int, Field(gt=0, description="sequences decoded together: the "
+                                    "transformers backend's batch; openvino runs at least 32")]
 PromptLookup = Annotated[int, Field(ge=0, description="prompt-lookup speculation n-gram size "
                                     "(transformers; 0 = off)")]
 Threads = Annotated[Optional[Annotated[int, Field(gt=0)]],  # noqa: UP045 - a runtime alias
