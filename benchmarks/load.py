@@ -231,6 +231,8 @@ class ServerProcess:
             cmd += ["--threads", str(threads)]
         if args.backend:
             cmd += ["--backend", args.backend]
+        if args.describe_steps:
+            cmd += ["--describe-steps", args.describe_steps]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
@@ -414,7 +416,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                    "teacher_decomposed_in_warmup_s":
                                        round(time.perf_counter() - t0, 2),
                                    "pairs_per_request": 1,
-                                   "student_marks": args.marks}
+                                   "student_marks": args.marks,
+                                   "describe_steps": args.describe_steps or "all"}
                 counter = iter(range(10**9))
 
                 def b_body(_: int) -> bytes:
@@ -574,6 +577,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overhead-repeats", type=int, default=7)
     p.add_argument("--request-timeout", type=float, default=900.0)
     p.add_argument("--soak", type=float, default=0.0, help="soak seconds (0: off)")
+    from gsrm.readonly import DESCRIBE_STEPS
+
+    p.add_argument("--describe-steps", choices=DESCRIBE_STEPS, default=None,
+                   help="servers started here: describe every student step (all, the server's "
+                        "default) or only the steps the reward reads (gsrm.readonly)")
     p.add_argument("--marks", choices=MARKS, default=MARKS[0],
                    help="(b): what makes each raw student distinct: spaces between its words "
                         "(every sentence differs, the example's own steps), '(attempt N)' in "

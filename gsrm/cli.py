@@ -38,6 +38,7 @@ from gsrm.io import (
     write_text_atomic,
 )
 from gsrm.judges import DEFAULT_JUDGE, JUDGES
+from gsrm.readonly import DESCRIBE_STEPS
 from gsrm.spanformat import SPAN_FORMAT_CHOICES
 from gsrm.validation import (
     GenBatchSize,
@@ -167,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="paper: unnormalised sum; normalized: divided by teacher steps")
     sc.add_argument("--coverage", action="store_true",
                     help="add the coverage term min(1, n_student/n_teacher)")
+    sc.add_argument("--describe-steps", default=DESCRIBE_STEPS[0], choices=DESCRIBE_STEPS,
+                    help="all: describe every student step; read: only those the reward reads "
+                         "(none past the teacher's count or after the first mismatched "
+                         "meta-reasoning), faster, the same reward (default: %(default)s)")
     _model_args(sc)
 
     de = sub.add_parser("decompose", help="rewrite a reasoning trace into steps")
@@ -201,6 +206,7 @@ def _gsrm(args: argparse.Namespace, judge: bool) -> Any:
     kw = backend_kwargs(args)  # resolves the default --backend first
     return GSRM(backend=get_backend(args.backend, **kw), judge=jdg,
                 mode=getattr(args, "mode", "paper"), use_coverage=getattr(args, "coverage", False),
+                describe_steps=getattr(args, "describe_steps", "all"),
                 decomposer=args.decomposer, segmenter=segmenter_from_arg(args.segmenter))
 
 

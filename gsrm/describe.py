@@ -379,12 +379,15 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
                   max_new_tokens: int | None = None,
                   repair_rounds: int = REPAIR_ROUNDS,
                   retry_rounds: int | None = None,
-                  repair_at_budget: bool | None = None) -> list[Structure]:
+                  repair_at_budget: bool | None = None,
+                  first_steps: Sequence[int] | None = None) -> list[Structure]:
     """Structures for ``(problem, reasoning, spans)`` items: one generation per distinct span
     prompt, batched (then the format repair's continuations and the retry of spans with no
     step or cut at the budget, batched). ``max_new_tokens`` None: the backend's span format's
     budget (``SpanFormat.max_new_tokens``); ``retry_rounds`` None: ``RETRY_ROUNDS``;
-    ``repair_at_budget`` None: ``REPAIR_AT_BUDGET``.
+    ``repair_at_budget`` None: ``REPAIR_AT_BUDGET``; ``first_steps``: each item's first span's
+    index in its whole trace (default 0), for the step numbers of warnings when only some of a
+    trace's spans are described (``gsrm.readonly``).
 
     Spans with the same prompt (same problem, same span text: the steps a corrected or
     perturbed trace shares with its original, completions of a GRPO group that agree on a
@@ -419,7 +422,8 @@ def describe_many(backend: Backend, items: Sequence[tuple[str, str, Sequence[Spa
         elif j in cut:
             warns = [(f"{AT_BUDGET_WARNING} ({max_new_tokens}) before its step was complete; "
                       "its missing parts were asked for after the cut"), *warns]
-        out[i].warnings.extend(f"step {k + 1}: {w}" for w in warns)
+        first = first_steps[i] if first_steps is not None else 0
+        out[i].warnings.extend(f"step {first + k + 1}: {w}" for w in warns)
         if j not in counted:  # tokens count where the work was done: the first such span
             counted.add(j)
             stats[i]["prompt"] += gen.prompt_tokens

@@ -29,6 +29,7 @@ from gsrm.align import SCORE_MODES, score_structures
 from gsrm.backends import BACKENDS, Backend, BackendError, get_backend
 from gsrm.judges import Judge, get_judge
 from gsrm.parse import parse_structure
+from gsrm.readonly import DESCRIBE_STEPS
 from gsrm.segment import Segmenter, get_segmenter
 from gsrm.structure import ScoreMode, ScoreResult, Step, Structure
 from gsrm.validation import EMPTY_REASONING, check_teacher, strip_think
@@ -71,12 +72,17 @@ class GSRM:
         decomposer: str = "two-stage",
         segmenter: Segmenter | None = None,
         describe_max_new_tokens: int | None = None,
+        describe_steps: str = "all",
     ) -> None:
         if mode not in SCORE_MODES:
             raise ValueError(f"unknown score mode {mode!r}; choose one of {SCORE_MODES}")
         if decomposer not in DECOMPOSERS:
             raise ValueError(f"unknown decomposer {decomposer!r}; choose one of {DECOMPOSERS}")
+        if describe_steps not in DESCRIBE_STEPS:
+            raise ValueError(f"unknown describe_steps {describe_steps!r}; choose one of "
+                             f"{DESCRIBE_STEPS}")
         self.decomposer = decomposer
+        self.describe_steps = describe_steps
         self._segmenter = segmenter
         self._describe_max_new_tokens = describe_max_new_tokens
         self._backend = backend
@@ -312,9 +318,58 @@ class GSRM:
         """
         for i, (_, teacher, _) in enumerate(items):
             check_teacher(teacher, f"item {i}: teacher")
+        if self.describe_steps == "read" and self.two_stage:
+            return self._score_reading(items)
         structs = self.resolve([(p, side) for p, t, s in items for side in (t, s)])
         teachers, students = structs[0::2], structs[1::2]
         pairs = list(zip(teachers, students, strict=True))
         if len(pairs) != len(items):  # pragma: no cover - resolve returns one per side
             raise RuntimeError(f"{len(pairs)} pairs for {len(items)} items")
         return score_structures(pairs, self.judge, self.mode, self.use_coverage)
+
+    def _score_reading(self, items: Sequence[tuple[str, Side, Side]]) -> list[ScoreResult]:
+        """``score_many`` describing only the student steps the reward reads
+        (``gsrm.readonly``): teachers are decomposed whole (and cached), a student whose whole
+        decomposition is cached uses it, the others are described in two rounds and not
+        cached (a structure with steps left out is not a decomposition)."""
+        from gsrm.readonly import read_students
+
+        teachers = self.resolve([(p, t) for p, t, _ in items])
+        students: list[Structure | None] = [as_structure(s) for _, _, s in items]
+        todo: list[int] = []
+        for i, st in enumerate(students):
+            if st is not None:
+                continue
+            problem, text = items[i][0], strip_think(str(items[i][2]))
+            if not text:
+                students[i] = empty_structure()
+            elif (hit := self._cached(self.cache_key(problem, text))) is not None:
+                students[i] = hit
+            else:
+                todo.append(i)
+        if todo:
+            read = read_students(self.backend, self.judge, self.segmenter,
+                                 [teachers[i] for i in todo],
+                                 [(items[i][0], strip_think(str(items[i][2]))) for i in todo],
+                                 self.describe_max_new_tokens, self.mode, self.use_coverage)
+            with self._lock:
+                self.stats["decompositions"] += len(todo)
+            for i, st in zip(todo, read, strict=True):
+                students[i] = st
+        pairs = [(t, s) for t, s in zip(teachers, students, strict=True) if s is not None]
+        if len(pairs) != len(items):  # pragma: no cover - every student is set above
+            raise RuntimeError(f"{len(pairs)} pairs for {len(items)} items")
+        return score_structures(pairs, self.judge, self.mode, self.use_coverage)
+
+    def _cached(self, key: str) -> Structure | None:
+        """A copy of the cached decomposition under ``key``, marked cached, or None."""
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                return None
+            self._cache.move_to_end(key)
+            self.stats["cache_hits"] += 1
+        out = hit.model_copy(deep=True)
+        if out.generation is not None:
+            out.generation.cached = True
+        return out

@@ -94,6 +94,7 @@ def gsrm_from_settings(settings: Settings) -> GSRM:
     return GSRM(backend=get_backend(ns.backend, **bkw),  # resolved by backend_kwargs
                 judge=get_judge(settings.judge, **jkw), mode=settings.mode,
                 use_coverage=settings.coverage, cache_size=settings.cache_size,
+                describe_steps=settings.describe_steps,
                 decomposer=settings.decomposer, segmenter=segmenter_from_arg(settings.segmenter))
 
 

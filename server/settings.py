@@ -52,7 +52,7 @@ _group("decomposition model", "backend", "model", "adapter", "backend_url", "bac
        "prompt_lookup", "device", "dtype", "threads", "ov_weights", "ov_precision",
        "ov_kv_cache_gb", "prefix_warmup")
 _group("judge and reward", "judge", "judge_url", "judge_model", "judge_api_key", "mode",
-       "coverage", "cache_size")
+       "coverage", "cache_size", "describe_steps")
 _group("batching and queue", "batch_window_ms", "max_batch", "max_queue", "request_timeout_s",
        "retry_after_s")
 _group("request limits", "max_body_bytes", "max_items", "max_reasoning_chars", "max_steps",
@@ -133,6 +133,11 @@ class Settings(BaseSettings):
                            "n_teacher) by default")
     cache_size: int = Field(4096, gt=0, description="decompositions kept in the content-hash "
                             "LRU cache")
+    describe_steps: Literal["all", "read"] = Field(
+        "all", description="all: describe every student step (the response's student structure "
+        "is the whole decomposition); read: only the steps the reward reads (none past the "
+        "teacher's count or after the first mismatched meta-reasoning: gsrm.readonly), faster, "
+        "the same reward")
 
     # ---------------------------------------------------------------- batching and queue
     batch_window_ms: float = Field(5.0, ge=0, description="how long the batcher waits after the "
