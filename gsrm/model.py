@@ -151,6 +151,16 @@ class GSRM:
         """Segment-then-describe: the default for LM backends (``Backend.describes_spans``)."""
         return self.decomposer == "two-stage" and self.backend.describes_spans
 
+    @property
+    def reads_only(self) -> bool:
+        """Whether ``describe_steps="read"`` can leave steps out: two-stage, with a describer
+        that sees one span at a time. One whose prompt shows the previous span (``tags-prev``)
+        would see another prompt for the first span of the second round, so it describes
+        every step."""
+        from gsrm.spanformat import get_span_format
+
+        return self.two_stage and not get_span_format(self.backend.span_format).previous
+
     def decomposer_identity(self) -> str:
         """What besides the backend decides a decomposition (part of the cache key)."""
         import json
@@ -318,7 +328,7 @@ class GSRM:
         """
         for i, (_, teacher, _) in enumerate(items):
             check_teacher(teacher, f"item {i}: teacher")
-        if self.describe_steps == "read" and self.two_stage:
+        if self.describe_steps == "read" and self.reads_only:
             return self._score_reading(items)
         structs = self.resolve([(p, side) for p, t, s in items for side in (t, s)])
         teachers, students = structs[0::2], structs[1::2]

@@ -18,7 +18,9 @@ the rule does not read, and each judge verdict compares one pair on its own. Up 
 the default int8 OpenVINO engine can describe a span a little differently in another batch
 (README, "The CPU engine"), and the rounds are other batches. The student's structure keeps
 every step's span; a step not described has empty parts, and a warning says which and why.
-Such a structure is not a decomposition, so it is never cached.
+Such a structure is not a decomposition, so it is never cached. A describer whose prompt
+shows the previous span (``tags-prev``) would get another prompt for the second round's first
+span: with it every step is described (``GSRM.reads_only``).
 
 Example::
 

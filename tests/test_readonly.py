@@ -145,6 +145,16 @@ def test_describe_steps_is_checked_and_reaches_the_server_and_the_cli() -> None:
     assert args.describe_steps == "read"
 
 
+def test_read_with_a_describer_that_sees_the_previous_span_describes_every_step() -> None:
+    from tests.test_describe import PreviousEchoLM
+
+    lm = PreviousEchoLM()
+    g = GSRM(backend=lm, judge=get_judge("lexical"), segmenter=get_segmenter("units"),
+             describe_steps="read")
+    got = g.score("p", TEACHER, STUDENTS[2][0])
+    assert not g.reads_only and all(s.is_complete for s in got.student.steps)
+
+
 def test_read_with_a_rule_backend_describes_every_step() -> None:
     # a rule decomposer has no describer: the option changes nothing
     g = GSRM.from_names(backend="sentences", judge="lexical", describe_steps="read")
