@@ -46,9 +46,9 @@ DESCRIBE_STEPS: tuple[str, ...] = ("all", "read")
 """``all``: every student step is described (the structure returned is the whole
 decomposition); ``read``: only the steps the reward reads (this module)."""
 READ_FIRST = 2
-"""Steps of every student described in the first round. Speed only, never the reward: on the
-reward server's benchmark students (``benchmarks/load.py``, half of them structured like the
-teacher) two rounds with 2 first described 132 of their 189 spans, with 3, 144."""
+"""Steps of every student described in the first round. Speed only, never the reward: a
+student whose first or second step mismatches needs nothing more; one that matches gets the
+rest of its steps in the second round."""
 NOT_READ = "not described: the reward does not read them"
 """Start of the reason in the warning of a structure whose later steps were left out."""
 
