@@ -229,15 +229,12 @@ class GSRM:
         keys = [self.cache_key(p, r) for p, r in cleaned]
         results: dict[str, Structure] = {}
         todo: dict[str, tuple[str, str]] = {}
-        with self._lock:
-            for key, item in zip(keys, cleaned):
-                hit = self._cache.get(key)
-                if hit is not None:
-                    self._cache.move_to_end(key)
-                    results[key] = hit
-                    self.stats["cache_hits"] += 1
-                elif key not in todo:
-                    todo[key] = item
+        served: list[Structure | None] = []  # a copy per item served from the cache
+        for key, item in zip(keys, cleaned):
+            hit = None if key in todo else self._cached(key)
+            served.append(hit)
+            if hit is None:
+                todo.setdefault(key, item)
         if todo:
             todo_keys = list(todo)
             structs = self._decompose_uncached([todo[k] for k in todo_keys])
@@ -251,15 +248,7 @@ class GSRM:
                     self.stats["decompositions"] += 1
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
-        out: list[Structure] = []
-        for key in keys:
-            s = results[key]
-            if key not in todo:  # served from cache: say so without mutating the cached copy
-                s = s.model_copy(deep=True)
-                if s.generation is not None:
-                    s.generation.cached = True
-            out.append(s)
-        return out
+        return [hit if hit is not None else results[key] for hit, key in zip(served, keys)]
 
     def _decompose_uncached(self, items: Sequence[tuple[str, str]]) -> list[Structure]:
         """Decompose traces with no cache: two-stage (segment, then describe each span) or the
@@ -346,7 +335,7 @@ class GSRM:
 
         teachers = self.resolve([(p, t) for p, t, _ in items])
         students: list[Structure | None] = [as_structure(s) for _, _, s in items]
-        todo: list[int] = []
+        todo: dict[int, str] = {}  # item -> its student's reasoning, think tags stripped
         for i, st in enumerate(students):
             if st is not None:
                 continue
@@ -356,11 +345,11 @@ class GSRM:
             elif (hit := self._cached(self.cache_key(problem, text))) is not None:
                 students[i] = hit
             else:
-                todo.append(i)
+                todo[i] = text
         if todo:
             read = read_students(self.backend, self.judge, self.segmenter,
                                  [teachers[i] for i in todo],
-                                 [(items[i][0], strip_think(str(items[i][2]))) for i in todo],
+                                 [(items[i][0], text) for i, text in todo.items()],
                                  self.describe_max_new_tokens, self.mode, self.use_coverage)
             with self._lock:
                 self.stats["decompositions"] += len(todo)
@@ -372,7 +361,8 @@ class GSRM:
         return score_structures(pairs, self.judge, self.mode, self.use_coverage)
 
     def _cached(self, key: str) -> Structure | None:
-        """A copy of the cached decomposition under ``key``, marked cached, or None."""
+        """A copy of the cached decomposition under ``key``, marked cached, or None (a copy:
+        saying it was cached must not mutate the cached one)."""
         with self._lock:
             hit = self._cache.get(key)
             if hit is None:
